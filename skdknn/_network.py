@@ -1,0 +1,123 @@
+"""The network stage: build, train (or take prefit) and unwrap the torch module."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from skorch import NeuralNet, NeuralNetClassifier
+from torch import nn
+
+from .nets import MLP, DkNNPaperCNN
+
+__all__ = ["build_network", "fit_network", "is_prefit", "torch_module"]
+
+
+def is_prefit(net: Any) -> bool:
+    """Whether ``net`` is a prefit network wrapped in ``FrozenEstimator``."""
+    return isinstance(net, FrozenEstimator)
+
+
+def torch_module(net: Any) -> nn.Module:
+    """The torch module inside a skorch net, a FrozenEstimator or a bare module."""
+    if isinstance(net, FrozenEstimator):
+        net = net.estimator
+    if isinstance(net, nn.Module):
+        return net
+    if isinstance(net, NeuralNet):
+        if not hasattr(net, "module_"):
+            raise ValueError(
+                "The skorch net wrapped in FrozenEstimator is not initialized; fit it "
+                "(or call .initialize()) before freezing it."
+            )
+        module = net.module_
+        assert isinstance(module, nn.Module)
+        return module
+    raise TypeError(_net_type_message(net))
+
+
+def _net_type_message(net: Any) -> str:
+    return (
+        "net must be None, a torch.nn.Module class or instance, a skorch NeuralNet, "
+        "or a prefit net (skorch net or torch module) wrapped in "
+        f"sklearn.frozen.FrozenEstimator; got {type(net).__name__}."
+    )
+
+
+def _default_module(
+    input_shape: tuple[int, ...] | None, n_features: int, n_classes: int
+) -> tuple[type[nn.Module], dict[str, Any]]:
+    if input_shape is None:
+        return MLP, {"n_features": n_features, "n_classes": n_classes}
+    if len(input_shape) != 3 or min(input_shape[1:]) < 24:
+        raise ValueError(
+            f"The default network (the DkNN paper's CNN) needs images of at least "
+            f"24x24 pixels; got input shape {input_shape}. Pass net= (e.g. "
+            "skdknn.nets.LeNet5) or flat rows without input_shape to use an MLP."
+        )
+    return DkNNPaperCNN, {"input_shape": input_shape, "n_classes": n_classes}
+
+
+def build_network(
+    net: Any,
+    *,
+    input_shape: tuple[int, ...] | None,
+    n_features: int,
+    n_classes: int,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    device: str,
+    verbose: int,
+) -> Any:
+    """An unfitted skorch classifier for ``net``, or ``net`` itself when prefit.
+
+    ``None`` builds the default network (the DkNN paper CNN for images, an MLP for
+    flat rows); a torch module class or instance is wrapped in a
+    ``NeuralNetClassifier`` with the training knobs; a skorch net is cloned with its
+    own settings; a ``FrozenEstimator`` is returned as is (never retrained).
+    """
+    if is_prefit(net):
+        torch_module(net)  # fails early on an uninitialized or foreign net
+        return net
+    if isinstance(net, NeuralNet):
+        return clone(net)
+    module_kwargs: dict[str, Any] = {}
+    module: type[nn.Module] | nn.Module
+    if net is None:
+        module, module_kwargs = _default_module(input_shape, n_features, n_classes)
+    elif isinstance(net, nn.Module):
+        module = copy.deepcopy(net)  # never train the user's parameter in place
+    elif isinstance(net, type) and issubclass(net, nn.Module):
+        module = net
+    else:
+        raise TypeError(_net_type_message(net))
+    return NeuralNetClassifier(
+        module,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train__shuffle=True,
+        classes=np.arange(n_classes),
+        device=device,
+        verbose=verbose,
+        **{f"module__{key}": value for key, value in module_kwargs.items()},
+    )
+
+
+def fit_network(net: Any, X: NDArray[np.float32], y: NDArray, seed: int) -> Any:
+    """Train ``net`` on (X, y) with torch's global RNG seeded, then restored."""
+    if is_prefit(net):
+        return net
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net.fit(X, y.astype(np.int64))
+    return net

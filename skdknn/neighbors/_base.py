@@ -1,0 +1,245 @@
+"""Base class of the neighbour backends: a scikit-learn transformer with kneighbors."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["NeighborsBackend"]
+
+METRICS = ("euclidean", "cosine")
+
+
+def _l2_normalize(X: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows scaled to unit L2 norm; all-zero rows (dead ReLU layers) stay zero."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return X / norms
+
+
+class NeighborsBackend(TransformerMixin, BaseEstimator):
+    """Base class of the k-nearest-neighbour search engines of the DkNN.
+
+    A backend is a scikit-learn transformer, the same contract as
+    :class:`sklearn.neighbors.KNeighborsTransformer`: ``fit(X)`` builds the index,
+    :meth:`kneighbors` answers queries and :meth:`transform` returns the sparse
+    k-nearest-neighbour graph.
+
+    Subclasses implement two steps and inherit validation, the ``cosine`` metric
+    (euclidean search on L2-normalised rows), the exclusion of a training point from
+    its own neighbours (``kneighbors(X=None)``) and the sparse graph:
+
+    - ``_build(X)``: build the index on the validated ``float32`` rows;
+    - ``_search(X, n_neighbors)``: return ``(distances, indices)`` of shape
+      ``(n_queries, n_neighbors)``, sorted by increasing distance.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+        Number of neighbours returned by default.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        ``cosine`` searches with the euclidean distance between L2-normalised rows,
+        which ranks neighbours as the cosine distance does; the distances returned
+        are those euclidean distances, ``sqrt(2 - 2 cos)``.
+    mode : {"distance", "connectivity"}, default="distance"
+        Values stored in the graph returned by :meth:`transform`.
+    n_jobs : int, default=None
+        Threads for building and querying, where the engine allows it.
+        ``None`` leaves the engine's default.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "metric": [StrOptions(set(METRICS))],
+        "mode": [StrOptions({"distance", "connectivity"})],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        metric: str = "euclidean",
+        mode: str = "distance",
+        n_jobs: int | None = None,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.mode = mode
+        self.n_jobs = n_jobs
+
+    # -- steps for subclasses -------------------------------------------------------
+    @abstractmethod
+    def _build(self, X: NDArray[np.float32]) -> None:
+        """Build the index on validated, metric-prepared float32 rows."""
+
+    @abstractmethod
+    def _search(
+        self, X: NDArray[np.float32], n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        """Return (distances, indices) of the nearest indexed rows, nearest first."""
+
+    @abstractmethod
+    def _search_fitted(
+        self, n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        """Search the indexed rows themselves, each row's own index included."""
+
+    # -- public API -------------------------------------------------------------------
+    def _prepare(self, X: NDArray) -> NDArray[np.float32]:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if self.metric == "cosine":
+            X = _l2_normalize(X)
+        return X
+
+    def fit(self, X: Any, y: Any = None) -> NeighborsBackend:
+        """Build the neighbour index.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to index.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted backend.
+        """
+        self._validate_params()
+        X = validate_data(self, X, dtype=[np.float32, np.float64])
+        self.n_samples_fit_ = X.shape[0]
+        self._build(self._prepare(X))
+        return self
+
+    def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not isinstance(k, Integral) or k < 1:
+            raise ValueError(f"n_neighbors must be a positive integer; got {k!r}.")
+        if k > available:
+            raise ValueError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
+                f"n_samples_fit = {self.n_samples_fit_}, n_samples = {available} "
+                "(fewer indexed points than requested neighbours)."
+            )
+        return int(k)
+
+    def kneighbors(
+        self,
+        X: Any = None,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+    ) -> Any:
+        """Find the k nearest indexed points of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query points. ``None`` queries the indexed points themselves, each one
+            excluded from its own neighbours (as in scikit-learn).
+        n_neighbors : int, default=None
+            Number of neighbours; defaults to the ``n_neighbors`` parameter.
+        return_distance : bool, default=True
+            Whether to return the distances.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors)
+            Only when ``return_distance=True``; nearest first.
+        indices : ndarray of shape (n_queries, n_neighbors)
+            Row indices into the indexed points.
+        """
+        check_is_fitted(self)
+        if X is None:
+            k = self._check_n_neighbors(n_neighbors, self.n_samples_fit_ - 1)
+            dist, ind = self._exclude_self(*self._search_fitted(k + 1))
+        else:
+            k = self._check_n_neighbors(n_neighbors, self.n_samples_fit_)
+            Xq = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+            dist, ind = self._search(self._prepare(Xq), k)
+        return (dist, ind) if return_distance else ind
+
+    @staticmethod
+    def _exclude_self(
+        dist: NDArray[np.float32], ind: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        """Drop each row's own index from k + 1 results (or the last one if absent).
+
+        With duplicate points a row may not find itself first, or at all; dropping the
+        last column then keeps k neighbours, as scikit-learn does.
+        """
+        n, k1 = ind.shape
+        is_self = ind == np.arange(n)[:, None]
+        missing = ~is_self.any(axis=1)
+        is_self[missing, k1 - 1] = True
+        keep = ~is_self
+        return dist[keep].reshape(n, k1 - 1), ind[keep].reshape(n, k1 - 1)
+
+    def kneighbors_graph(
+        self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity"
+    ) -> sp.csr_matrix:
+        """Sparse graph of the k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query points; ``None`` uses the indexed points, self excluded.
+        n_neighbors : int, default=None
+            Number of neighbours; defaults to the ``n_neighbors`` parameter.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Ones, or the distances, as the stored values.
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_samples_fit)
+        """
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(
+                f'mode must be "connectivity" or "distance"; got {mode!r}.'
+            )
+        dist, ind = self.kneighbors(X, n_neighbors, return_distance=True)
+        n_queries, k = ind.shape
+        data = np.ones(ind.size) if mode == "connectivity" else dist.ravel()
+        indptr = np.arange(0, n_queries * k + 1, k)
+        return sp.csr_matrix(
+            (data, ind.ravel(), indptr), shape=(n_queries, self.n_samples_fit_)
+        )
+
+    def transform(self, X: Any) -> sp.csr_matrix:
+        """Sparse k-nearest-neighbour graph of X, as ``KNeighborsTransformer`` does.
+
+        In ``distance`` mode each row holds ``n_neighbors + 1`` neighbours, so that a
+        training point keeps ``n_neighbors`` others besides itself.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_samples_fit)
+        """
+        check_is_fitted(self)
+        add_one = self.mode == "distance"
+        return self.kneighbors_graph(
+            X, n_neighbors=self.n_neighbors + add_one, mode=self.mode
+        )
+
+    def fit_transform(self, X: Any, y: Any = None) -> sp.csr_matrix:
+        """Fit to X, then return its neighbour graph (see :meth:`transform`)."""
+        return self.fit(X).transform(X)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []
+        tags.requires_fit = True
+        return tags

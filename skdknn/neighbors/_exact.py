@@ -1,0 +1,146 @@
+"""Exact k-nearest neighbours by blocked float32 matrix products."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn import get_config
+from sklearn.utils._param_validation import Interval
+
+from ._base import NeighborsBackend
+
+__all__ = ["ExactBackend"]
+
+
+@contextlib.contextmanager
+def torch_threads(n_jobs: int | None) -> Iterator[None]:
+    """Run the block inside with ``n_jobs`` torch threads (``-1``: every core)."""
+    if n_jobs is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    n = (os.cpu_count() or 1) if n_jobs < 0 else max(1, n_jobs)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class ExactBackend(NeighborsBackend):
+    """Exact (brute-force) nearest neighbours by blocked matrix products.
+
+    Squared euclidean distances are expanded as ``|q|^2 - 2 q.t + |t|^2``: one
+    float32 matrix product per block of queries, followed by a partial top-k
+    selection. Queries are processed in blocks so that the block of distances never
+    exceeds ``working_memory`` megabytes, whatever the number of queries.
+
+    Same neighbours as ``NearestNeighbors(algorithm="brute")`` except among points at
+    (numerically) equal distances.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+        Number of neighbours returned by default.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        ``cosine`` is the euclidean distance between L2-normalised rows.
+    mode : {"distance", "connectivity"}, default="distance"
+        Values stored in the graph returned by :meth:`transform`.
+    working_memory : float, default=None
+        Budget in megabytes for one block of query-to-index distances. ``None`` uses
+        scikit-learn's ``working_memory`` setting (see
+        :func:`sklearn.set_config`, 1024 by default). At least one query row is
+        processed per block.
+    n_jobs : int, default=None
+        Torch threads for the products and the selection; ``-1`` uses every core,
+        ``None`` keeps torch's current setting.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features of the indexed points.
+    n_samples_fit_ : int
+        Number of indexed points.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : The scikit-learn engine with the same answer.
+    sklearn.neighbors.KNeighborsTransformer : The transformer API this follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdknn.neighbors import ExactBackend
+    >>> X = np.array([[0.0], [1.0], [3.0], [6.0]])
+    >>> backend = ExactBackend(n_neighbors=2).fit(X)
+    >>> dist, ind = backend.kneighbors([[0.9]])
+    >>> ind
+    array([[1, 0]])
+    >>> dist.round(2)
+    array([[0.1, 0.9]], dtype=float32)
+    >>> backend.kneighbors(n_neighbors=1, return_distance=False).ravel()
+    array([1, 0, 1, 2])
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **NeighborsBackend._parameter_constraints,
+        "working_memory": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        metric: str = "euclidean",
+        mode: str = "distance",
+        working_memory: float | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        super().__init__(n_neighbors, metric=metric, mode=mode, n_jobs=n_jobs)
+        self.working_memory = working_memory
+
+    def _build(self, X: NDArray[np.float32]) -> None:
+        self._fit_X = X
+        fit_t = torch.from_numpy(X)
+        self._sq_norms = (fit_t * fit_t).sum(dim=1).numpy()
+
+    def _search_fitted(
+        self, n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        return self._search(self._fit_X, n_neighbors)
+
+    def _block_rows(self) -> int:
+        budget_mb = self.working_memory
+        if budget_mb is None:
+            budget_mb = get_config()["working_memory"]
+        bytes_per_row = 4 * self.n_samples_fit_
+        return max(1, int(budget_mb * 2**20 // bytes_per_row))
+
+    def _search(
+        self, X: NDArray[np.float32], n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        n_queries = X.shape[0]
+        distances = np.empty((n_queries, n_neighbors), dtype=np.float32)
+        indices = np.empty((n_queries, n_neighbors), dtype=np.int64)
+        fit_t = torch.from_numpy(self._fit_X)
+        sq_norms = torch.from_numpy(self._sq_norms)
+        rows = min(self._block_rows(), max(n_queries, 1))
+        scores = torch.empty((rows, self.n_samples_fit_), dtype=torch.float32)
+        with torch.inference_mode(), torch_threads(self.n_jobs):
+            for start in range(0, n_queries, rows):
+                query = torch.from_numpy(X[start : start + rows])
+                block = scores[: query.shape[0]]
+                # |t|^2 - 2 q.t ranks the index rows as |q - t|^2 does
+                torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=block)
+                values, idx = torch.topk(block, n_neighbors, dim=1, largest=False)
+                values += (query * query).sum(dim=1, keepdim=True)
+                distances[start : start + rows] = values.clamp_(min=0).sqrt_().numpy()
+                indices[start : start + rows] = idx.numpy()
+        return distances, indices.astype(np.intp, copy=False)

@@ -1,0 +1,41 @@
+"""Backend names accepted by ``DeepKNNClassifier(backend=...)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.base import clone
+
+from ._exact import ExactBackend
+
+__all__ = ["BACKENDS", "make_backend"]
+
+#: Backend classes by the names ``backend=`` accepts.
+BACKENDS: dict[str, type] = {"exact": ExactBackend}
+
+
+def make_backend(spec: Any) -> Any:
+    """An unfitted backend from a name in :data:`BACKENDS` or a backend instance.
+
+    An instance is cloned (it is never fitted in place); any object with ``fit`` and
+    ``kneighbors`` is accepted.
+
+    Examples
+    --------
+    >>> make_backend("exact")
+    ExactBackend()
+    """
+    if isinstance(spec, str):
+        try:
+            return BACKENDS[spec]()
+        except KeyError:
+            raise ValueError(
+                f"Unknown backend {spec!r}; available backends: {sorted(BACKENDS)}, or "
+                "pass a backend instance (an object with fit and kneighbors)."
+            ) from None
+    if not (hasattr(spec, "fit") and hasattr(spec, "kneighbors")):
+        raise TypeError(
+            "backend must be a backend name or an object with fit and kneighbors "
+            f"methods; got {type(spec).__name__}."
+        )
+    return clone(spec)

@@ -1,0 +1,313 @@
+"""Reference networks of the DkNN and AdvKNN papers, as plain torch modules.
+
+Every network names its modules so that hidden layers can be chosen by name, and
+declares the layers the DkNN uses by default in its ``dknn_layers`` attribute.
+
+============================  ====================================================
+:class:`DkNNPaperCNN`         Papernot & McDaniel (2018), the DkNN paper's CNN
+:class:`BatchNormCNN`         the deeper BatchNorm CNN of the thesis ("Kaggle")
+:class:`LeNet5`               LeCun et al. (1998), for transferability experiments
+:class:`MLP`                  a small perceptron for tabular input
+============================  ====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MLP",
+    "BatchNormCNN",
+    "DkNNPaperCNN",
+    "LeNet5",
+    "default_layers",
+    "layer_names",
+]
+
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
+
+
+def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
+    """Width of ``features``' flattened output for one input of ``input_shape``."""
+    with torch.no_grad():
+        out = features(torch.zeros(1, *input_shape))
+    return int(out.numel())
+
+
+def _check_image_shape(input_shape: Sequence[int], name: str, minimum: int) -> None:
+    if len(input_shape) != 3 or min(input_shape[1:]) < minimum:
+        raise ValueError(
+            f"{name} needs input_shape (channels, height, width) with height and "
+            f"width >= {minimum}; got {tuple(input_shape)}."
+        )
+
+
+class DkNNPaperCNN(nn.Module):
+    """The CNN of the DkNN paper (Papernot & McDaniel, 2018).
+
+    Conv(64, 8x8, stride 2, padding 3) - ReLU - Conv(128, 6x6, stride 2) - ReLU -
+    Conv(128, 5x5, stride 1) - ReLU - Linear(-> n_classes). On 28x28 input the DkNN
+    layers ``relu1``, ``relu2``, ``relu3`` and ``logits`` have 12,544 / 3,200 / 128 /
+    10 dimensions.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(1, 28, 28)
+        ``(channels, height, width)``; height and width must be at least 24.
+    n_classes : int, default=10
+        Number of outputs (logits).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = DkNNPaperCNN()
+    >>> net(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    >>> net.dknn_layers
+    ('relu1', 'relu2', 'relu3', 'logits')
+    """
+
+    dknn_layers = ("relu1", "relu2", "relu3", "logits")
+
+    def __init__(
+        self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10
+    ) -> None:
+        super().__init__()
+        _check_image_shape(input_shape, "DkNNPaperCNN", minimum=24)
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", nn.Conv2d(input_shape[0], 64, 8, 2, 3))
+        self.features.add_module("relu1", nn.ReLU())
+        self.features.add_module("conv2", nn.Conv2d(64, 128, 6, 2))
+        self.features.add_module("relu2", nn.ReLU())
+        self.features.add_module("conv3", nn.Conv2d(128, 128, 5, 1))
+        self.features.add_module("relu3", nn.ReLU())
+        self.flatten = nn.Flatten()
+        self.logits = nn.Linear(_flat_size(self.features, input_shape), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.flatten(self.features(x)))
+
+
+class BatchNormCNN(nn.Module):
+    """The deeper BatchNorm CNN of the thesis (the "Kaggle" MNIST model).
+
+    Conv64-Conv64-MaxPool-BN-Conv128-Conv128-MaxPool-BN-Conv256-MaxPool-BN-Dense512-
+    Dense(n_classes), 3x3 kernels with padding 1 and ReLU. The DkNN uses the three
+    BatchNorm outputs ``bn1``, ``bn2``, ``bn3``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(1, 28, 28)
+        ``(channels, height, width)``; height and width must be at least 8.
+    n_classes : int, default=10
+        Number of outputs (logits).
+
+    Examples
+    --------
+    >>> import torch
+    >>> BatchNormCNN()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    dknn_layers = ("bn1", "bn2", "bn3")
+
+    def __init__(
+        self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10
+    ) -> None:
+        super().__init__()
+        _check_image_shape(input_shape, "BatchNormCNN", minimum=8)
+        self.features = nn.Sequential()
+        widths = [(input_shape[0], 64, 64), (64, 128, 128), (128, 256)]
+        for block, chans in enumerate(widths, start=1):
+            for i, (c_in, c_out) in enumerate(pairwise(chans), start=1):
+                self.features.add_module(
+                    f"conv{block}_{i}", nn.Conv2d(c_in, c_out, 3, padding=1)
+                )
+                self.features.add_module(f"relu{block}_{i}", nn.ReLU())
+            self.features.add_module(f"pool{block}", nn.MaxPool2d(2))
+            self.features.add_module(f"bn{block}", nn.BatchNorm2d(chans[-1]))
+        self.flatten = nn.Flatten()
+        self.dense = nn.Linear(_flat_size(self.features, input_shape), 512)
+        self.relu_dense = nn.ReLU()
+        self.logits = nn.Linear(512, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.relu_dense(self.dense(self.flatten(self.features(x))))
+        return self.logits(hidden)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) with ReLU and max pooling.
+
+    Conv(6, 5x5, padding 2) - ReLU - MaxPool - Conv(16, 5x5) - ReLU - MaxPool -
+    Linear(120) - ReLU - Linear(84) - ReLU - Linear(n_classes).
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(1, 28, 28)
+        ``(channels, height, width)``; height and width must be at least 12.
+    n_classes : int, default=10
+        Number of outputs (logits).
+
+    Examples
+    --------
+    >>> import torch
+    >>> LeNet5()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    dknn_layers = ("relu1", "relu2", "relu3", "relu4", "logits")
+
+    def __init__(
+        self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10
+    ) -> None:
+        super().__init__()
+        _check_image_shape(input_shape, "LeNet5", minimum=12)
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", nn.Conv2d(input_shape[0], 6, 5, padding=2))
+        self.features.add_module("relu1", nn.ReLU())
+        self.features.add_module("pool1", nn.MaxPool2d(2))
+        self.features.add_module("conv2", nn.Conv2d(6, 16, 5))
+        self.features.add_module("relu2", nn.ReLU())
+        self.features.add_module("pool2", nn.MaxPool2d(2))
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(_flat_size(self.features, input_shape), 120)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(120, 84)
+        self.relu4 = nn.ReLU()
+        self.logits = nn.Linear(84, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.relu3(self.fc1(self.flatten(self.features(x))))
+        return self.logits(self.relu4(self.fc2(hidden)))
+
+
+class MLP(nn.Module):
+    """A small multi-layer perceptron for flat (tabular) input.
+
+    Linear - ReLU per hidden layer, then Linear(-> n_classes). The DkNN uses every
+    ReLU output and the logits.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the input rows.
+    n_classes : int
+        Number of outputs (logits).
+    hidden_layer_sizes : tuple of int, default=(64, 64)
+        Widths of the hidden layers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = MLP(n_features=4, n_classes=3)
+    >>> net(torch.zeros(5, 4)).shape
+    torch.Size([5, 3])
+    >>> net.dknn_layers
+    ('relu1', 'relu2', 'logits')
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        hidden_layer_sizes: Sequence[int] = (64, 64),
+    ) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential()
+        width = n_features
+        for i, size in enumerate(hidden_layer_sizes, start=1):
+            self.hidden.add_module(f"fc{i}", nn.Linear(width, size))
+            self.hidden.add_module(f"relu{i}", nn.ReLU())
+            width = size
+        self.logits = nn.Linear(width, n_classes)
+        self.dknn_layers = (
+            *(f"relu{i}" for i in range(1, len(hidden_layer_sizes) + 1)),
+            "logits",
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden(x.flatten(1)))
+
+
+def layer_names(module: nn.Module) -> list[str]:
+    """Names of every submodule whose output can serve as a DkNN layer.
+
+    Nested modules are also reachable by their dotted path (``features.relu1``);
+    the short name works when it is unique.
+
+    Examples
+    --------
+    >>> layer_names(MLP(n_features=4, n_classes=3, hidden_layer_sizes=(8,)))
+    ['fc1', 'relu1', 'logits']
+    """
+    return [_short_name(name) for name, _ in _leaf_modules(module)]
+
+
+def _leaf_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, sub)
+        for name, sub in module.named_modules()
+        if name and not list(sub.children())
+    ]
+
+
+def _short_name(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def default_layers(module: nn.Module) -> list[str]:
+    """The layers a DkNN uses when none are given.
+
+    The module's ``dknn_layers`` attribute when it declares one; otherwise the output
+    of every activation module followed by the last module (usually the logits).
+
+    Examples
+    --------
+    >>> default_layers(DkNNPaperCNN())
+    ['relu1', 'relu2', 'relu3', 'logits']
+    >>> default_layers(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+    ...                                    torch.nn.Linear(8, 2)))
+    ['1', '2']
+    """
+    declared = getattr(module, "dknn_layers", None)
+    if declared is not None:
+        return list(declared)
+    leaves = _leaf_modules(module)
+    if not leaves:
+        raise ValueError(
+            f"{type(module).__name__} has no submodules whose output could be used as "
+            "a DkNN layer; pass `layers` explicitly or declare `dknn_layers`."
+        )
+    names = [name for name, sub in leaves if isinstance(sub, _ACTIVATIONS)]
+    if leaves[-1][0] not in names:
+        names.append(leaves[-1][0])
+    return names
+
+
+def resolve_layer(module: nn.Module, name: str) -> tuple[str, nn.Module]:
+    """Find a submodule by dotted path or unique short name.
+
+    Raises a ``ValueError`` listing the available names when there is no such layer
+    or the short name is ambiguous.
+    """
+    modules = dict(module.named_modules())
+    if name and name in modules:
+        return name, modules[name]
+    matches = [full for full in modules if full and _short_name(full) == name]
+    if len(matches) == 1:
+        return matches[0], modules[matches[0]]
+    available = ", ".join(repr(n) for n in layer_names(module))
+    if matches:
+        raise ValueError(
+            f"Layer name {name!r} is ambiguous in {type(module).__name__}; use one of "
+            f"the full paths {matches}."
+        )
+    raise ValueError(
+        f"Unknown layer {name!r} for {type(module).__name__}. "
+        f"Available layers: {available}."
+    )
