@@ -72,7 +72,7 @@ def balanced_calibration_split(
     short = np.flatnonzero(counts <= sizes)
     if short.size:
         j = int(short[0])
-        name = classes[j] if classes is not None else j
+        name = np.asarray(classes)[j].tolist() if classes is not None else j
         raise ValueError(
             f"Class {name!r} has {counts[j]} samples, too few for its share of "
             f"{sizes[j]} class-balanced calibration points plus at least one indexed "

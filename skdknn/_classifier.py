@@ -390,7 +390,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        return self.classes_[conformal.predict_from_counts(self.neighbor_counts(X))]
+        counts = self.neighbor_counts(X)
+        return self.classes_[conformal.predict_from_counts(counts)]
 
     def predict_proba(self, X: Any) -> NDArray[np.float64]:
         """Layer-averaged neighbour label distribution (1 / (L k)) sum_l n_{l,j}(x).

@@ -43,7 +43,9 @@ class ExactBackend(NeighborsBackend):
     exceeds ``working_memory`` megabytes, whatever the number of queries.
 
     Same neighbours as ``NearestNeighbors(algorithm="brute")`` except among points at
-    (numerically) equal distances.
+    (numerically) equal distances. Like any float32 expansion, a returned distance
+    ``d`` carries a rounding error of order ``sqrt(1e-7) * |x|`` where ``|x|`` is the
+    norm of the points, visible only for near-duplicates (``d`` close to 0).
 
     Parameters
     ----------
