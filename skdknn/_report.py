@@ -73,10 +73,10 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     X_train, X_test, y_train, y_test = _load(config)
+    n_indexed = len(X_train) - config.calibration_size
     print(
-        f"MNIST: {len(X_train)} training images ({len(X_train) - config.calibration_size}"
-        f" indexed, {config.calibration_size} calibration), {len(X_test)} held-out "
-        "test images"
+        f"MNIST: {len(X_train)} training images ({n_indexed} indexed, "
+        f"{config.calibration_size} calibration), {len(X_test)} held-out test images"
     )
     base = DeepKNNClassifier(
         n_neighbors=config.n_neighbors,
