@@ -69,6 +69,16 @@ def neighbor_label_counts(
     return counts.reshape(n, n_layers, n_classes)
 
 
+def _check_counts(counts: ArrayLike) -> NDArray[np.int64]:
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    if counts_arr.ndim != 3:
+        raise ValueError(
+            "counts must have shape (n_queries, n_layers, n_classes); got an array "
+            f"with {counts_arr.ndim} dimension(s)."
+        )
+    return counts_arr
+
+
 def nonconformity(counts: ArrayLike, n_neighbors: int) -> NDArray[np.int64]:
     """Nonconformity of every candidate label: alpha_j(x) = sum_l (k - n_{l,j}(x)).
 
@@ -90,7 +100,7 @@ def nonconformity(counts: ArrayLike, n_neighbors: int) -> NDArray[np.int64]:
     >>> nonconformity([[[2, 1], [1, 2]]], n_neighbors=3)
     array([[3, 3]])
     """
-    counts_arr = np.asarray(counts, dtype=np.int64)
+    counts_arr = _check_counts(counts)
     n_layers = counts_arr.shape[1]
     return n_layers * int(n_neighbors) - counts_arr.sum(axis=1)
 
@@ -127,6 +137,8 @@ def calibration_scores(counts: ArrayLike, y: ArrayLike, n_neighbors: int) -> NDA
         raise ValueError(
             f"y must have shape ({alpha.shape[0]},) to match counts; got {y_arr.shape}."
         )
+    if y_arr.size and (y_arr.min() < 0 or y_arr.max() >= alpha.shape[1]):
+        raise ValueError(f"y must be encoded as integers in [0, {alpha.shape[1] - 1}].")
     return np.sort(alpha[np.arange(alpha.shape[0]), y_arr])
 
 
@@ -181,7 +193,7 @@ def predict_from_counts(counts: ArrayLike) -> NDArray[np.intp]:
     >>> predict_from_counts([[[2, 1], [1, 2]], [[0, 3], [1, 2]]])
     array([0, 1])
     """
-    return np.asarray(counts).sum(axis=1).argmax(axis=1)
+    return _check_counts(counts).sum(axis=1).argmax(axis=1)
 
 
 def neighbor_proba(counts: ArrayLike) -> NDArray[np.float64]:
@@ -201,7 +213,7 @@ def neighbor_proba(counts: ArrayLike) -> NDArray[np.float64]:
     >>> neighbor_proba([[[2, 1, 0], [0, 0, 3]]])
     array([[0.33333333, 0.16666667, 0.5       ]])
     """
-    totals = np.asarray(counts, dtype=np.float64).sum(axis=1)
+    totals = _check_counts(counts).sum(axis=1).astype(np.float64)
     return totals / totals.sum(axis=1, keepdims=True)
 
 

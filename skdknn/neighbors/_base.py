@@ -48,7 +48,8 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     metric : {"euclidean", "cosine"}, default="euclidean"
         ``cosine`` searches with the euclidean distance between L2-normalised rows,
         which ranks neighbours as the cosine distance does; the distances returned
-        are those euclidean distances, ``sqrt(2 - 2 cos)``.
+        are those euclidean distances, ``sqrt(2 - 2 cos)``. All-zero rows (e.g. a
+        dead ReLU layer) stay zero, at distance 1 from every normalised row.
     mode : {"distance", "connectivity"}, default="distance"
         Values stored in the graph returned by :meth:`transform`.
     n_jobs : int, default=None
@@ -94,11 +95,17 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         """Search the indexed rows themselves, each row's own index included."""
 
     # -- public API -------------------------------------------------------------------
-    def _prepare(self, X: NDArray) -> NDArray[np.float32]:
-        X = np.ascontiguousarray(X, dtype=np.float32)
+    def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
+        """C-contiguous, writable float32 rows, L2-normalised for ``cosine``.
+
+        ``copy=True`` (at fit) guarantees the index owns its data, so that later
+        changes to the caller's array cannot change the answers.
+        """
         if self.metric == "cosine":
-            X = _l2_normalize(X)
-        return X
+            return _l2_normalize(np.asarray(X, dtype=np.float32))
+        X = np.array(X, dtype=np.float32, order="C", copy=copy or None)
+        # torch cannot wrap read-only memory (e.g. a memmap) without a warning
+        return X if X.flags.writeable else X.copy()
 
     def fit(self, X: Any, y: Any = None) -> NeighborsBackend:
         """Build the neighbour index.
@@ -118,7 +125,7 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         self.n_samples_fit_ = X.shape[0]
-        self._build(self._prepare(X))
+        self._build(self._prepare(X, copy=True))
         return self
 
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
@@ -172,15 +179,16 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     def _exclude_self(
         dist: NDArray[np.float32], ind: NDArray[np.intp]
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        """Drop each row's own index from k + 1 results (or the last one if absent).
+        """Drop each row's own index from k + 1 results (or the first if absent).
 
-        With duplicate points a row may not find itself first, or at all; dropping the
-        last column then keeps k neighbours, as scikit-learn does.
+        With more duplicates of a point than k + 1, the point may not find itself;
+        dropping the first column (one of its duplicates) then keeps k neighbours, as
+        scikit-learn does.
         """
         n, k1 = ind.shape
         is_self = ind == np.arange(n)[:, None]
         missing = ~is_self.any(axis=1)
-        is_self[missing, k1 - 1] = True
+        is_self[missing, 0] = True
         keep = ~is_self
         return dist[keep].reshape(n, k1 - 1), ind[keep].reshape(n, k1 - 1)
 

@@ -43,9 +43,9 @@ class ExactBackend(NeighborsBackend):
     exceeds ``working_memory`` megabytes, whatever the number of queries.
 
     Same neighbours as ``NearestNeighbors(algorithm="brute")`` except among points at
-    (numerically) equal distances. Like any float32 expansion, a returned distance
-    ``d`` carries a rounding error of order ``sqrt(1e-7) * |x|`` where ``|x|`` is the
-    norm of the points, visible only for near-duplicates (``d`` close to 0).
+    (numerically) equal distances. The distances of near-duplicate pairs, where the
+    expansion loses precision to cancellation, are recomputed directly, so that a
+    point is at distance exactly 0 from itself.
 
     Parameters
     ----------
@@ -142,7 +142,35 @@ class ExactBackend(NeighborsBackend):
                 # |t|^2 - 2 q.t ranks the index rows as |q - t|^2 does
                 torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=block)
                 values, idx = torch.topk(block, n_neighbors, dim=1, largest=False)
-                values += (query * query).sum(dim=1, keepdim=True)
-                distances[start : start + rows] = values.clamp_(min=0).sqrt_().numpy()
+                sq_dist, idx = _refine_near_duplicates(
+                    query, fit_t, sq_norms, values, idx
+                )
+                distances[start : start + rows] = sq_dist.sqrt_().numpy()
                 indices[start : start + rows] = idx.numpy()
         return distances, indices.astype(np.intp, copy=False)
+
+
+def _refine_near_duplicates(
+    query: torch.Tensor,
+    fit_t: torch.Tensor,
+    sq_norms: torch.Tensor,
+    values: torch.Tensor,
+    idx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances of the selected pairs, exact where the expansion is not.
+
+    ``|q|^2 + |t|^2 - 2 q.t`` loses about ``1e-7 (|q|^2 + |t|^2)`` to cancellation,
+    which only matters for pairs much closer than their norms (near-duplicates, a
+    point and itself). Those few pairs are recomputed as ``|q - t|^2`` and the rows
+    re-sorted; the rest keep the expansion, whose relative error is below 1e-5.
+    """
+    q_sq = (query * query).sum(dim=1, keepdim=True)
+    sq_dist = values + q_sq
+    suspect = sq_dist < 1e-2 * (q_sq + sq_norms[idx])
+    if not bool(suspect.any()):
+        return sq_dist.clamp_(min=0), idx
+    rows, cols = suspect.nonzero(as_tuple=True)
+    diff = query[rows] - fit_t[idx[rows, cols]]
+    sq_dist[rows, cols] = (diff * diff).sum(dim=1)
+    sq_dist, order = torch.sort(sq_dist.clamp_(min=0), dim=1, stable=True)
+    return sq_dist, torch.gather(idx, 1, order)
