@@ -7,9 +7,10 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from numpy.typing import NDArray
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
     HasMethods,
@@ -24,7 +25,12 @@ from torch import nn
 from . import conformal
 from ._activations import LayerActivations
 from ._calibration import balanced_calibration_split
-from ._network import build_network, fit_network, torch_module
+from ._network import (
+    build_network,
+    initialize_network,
+    torch_module,
+    train_network,
+)
 from ._validation import as_flat_rows, check_input_shape
 from ._version import __version__
 from .exceptions import InconsistentVersionWarning
@@ -59,7 +65,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         (:class:`skdknn.nets.DkNNPaperCNN`) on images and an MLP
         (:class:`skdknn.nets.MLP`) on flat rows. A torch module class or instance is
         trained with ``max_epochs``, ``lr`` and ``batch_size`` (an instance is copied
-        first); a skorch ``NeuralNet`` is cloned and trained with its own settings. A
+        first; a class receives ``n_classes``, ``n_features`` and ``input_shape``
+        when its constructor takes them, as the classes of :mod:`skdknn.nets` do);
+        a skorch ``NeuralNet`` is cloned and trained with its own settings. A
         prefit skorch net or torch module wrapped in
         :class:`sklearn.frozen.FrozenEstimator` is used as is and never retrained.
         The module must return logits.
@@ -114,7 +122,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     input_shape_ : tuple of int or None
         Shape of one network input, or None for flat rows.
     net_ : skorch net or FrozenEstimator
-        The trained (or prefit) network.
+        The trained (or prefit) network. Its own ``predict`` returns class indices
+        into ``classes_``, not the labels.
     layers_ : list of str
         The layers searched.
     backends_ : list of NeighborsBackend
@@ -136,8 +145,16 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    Prediction ties (equal total neighbour counts) go to the first class in
-    ``classes_``; the predicted class always has the largest p-value.
+    The prediction is the class with the most neighbours over all layers, which
+    always has the largest p-value. Several classes can share the largest p-value
+    (p-values are coarser than counts): the one with more neighbours wins, and
+    equal counts go to the first class in ``classes_``. So ``predict`` agrees with
+    ``predict_proba(X).argmax(axis=1)`` always, and with ``p_values(X).argmax(axis=1)``
+    except on such p-value ties.
+
+    A prefit network must not have seen the calibration points: refitting with
+    ``FrozenEstimator(clf.net_)`` keeps them unseen only with the same ``X``,
+    ``calibration_size`` and ``random_state`` as the fit that trained it.
 
     References
     ----------
@@ -258,13 +275,11 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"{calibration_rows.size} calibration points; lower n_neighbors or "
                 "calibration_size, or add samples."
             )
+        backend = self._make_layer_backend()
         X_net = self._network_input(X_flat)
         self.net_ = self._fit_net(X_net[train_rows], y_encoded[train_rows], rng)
-        self.layers_ = self._resolve_layers()
         activations = self._activations(X_net, self.layers_)
-        self.backends_ = [
-            self._make_layer_backend().fit(acts[train_rows]) for acts in activations
-        ]
+        self.backends_ = [clone(backend).fit(acts[train_rows]) for acts in activations]
         self.train_indices_ = train_rows
         self.calibration_indices_ = calibration_rows
         self._y_index = y_encoded[train_rows]
@@ -276,6 +291,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_net(self, X: NDArray, y: NDArray, rng: np.random.RandomState) -> Any:
+        """Build the network, check the layer names, then train it (unless prefit).
+
+        Torch's global RNG is seeded for initialisation and shuffling, then restored.
+        """
         net = build_network(
             self.net,
             input_shape=self.input_shape_,
@@ -287,10 +306,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             device=self.device,
             verbose=self.verbose,
         )
-        return fit_network(net, X, y, seed=int(rng.randint(np.iinfo(np.int32).max)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+            self.layers_ = self._resolve_layers(initialize_network(net))
+            return train_network(net, X, y)
 
-    def _resolve_layers(self) -> list[str]:
-        module = self.module_
+    def _resolve_layers(self, module: nn.Module) -> list[str]:
         layers = default_layers(module) if self.layers is None else list(self.layers)
         if not layers:
             raise ValueError("layers must name at least one layer.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,13 @@ from torch import nn
 
 from .nets import MLP, DkNNPaperCNN
 
-__all__ = ["build_network", "fit_network", "is_prefit", "torch_module"]
+__all__ = [
+    "build_network",
+    "initialize_network",
+    "is_prefit",
+    "torch_module",
+    "train_network",
+]
 
 
 def is_prefit(net: Any) -> bool:
@@ -63,6 +70,24 @@ def _default_module(
     return DkNNPaperCNN, {"input_shape": input_shape, "n_classes": n_classes}
 
 
+def _shape_kwargs(
+    cls: type[nn.Module],
+    input_shape: tuple[int, ...] | None,
+    n_features: int,
+    n_classes: int,
+) -> dict[str, Any]:
+    """The data-dependent arguments a module class's constructor declares.
+
+    Fills ``n_classes``, ``n_features`` and ``input_shape`` (for image input) when
+    the constructor takes them, as the classes of :mod:`skdknn.nets` do.
+    """
+    known: dict[str, Any] = {"n_classes": n_classes, "n_features": n_features}
+    if input_shape is not None:
+        known["input_shape"] = input_shape
+    accepted = inspect.signature(cls).parameters
+    return {name: value for name, value in known.items() if name in accepted}
+
+
 def build_network(
     net: Any,
     *,
@@ -95,6 +120,7 @@ def build_network(
         module = copy.deepcopy(net)  # never train the user's parameter in place
     elif isinstance(net, type) and issubclass(net, nn.Module):
         module = net
+        module_kwargs = _shape_kwargs(net, input_shape, n_features, n_classes)
     else:
         raise TypeError(_net_type_message(net))
     return NeuralNetClassifier(
@@ -113,11 +139,19 @@ def build_network(
     )
 
 
-def fit_network(net: Any, X: NDArray[np.float32], y: NDArray, seed: int) -> Any:
-    """Train ``net`` on (X, y) with torch's global RNG seeded, then restored."""
-    if is_prefit(net):
-        return net
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net.fit(X, y.astype(np.int64))
+def initialize_network(net: Any) -> nn.Module:
+    """Create the module of an unfitted net (prefit nets are left as they are).
+
+    Layer names can then be checked before any training time is spent.
+    """
+    if not is_prefit(net):
+        net.initialize()
+    return torch_module(net)
+
+
+def train_network(net: Any, X: NDArray[np.float32], y: NDArray) -> Any:
+    """Train an initialized net on (X, y); a prefit net is returned untouched."""
+    if not is_prefit(net):
+        # partial_fit trains the module initialize() made, without re-creating it
+        net.partial_fit(X, y.astype(np.int64))
     return net

@@ -372,3 +372,16 @@ def test_inputs_not_modified(tabular, mnist_small):
         n_neighbors=5, calibration_size=50, max_epochs=1, net=LeNet5, random_state=0
     ).fit(images[:300], labels[:300]).predict(images[300:400])
     np.testing.assert_array_equal(images, images_copy)
+
+
+def test_module_class_receives_shape_arguments(tabular, mnist_small):
+    X, y = tabular
+    clf = tiny(net=MLP).fit(X[:300], y[:300])
+    assert clf.module_.logits.out_features == 3
+    assert clf.module_.hidden.fc1.in_features == 6
+    images, labels = mnist_small
+    cnn = DeepKNNClassifier(
+        net=LeNet5, n_neighbors=5, calibration_size=50, max_epochs=1, random_state=0
+    ).fit(images[:300, :, 2:26, 2:26], labels[:300])
+    assert cnn.input_shape_ == (1, 24, 24)
+    assert cnn.predict(images[300:310, :, 2:26, 2:26]).shape == (10,)
