@@ -62,7 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for option, name in [
         ("epochs", "max_epochs"),
-        ("n_neighbors", "n_neighbors"),
         ("test_size", "test_size"),
     ]:
         if getattr(args, option) is not None:
