@@ -1,11 +1,22 @@
 """skdknn: Deep k-Nearest Neighbours and attacks on kNN models, for scikit-learn.
 
-The main entry point is :class:`DeepKNNClassifier`. Submodules:
-:mod:`skdknn.conformal` (the conformal maths), :mod:`skdknn.neighbors` (neighbour
-backends), :mod:`skdknn.nets` (reference networks) and :mod:`skdknn.datasets`.
+The main entry point is :class:`DeepKNNClassifier`; the attacks
+(:class:`FGSMAttack`, :class:`BIMAttack`, :class:`AdvKNNAttack`,
+:class:`MeanAttack`) are transformers. Submodules: :mod:`skdknn.conformal` (the
+conformal maths), :mod:`skdknn.neighbors` (neighbour backends), :mod:`skdknn.nets`
+(reference networks), :mod:`skdknn.datasets`, :mod:`skdknn.attacks` and
+:mod:`skdknn.metrics`.
 """
 
 from ._classifier import DeepKNNClassifier
 from ._version import __version__
+from .attacks import AdvKNNAttack, BIMAttack, FGSMAttack, MeanAttack
 
-__all__ = ["DeepKNNClassifier", "__version__"]
+__all__ = [
+    "AdvKNNAttack",
+    "BIMAttack",
+    "DeepKNNClassifier",
+    "FGSMAttack",
+    "MeanAttack",
+    "__version__",
+]

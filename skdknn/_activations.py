@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .nets import resolve_layer
 
-__all__ = ["LayerActivations", "eval_mode"]
+__all__ = ["LayerActivations", "eval_mode", "forward_to_layers", "module_device"]
 
 
 class _AllLayersCaptured(Exception):
@@ -40,6 +40,47 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def forward_to_layers(
+    module: nn.Module, x: torch.Tensor, layers: Sequence[str]
+) -> list[torch.Tensor]:
+    """Outputs of the named layers for the batch ``x``, flattened to (n, width).
+
+    The forward pass stops after the last layer needed. Autograd follows the outputs
+    when it is enabled (as the attacks need); each output is cloned as it is
+    produced, so in-place operations later in the network cannot change it. A module
+    called several times per forward pass contributes its first output.
+    """
+    captured: dict[int, torch.Tensor] = {}
+
+    def make_hook(position: int) -> Any:
+        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            if position not in captured:
+                captured[position] = out.reshape(out.shape[0], -1).clone()
+            if len(captured) == len(layers):
+                raise _AllLayersCaptured
+
+        return hook
+
+    handles = [
+        resolve_layer(module, name)[1].register_forward_hook(make_hook(position))
+        for position, name in enumerate(layers)
+    ]
+    try:
+        with contextlib.suppress(_AllLayersCaptured):
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(captured) != len(layers):
+        missing = [name for i, name in enumerate(layers) if i not in captured]
+        raise ValueError(
+            f"Layers {missing} produced no output during the forward pass of "
+            f"{type(module).__name__}; choose layers that are called by its forward "
+            "method."
+        )
+    return [captured[i] for i in range(len(layers))]
+
+
 def _extract(
     module: nn.Module,
     X: NDArray[np.float32],
@@ -47,55 +88,20 @@ def _extract(
     batch_size: int,
     verbose: int = 0,
 ) -> list[NDArray[np.float32]]:
-    """One forward pass per batch, stopping after the last requested layer.
-
-    A module called more than once per forward pass contributes its first output.
-    """
+    """Activations of the layers for all of X, batch by batch, without autograd."""
     n = X.shape[0]
-    outputs: list[NDArray[np.float32] | None] = [None] * len(layers)
-    captured: set[int] = set()
-    offset = 0
-    handles = []
-
-    def make_hook(position: int) -> Any:
-        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            if position in captured:
-                return
-            flat = out.detach().reshape(out.shape[0], -1)
-            if outputs[position] is None:
-                outputs[position] = np.empty((n, flat.shape[1]), dtype=np.float32)
-            # copying right away protects against in-place ops later in the net
-            outputs[position][offset : offset + flat.shape[0]] = flat.float().cpu()  # type: ignore[index]
-            captured.add(position)
-            if len(captured) == len(layers):
-                raise _AllLayersCaptured
-
-        return hook
-
-    for position, name in enumerate(layers):
-        _, sub = resolve_layer(module, name)
-        handles.append(sub.register_forward_hook(make_hook(position)))
+    outputs: list[NDArray[np.float32]] = []
     device = module_device(module)
-    try:
-        with torch.inference_mode(), eval_mode(module):
-            starts = range(0, n, batch_size)
-            for start in tqdm(starts, desc="activations", disable=verbose <= 0):
-                offset = start
-                captured.clear()
-                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
-                with contextlib.suppress(_AllLayersCaptured):
-                    module(batch)
-                if len(captured) != len(layers):
-                    missing = [n for i, n in enumerate(layers) if i not in captured]
-                    raise ValueError(
-                        f"Layers {missing} produced no output during the forward pass "
-                        f"of {type(module).__name__}; choose layers that are called "
-                        "by its forward method."
-                    )
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [out if out is not None else np.empty((0, 0), np.float32) for out in outputs]
+    with torch.inference_mode(), eval_mode(module):
+        starts = range(0, n, batch_size)
+        for start in tqdm(starts, desc="activations", disable=verbose <= 0):
+            batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+            flat = forward_to_layers(module, batch, layers)
+            if not outputs:
+                outputs = [np.empty((n, f.shape[1]), np.float32) for f in flat]
+            for out, f in zip(outputs, flat, strict=True):
+                out[start : start + batch_size] = f.float().cpu().numpy()
+    return outputs
 
 
 def _extract_one(

@@ -1,0 +1,353 @@
+"""AdvKNNAttack: gradient attacks through a differentiable deep kNN block (DkNNB)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+
+from .. import conformal
+from .._activations import forward_to_layers
+from .._classifier import DeepKNNClassifier
+from ._base import GradientAttack, bim, fgsm
+from ._bim import check_step
+
+__all__ = ["AdvKNNAttack", "dknnb_loss"]
+
+
+def dknnb_loss(
+    q_log: torch.Tensor, p: torch.Tensor, lam: float, consistency: bool
+) -> torch.Tensor:
+    """The DkNNB training loss: lam * CE(q, t) + KL(p || q), t = argmax p.
+
+    Parameters
+    ----------
+    q_log : tensor of shape (n, n_classes)
+        Log-probabilities of the head, log q(x).
+    p : tensor of shape (n, n_classes)
+        The kNN's neighbour label distribution p(x) (rows sum to 1).
+    lam : float
+        Weight of the cross-entropy term.
+    consistency : bool
+        Add the consistency-learning term KL(p || q); without it the loss is the
+        cross-entropy alone (the paper's plain "DkNNB" ablation).
+
+    Returns
+    -------
+    loss : scalar tensor, averaged over the batch.
+    """
+    target = p.argmax(dim=1)
+    ce = F.nll_loss(q_log, target)
+    if not consistency:
+        return ce
+    # KL(p || q) = sum_j p_j (log p_j - log q_j); F.kl_div takes log q first
+    return lam * ce + F.kl_div(q_log, p, reduction="batchmean")
+
+
+class _Heads(nn.Module):
+    """One head per layer; q(x) is the average of the heads' softmax outputs."""
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        probs = [
+            F.softmax(head(f), dim=1)
+            for head, f in zip(self.heads, features, strict=True)
+        ]
+        return torch.log(torch.stack(probs).mean(dim=0).clamp_min(1e-12))
+
+
+class AdvKNNAttack(GradientAttack):
+    """AdvKNN: FGSM or BIM through a deep kNN block imitating the DkNN's kNN.
+
+    A kNN has no useful gradient, so AdvKNN (Li et al., 2019) trains a small
+    differentiable head h_l on a layer's activations to imitate the kNN's output
+    distribution p(x) = n_{l,.}(x) / k, with the consistency-learning loss
+    ``lam * CE(q, argmax p) + KL(p || q)``, q = softmax(h_l(phi_l(x))). The attack
+    then runs FGSM or BIM through x -> phi_l(x) -> h_l, pushing each input away from
+    the kNN's clean prediction. With several layers, one head per layer is trained
+    jointly so that the average of their outputs imitates the layer-averaged
+    distribution of the DkNN.
+
+    Parameters
+    ----------
+    estimator : DeepKNNClassifier
+        The fitted DkNN to attack (optionally in ``FrozenEstimator``).
+    layer : str or "all", default="all"
+        The attacked layer (one of the DkNN's ``layers_``; the papers attack the
+        third), or ``"all"`` for every DkNN layer.
+    method : {"fgsm", "bim"}, default="fgsm"
+        Gradient attack run through the head.
+    eps : float, default=0.25
+        L-infinity budget.
+    step : float, default=0.01
+        BIM step size (at most ``eps``).
+    n_iter : int, default=100
+        BIM iterations.
+    lam : float, default=0.3
+        Weight of the cross-entropy term of the head's loss.
+    consistency : bool, default=True
+        Train with the consistency-learning KL term; ``False`` trains with the
+        cross-entropy only (the paper's "DkNNB" row without "CL").
+    head : callable, default=None
+        ``head(n_features, n_classes) -> torch.nn.Module`` building a layer's head,
+        e.g. a module class; ``None`` is one linear layer, as in the paper.
+    head_epochs : int, default=30
+        Training epochs of the heads.
+    head_lr : float, default=1e-3
+        Adam learning rate of the heads.
+    head_batch_size : int, default=128
+        Training batch size of the heads.
+    validation_fraction : float, default=0.1
+        Share of ``X`` held out to measure how often the heads agree with the kNN
+        (``agreement_``); 0 trains on everything and leaves ``agreement_`` as NaN.
+    clip_min, clip_max : float or array-like, default=0.0, 1.0
+        Box of valid inputs.
+    batch_size : int, default=256
+        Inputs per gradient computation during the attack.
+    device : str, default=None
+        Torch device for the attack; ``None`` uses the network's.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the heads' initialisation, shuffling and validation split.
+    verbose : int, default=0
+        Progress bars when positive.
+
+    Attributes
+    ----------
+    layers_ : list of str
+        The attacked layers.
+    heads_ : torch.nn.Module
+        The trained heads (``heads_.heads[i]`` for ``layers_[i]``).
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    agreement_ : float
+        Share of held-out points where the heads' prediction equals the kNN's.
+    n_features_in_ : int
+        Values per input row.
+
+    References
+    ----------
+    X. Li, Y. Chen, Y. He, H. Xue, "AdvKnn: Adversarial Attacks On K-Nearest
+    Neighbor Classifiers With Approximate Gradients", arXiv:1911.06591, 2019.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from skdknn import DeepKNNClassifier
+    >>> from skdknn.attacks import AdvKNNAttack
+    >>> X, y = make_classification(n_samples=300, n_features=6, random_state=0)
+    >>> X = (X - X.min()) / (X.max() - X.min())
+    >>> dknn = DeepKNNClassifier(n_neighbors=10, calibration_size=60, max_epochs=20,
+    ...                          batch_size=64, random_state=0).fit(X, y)
+    >>> attack = AdvKNNAttack(dknn, layer="relu2", eps=0.1, head_epochs=20,
+    ...                       random_state=0).fit(X)
+    >>> X_adv = attack.transform(X[:5])
+    >>> bool(abs(X_adv - X[:5]).max() <= 0.1 + 1e-6)
+    True
+    """
+
+    _parameter_constraints: dict[str, Any] = {
+        **GradientAttack._parameter_constraints,
+        "layer": [str],
+        "method": [StrOptions({"fgsm", "bim"})],
+        "step": [Interval(Real, 0, None, closed="neither")],
+        "n_iter": [Interval(Integral, 1, None, closed="left")],
+        "lam": [Interval(Real, 0, None, closed="left")],
+        "consistency": ["boolean"],
+        "head": [callable, None],
+        "head_epochs": [Interval(Integral, 1, None, closed="left")],
+        "head_lr": [Interval(Real, 0, None, closed="neither")],
+        "head_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+    }
+
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        layer: str = "all",
+        method: str = "fgsm",
+        eps: float = 0.25,
+        step: float = 0.01,
+        n_iter: int = 100,
+        lam: float = 0.3,
+        consistency: bool = True,
+        head: Callable[[int, int], nn.Module] | None = None,
+        head_epochs: int = 30,
+        head_lr: float = 1e-3,
+        head_batch_size: int = 128,
+        validation_fraction: float = 0.1,
+        clip_min: Any = 0.0,
+        clip_max: Any = 1.0,
+        batch_size: int = 256,
+        device: str | None = None,
+        random_state: Any = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            estimator,
+            eps=eps,
+            clip_min=clip_min,
+            clip_max=clip_max,
+            batch_size=batch_size,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.layer = layer
+        self.method = method
+        self.step = step
+        self.n_iter = n_iter
+        self.lam = lam
+        self.consistency = consistency
+        self.head = head
+        self.head_epochs = head_epochs
+        self.head_lr = head_lr
+        self.head_batch_size = head_batch_size
+        self.validation_fraction = validation_fraction
+
+    def _check_params(self) -> None:
+        if self.method == "bim":
+            check_step(self.step, self.eps)
+
+    # -- fitting the heads ------------------------------------------------------------
+    def _dknn(self) -> DeepKNNClassifier:
+        dknn = self.target_.dknn
+        if dknn is None:
+            raise TypeError(
+                "AdvKNNAttack attacks a DeepKNNClassifier (it imitates its neighbour "
+                f"search); got {type(self.target_.estimator).__name__}. Use "
+                "FGSMAttack or BIMAttack for a plain network."
+            )
+        return dknn
+
+    def _resolve_layers(self, dknn: DeepKNNClassifier) -> list[str]:
+        if self.layer == "all":
+            return list(dknn.layers_)
+        if self.layer not in dknn.layers_:
+            raise ValueError(
+                f"layer={self.layer!r} is not a layer of the attacked DkNN; choose "
+                f"one of {dknn.layers_} or 'all'."
+            )
+        return [self.layer]
+
+    def neighbor_distribution(
+        self, X: Any, *, exclude_self: bool = False
+    ) -> NDArray[np.float64]:
+        """The imitated kNN distribution p(x): layer-averaged neighbour label shares.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+        exclude_self : bool, default=False
+            Leave out, for each row, an indexed point at distance 0 (the row itself
+            when X holds training points), as ``kneighbors(X=None)`` does.
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples, n_classes)
+        """
+        X_net = self._validate_input(X, reset=False)
+        acts = self._dknn()._activations(X_net, self.layers_)
+        return self._distribution(acts, exclude_self=exclude_self)
+
+    def _distribution(
+        self, acts: list[NDArray[np.float32]], *, exclude_self: bool
+    ) -> NDArray[np.float64]:
+        dknn = self._dknn()
+        k = dknn.n_neighbors
+        neighbors = []
+        for name, layer_acts in zip(self.layers_, acts, strict=True):
+            backend = dknn.backends_[dknn.layers_.index(name)]
+            if not exclude_self:
+                neighbors.append(
+                    backend.kneighbors(layer_acts, k, return_distance=False)
+                )
+                continue
+            dist, ind = backend.kneighbors(layer_acts, k + 1)
+            # drop the point itself (distance 0) when indexed, else the farthest
+            drop = np.where(dist[:, 0] == 0, 0, k)
+            keep = np.ones_like(ind, dtype=bool)
+            keep[np.arange(len(ind)), drop] = False
+            neighbors.append(ind[keep].reshape(len(ind), k))
+        labels = dknn._y_index[np.stack(neighbors, axis=1)]
+        counts = conformal.neighbor_label_counts(labels, dknn.classes_.size)
+        return conformal.neighbor_proba(counts)
+
+    def _fit(self, X_net: NDArray[np.float32], y: Any) -> None:
+        dknn = self._dknn()
+        self.layers_ = self._resolve_layers(dknn)
+        acts = dknn._activations(X_net, self.layers_)
+        p = self._distribution(acts, exclude_self=True)
+        rng = self._rng()
+        n_val = round(self.validation_fraction * len(p))
+        order = rng.permutation(len(p))
+        val, train = order[:n_val], order[n_val:]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.randint(2**31 - 1)))
+            self.heads_ = self._new_heads([a.shape[1] for a in acts], p.shape[1])
+            self.loss_curve_ = self._train_heads(
+                [torch.from_numpy(a[train]) for a in acts],
+                torch.from_numpy(p[train]).float(),
+            )
+        self.agreement_ = float("nan")
+        if n_val:
+            with torch.inference_mode():
+                q_log = self.heads_([torch.from_numpy(a[val]) for a in acts])
+            self.agreement_ = float(
+                np.mean(q_log.argmax(1).numpy() == p[val].argmax(axis=1))
+            )
+
+    def _new_heads(self, widths: list[int], n_classes: int) -> _Heads:
+        make = self.head if self.head is not None else nn.Linear
+        return _Heads([make(width, n_classes) for width in widths])
+
+    def _train_heads(
+        self, features: list[torch.Tensor], p: torch.Tensor
+    ) -> list[float]:
+        optimizer = torch.optim.Adam(self.heads_.parameters(), lr=self.head_lr)
+        self.heads_.train()
+        curve = []
+        n = p.shape[0]
+        for _ in range(self.head_epochs):
+            order = torch.randperm(n)
+            total = 0.0
+            for start in range(0, n, self.head_batch_size):
+                idx = order[start : start + self.head_batch_size]
+                q_log = self.heads_([f[idx] for f in features])
+                loss = dknnb_loss(q_log, p[idx], self.lam, self.consistency)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+            curve.append(total / n)
+        self.heads_.eval()
+        return curve
+
+    # -- the attack -----------------------------------------------------------------
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        features = forward_to_layers(self.target_.module, x, self.layers_)
+        return self.heads_(features)
+
+    def _clean_labels(self, X_net: NDArray[np.float32]) -> NDArray[np.int64]:
+        """The kNN's clean prediction on the attacked layers (the DkNN's for all)."""
+        acts = self._dknn()._activations(X_net, self.layers_)
+        return self._distribution(acts, exclude_self=False).argmax(axis=1)
+
+    def _perturb(
+        self, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+    ) -> torch.Tensor:
+        self.heads_.to(x.device)
+        if self.method == "fgsm":
+            return fgsm(self._logits, x, t, self.eps, lo, hi)
+        return bim(self._logits, x, t, self.eps, self.step, self.n_iter, lo, hi)

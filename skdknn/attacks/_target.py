@@ -1,0 +1,134 @@
+"""The attacked model: its torch module, input shape, classes and clean predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from torch import nn
+
+from .._activations import module_device
+from .._classifier import DeepKNNClassifier
+
+__all__ = ["AttackTarget", "resolve_target"]
+
+
+@dataclass
+class AttackTarget:
+    """What an attack needs to know about the model it attacks.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The network, returning logits.
+    input_shape : tuple of int or None
+        Shape of one network input; flat rows are reshaped to it.
+    classes : ndarray or None
+        Labels of the network's outputs, in order (None: the output indices).
+    estimator : object
+        The attacked estimator itself (unwrapped from FrozenEstimator).
+    """
+
+    module: nn.Module
+    input_shape: tuple[int, ...] | None
+    classes: NDArray | None
+    estimator: Any
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.module)
+
+    @property
+    def dknn(self) -> DeepKNNClassifier | None:
+        """The attacked DkNN, if the target is one."""
+        est = self.estimator
+        return est if isinstance(est, DeepKNNClassifier) else None
+
+    def encode(self, y: Any) -> NDArray[np.int64]:
+        """Output indices of the labels ``y`` (checked against ``classes``)."""
+        y_arr = np.asarray(y)
+        if self.classes is None:
+            if not np.issubdtype(y_arr.dtype, np.integer):
+                raise ValueError(
+                    "Labels for a torch module must be integer output indices; got "
+                    f"dtype {y_arr.dtype}."
+                )
+            return y_arr.astype(np.int64)
+        idx = np.searchsorted(self.classes, y_arr)
+        idx = np.clip(idx, 0, len(self.classes) - 1)
+        unknown = self.classes[idx] != y_arr
+        if unknown.any():
+            raise ValueError(
+                f"Labels {np.unique(y_arr[unknown])[:5].tolist()} are not classes of "
+                f"the attacked model ({self.classes.tolist()})."
+            )
+        return idx.astype(np.int64)
+
+    def predict_indices(self, X_net: NDArray[np.float32], batch_size: int) -> NDArray:
+        """The attacked model's own predictions on clean inputs, as output indices."""
+        dknn = self.dknn
+        if dknn is not None:
+            return self.encode(dknn.predict(X_net))
+        return network_predict(self.module, X_net, batch_size)
+
+
+def network_predict(
+    module: nn.Module, X: NDArray[np.float32], batch_size: int
+) -> NDArray[np.int64]:
+    """Argmax of the module's logits, in eval mode and without autograd."""
+    device = module_device(module)
+    out = np.empty(X.shape[0], dtype=np.int64)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], batch_size):
+                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+                out[start : start + batch_size] = module(batch).argmax(1).cpu().numpy()
+    finally:
+        module.train(was_training)
+    return out
+
+
+_NOT_FITTED = (
+    "The attacked %(name)s is not fitted. Fit it before the attack, and wrap it in "
+    "sklearn.frozen.FrozenEstimator when the attack is cloned (e.g. by GridSearchCV "
+    "or clone), which otherwise clones the model unfitted."
+)
+
+
+def resolve_target(estimator: Any) -> AttackTarget:
+    """Unwrap the attacked model: a fitted DkNN, skorch net or torch module.
+
+    Raises NotFittedError for an unfitted estimator and TypeError for other objects.
+    """
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    if isinstance(estimator, DeepKNNClassifier):
+        check_is_fitted(estimator, msg=_NOT_FITTED)
+        return AttackTarget(
+            estimator.module_, estimator.input_shape_, estimator.classes_, estimator
+        )
+    if isinstance(estimator, NeuralNet):
+        if not getattr(estimator, "initialized_", False):
+            raise NotFittedError(_NOT_FITTED % {"name": type(estimator).__name__})
+        classes = getattr(estimator, "classes_", None)
+        return AttackTarget(
+            estimator.module_,
+            None,
+            None if classes is None else np.asarray(classes),
+            estimator,
+        )
+    if isinstance(estimator, nn.Module):
+        return AttackTarget(estimator, None, None, estimator)
+    raise TypeError(
+        "estimator must be a fitted DeepKNNClassifier, a fitted skorch net or a torch "
+        f"module (optionally in FrozenEstimator); got {type(estimator).__name__}."
+    )
