@@ -154,12 +154,16 @@ def make_attack_scorer(
 
     Examples
     --------
-    >>> from sklearn.dummy import DummyClassifier
+    >>> import numpy as np
     >>> from sklearn.preprocessing import FunctionTransformer
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> X, y = np.array([[0.0], [1.0]]), np.array([0, 1])
     >>> flip = FunctionTransformer(lambda X: 1 - X)  # a stand-in "attack"
-    >>> clf = DummyClassifier().fit([[0], [1]], [0, 1])
-    >>> make_attack_scorer(flip)(clf, [[0.0], [1.0]], [0, 1])
-    0.5
+    >>> clf = DecisionTreeClassifier().fit(X, y)
+    >>> make_attack_scorer(flip)(clf, X, y)
+    0.0
+    >>> make_attack_scorer(flip, "success_rate")(clf, X, y)
+    1.0
     """
     metrics = {"accuracy", "success_rate", "detection_rate", "mean_credibility"}
     if metric not in metrics:
