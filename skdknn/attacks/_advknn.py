@@ -345,7 +345,12 @@ class AdvKNNAttack(GradientAttack):
         return self._distribution(acts, exclude_self=False).argmax(axis=1)
 
     def _perturb(
-        self, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         self.heads_.to(x.device)
         if self.method == "fgsm":

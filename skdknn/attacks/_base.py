@@ -104,7 +104,7 @@ class GradientAttack(TransformerMixin, BaseEstimator):
     own prediction on the clean input (no label leaking); :meth:`generate` with
     ``y`` attacks given (e.g. true) labels instead.
 
-    Subclasses implement ``_perturb(x, t, lo, hi)`` on one torch batch and may
+    Subclasses implement ``_perturb(x, t, lo, hi, generator)`` on one batch and may
     override ``_logits`` (the differentiable model) and ``_clean_labels``.
 
     Parameters
@@ -177,9 +177,17 @@ class GradientAttack(TransformerMixin, BaseEstimator):
 
     @abstractmethod
     def _perturb(
-        self, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        """Adversarial version of the batch ``x`` against labels ``t``."""
+        """Adversarial version of the batch ``x`` against labels ``t``.
+
+        ``lo`` and ``hi`` bound the box; ``generator`` serves any randomness.
+        """
 
     # -- public API -------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> GradientAttack:
@@ -300,6 +308,8 @@ class GradientAttack(TransformerMixin, BaseEstimator):
     ) -> NDArray[np.float32]:
         out = np.empty_like(X_net)
         device = self.target_.device
+        # a generator per call: the same random_state gives the same result
+        generator = torch.Generator().manual_seed(int(self._rng().randint(2**31 - 1)))
         starts = range(0, X_net.shape[0], self.batch_size)
         with eval_mode(self.target_.module):
             for start in tqdm(
@@ -308,7 +318,8 @@ class GradientAttack(TransformerMixin, BaseEstimator):
                 stop = start + self.batch_size
                 x = torch.from_numpy(X_net[start:stop]).to(device)
                 labels = torch.from_numpy(t[start:stop]).to(device)
-                out[start:stop] = self._perturb(x, labels, lo, hi).cpu().numpy()
+                x_adv = self._perturb(x, labels, lo, hi, generator)
+                out[start:stop] = x_adv.cpu().numpy()
         return out
 
     def _rng(self) -> np.random.RandomState:

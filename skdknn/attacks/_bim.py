@@ -102,22 +102,17 @@ class BIMAttack(GradientAttack):
     def _check_params(self) -> None:
         check_step(self.step, self.eps)
 
-    def _perturb_batches(self, X_net: Any, t: Any, lo: Any, hi: Any) -> Any:
-        # a generator per call: the same random_state gives the same random starts
-        generator = torch.Generator()
-        generator.manual_seed(int(self._rng().randint(2**31 - 1)))
-        self._starts = generator if self.random_start else None
-        try:
-            return super()._perturb_batches(X_net, t, lo, hi)
-        finally:
-            del self._starts
-
     def _perturb(
-        self, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         start = None
-        if self._starts is not None:
-            noise = torch.rand(x.shape, generator=self._starts).to(x.device)
+        if self.random_start:
+            noise = torch.rand(x.shape, generator=generator).to(x.device)
             start = torch.clamp(x + (2 * noise - 1) * self.eps, lo, hi)
         return bim(self._logits, x, t, self.eps, self.step, self.n_iter, lo, hi, start)
 

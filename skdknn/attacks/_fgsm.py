@@ -62,6 +62,11 @@ class FGSMAttack(GradientAttack):
     """
 
     def _perturb(
-        self, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         return fgsm(self._logits, x, t, self.eps, lo, hi)
