@@ -5,12 +5,14 @@ The main entry point is :class:`DeepKNNClassifier`; the attacks
 :class:`MeanAttack`) are transformers. Submodules: :mod:`skdknn.conformal` (the
 conformal maths), :mod:`skdknn.neighbors` (neighbour backends), :mod:`skdknn.nets`
 (reference networks), :mod:`skdknn.datasets`, :mod:`skdknn.attacks` and
-:mod:`skdknn.metrics`.
+:mod:`skdknn.metrics`; :func:`save_model` / :func:`load_model` (in
+:mod:`skdknn.persistence`) keep neighbour indexes as memory-mapped files.
 """
 
 from ._classifier import DeepKNNClassifier
 from ._version import __version__
 from .attacks import AdvKNNAttack, BIMAttack, FGSMAttack, MeanAttack
+from .persistence import load_model, save_model
 
 __all__ = [
     "AdvKNNAttack",
@@ -19,4 +21,6 @@ __all__ = [
     "FGSMAttack",
     "MeanAttack",
     "__version__",
+    "load_model",
+    "save_model",
 ]

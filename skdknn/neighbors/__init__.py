@@ -5,8 +5,21 @@ Each backend is a scikit-learn transformer with ``kneighbors`` (the contract of
 :class:`~skdknn.DeepKNNClassifier` clones one per layer.
 """
 
+from ._annoy import AnnoyBackend
 from ._base import NeighborsBackend
 from ._exact import ExactBackend
+from ._lsh import LSHBackend
+from ._projected import ProjectedBackend
+from ._pynndescent import PyNNDescentBackend
 from ._registry import BACKENDS, make_backend
 
-__all__ = ["BACKENDS", "ExactBackend", "NeighborsBackend", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "AnnoyBackend",
+    "ExactBackend",
+    "LSHBackend",
+    "NeighborsBackend",
+    "ProjectedBackend",
+    "PyNNDescentBackend",
+    "make_backend",
+]

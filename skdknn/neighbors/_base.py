@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterable, Iterator
 from numbers import Integral
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import effective_n_jobs
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -16,6 +19,38 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["NeighborsBackend"]
 
 METRICS = ("euclidean", "cosine")
+
+_T = TypeVar("_T")
+
+
+def n_threads(n_jobs: int | None) -> int:
+    """Number of threads for ``n_jobs`` (joblib's convention: None is 1, -1 all)."""
+    return int(effective_n_jobs(n_jobs))
+
+
+def progress(
+    items: Iterable[_T], *, verbose: int, desc: str, total: int | None = None
+) -> Iterator[_T]:
+    """Iterate with a tqdm progress bar when ``verbose`` is positive."""
+    if verbose <= 0:
+        yield from items
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(items, desc=desc, total=total)
+
+
+def import_optional(module: str, extra: str, backend: str) -> Any:
+    """Import an optional engine, or raise an ImportError naming the pip extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{backend} needs the {module!r} package, which is not installed; "
+            f'install it with `pip install "skdknn[{extra}]"`.'
+        ) from exc
 
 
 def _l2_normalize(X: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -245,6 +280,37 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     def fit_transform(self, X: Any, y: Any = None) -> sp.csr_matrix:
         """Fit to X, then return its neighbour graph (see :meth:`transform`)."""
         return self.fit(X).transform(X)
+
+    # -- persistence hooks, used by :mod:`skdknn.persistence` --------------------------
+    #: Fitted array attributes that ``save_model`` writes to ``.npy`` files.
+    _index_arrays: tuple[str, ...] = ()
+
+    def _state(self) -> dict[str, Any]:
+        """A copy of the pickled state (``BaseEstimator.__getstate__``)."""
+        return dict(cast(dict[str, Any], BaseEstimator.__getstate__(self)))
+
+    def _save_index(self, prefix: Path) -> dict[str, Any]:
+        """Write the fitted index to files named ``prefix.*``; return the rest.
+
+        Returns the picklable state of the backend without the index. The default
+        writes each attribute of ``_index_arrays`` to ``prefix.<attribute>.npy``.
+        Override for an engine with a file format of its own.
+        """
+        state = self._state()
+        for name in self._index_arrays:
+            np.save(f"{prefix}.{name.lstrip('_')}.npy", state.pop(name))
+        return state
+
+    def _load_index(self, prefix: Path, mmap: bool) -> None:
+        """Restore the index written by :meth:`_save_index` (light state already set).
+
+        With ``mmap=True`` the arrays are memory-mapped copy-on-write: pages are read
+        from the file when used and the file is never modified.
+        """
+        for name in self._index_arrays:
+            path = f"{prefix}.{name.lstrip('_')}.npy"
+            array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+            setattr(self, name, array)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -91,6 +91,8 @@ class ExactBackend(NeighborsBackend):
     array([1, 0, 1, 2])
     """
 
+    _index_arrays = ("_fit_X", "_sq_norms")
+
     _parameter_constraints: dict[str, list[Any]] = {
         **NeighborsBackend._parameter_constraints,
         "working_memory": [Interval(Real, 0, None, closed="neither"), None],
@@ -174,3 +176,17 @@ def _refine_near_duplicates(
     sq_dist[rows, cols] = (diff * diff).sum(dim=1)
     sq_dist, order = torch.sort(sq_dist.clamp_(min=0), dim=1, stable=True)
     return sq_dist, torch.gather(idx, 1, order)
+
+
+def exact_search(
+    data: NDArray[np.float32], X: NDArray[np.float32], n_neighbors: int
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """Exact neighbours of X among ``data`` without copying ``data``.
+
+    The fallback of the approximate backends for the few queries their engine
+    answers with fewer than ``n_neighbors`` points.
+    """
+    engine = ExactBackend(n_neighbors)
+    engine.n_samples_fit_ = data.shape[0]
+    engine._build(data)
+    return engine._search(X, n_neighbors)

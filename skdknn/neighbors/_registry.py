@@ -6,12 +6,20 @@ from typing import Any
 
 from sklearn.base import clone
 
+from ._annoy import AnnoyBackend
 from ._exact import ExactBackend
+from ._lsh import LSHBackend
+from ._pynndescent import PyNNDescentBackend
 
 __all__ = ["BACKENDS", "make_backend"]
 
 #: Backend classes by the names ``backend=`` accepts.
-BACKENDS: dict[str, type] = {"exact": ExactBackend}
+BACKENDS: dict[str, type] = {
+    "annoy": AnnoyBackend,
+    "exact": ExactBackend,
+    "lsh": LSHBackend,
+    "pynndescent": PyNNDescentBackend,
+}
 
 
 def make_backend(spec: Any) -> Any:

@@ -1,0 +1,224 @@
+"""Dimension reduction (PCA or random projection) in front of another backend."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from ._base import NeighborsBackend
+from ._exact import torch_threads
+from ._registry import make_backend
+
+__all__ = ["ProjectedBackend"]
+
+
+def pca_components(
+    X: NDArray[np.float32],
+    n_components: int,
+    *,
+    n_samples: int | None,
+    power_iterations: int,
+    rng: np.random.RandomState,
+) -> NDArray[np.float32]:
+    """Leading principal directions, shape (n_features, n_components), of X's rows.
+
+    Fitted on a random subset of ``n_samples`` rows by a randomised SVD (Halko et
+    al.) with ``power_iterations`` power iterations, or by a full SVD when the
+    subset is small.
+    """
+    n = X.shape[0]
+    if n_samples is not None and n_samples < n:
+        X = X[np.sort(rng.choice(n, size=n_samples, replace=False))]
+    sample = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    sample = sample - sample.mean(dim=0)
+    rank = min(n_components, *sample.shape)
+    oversampled = min(rank + 10, *sample.shape)
+    if 2 * oversampled >= min(sample.shape):
+        _, _, vh = torch.linalg.svd(sample, full_matrices=False)
+        components = vh[:rank].T
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+            _, _, v = torch.svd_lowrank(sample, q=oversampled, niter=power_iterations)
+        components = v[:, :rank]
+    return np.ascontiguousarray(components.numpy(), dtype=np.float32)
+
+
+class ProjectedBackend(NeighborsBackend):
+    """Reduce each layer's width by PCA or random projection, then search.
+
+    The DkNN paper CNN's first layer has 12,544 features: exact search there costs
+    most of a DkNN prediction, and tree- or hash-based engines do no better at that
+    width. This backend projects the points to ``n_components`` dimensions before
+    handing them to ``backend``, and projects each query the same way. Distances
+    between projected points approximate the distances between the points: PCA
+    keeps the directions of largest variance (nearly all of it for CNN activations,
+    which lie close to a low-dimensional subspace), a gaussian random projection
+    preserves every distance within a factor ``1 +- eps`` with
+    ``eps ~ sqrt(8 log(n) / n_components)`` (Johnson-Lindenstrauss) at no fitting
+    cost. Layers no wider than ``n_components`` are searched as they are, so one
+    ``ProjectedBackend`` serves every layer of a :class:`~skdknn.DeepKNNClassifier`.
+
+    Parameters
+    ----------
+    backend : str or NeighborsBackend, default="exact"
+        Search engine for the projected points: a name from
+        :data:`skdknn.neighbors.BACKENDS` or a backend instance (cloned at fit; its
+        parameters are reachable as ``backend__<name>``). Its ``n_neighbors`` is set
+        from this backend's and its metric to ``euclidean``.
+    n_components : int, default=256
+        Target width.
+    method : {"pca", "random"}, default="pca"
+        ``pca``: principal components of (a sample of) the indexed points.
+        ``random``: a gaussian random matrix with entries of variance
+        ``1 / n_components``.
+    n_neighbors : int, default=5
+        Number of neighbours returned by default.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        ``cosine`` L2-normalises the rows before projecting them.
+    mode : {"distance", "connectivity"}, default="distance"
+        Values stored in the graph returned by :meth:`transform`.
+    pca_samples : int or None, default=10000
+        Rows (drawn at random) on which the principal components are fitted;
+        ``None`` uses every row.
+    pca_power_iterations : int, default=2
+        Power iterations of the randomised SVD (more: more accurate components,
+        slower fit).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the PCA sample, the randomised SVD and the random matrix.
+    n_jobs : int, default=None
+        Torch threads for fitting and applying the projection; ``-1`` uses every
+        core, ``None`` keeps torch's current setting. (The wrapped backend has its
+        own ``n_jobs``.)
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features of the indexed points.
+    n_samples_fit_ : int
+        Number of indexed points.
+    n_components_ : int
+        Width of the projected points (``n_features_in_`` when not projected).
+    components_ : ndarray of shape (n_features_in_, n_components_) or None
+        The projection; ``None`` when the points are searched as they are.
+    backend_ : NeighborsBackend
+        The fitted backend on the projected points.
+
+    See Also
+    --------
+    sklearn.decomposition.PCA, sklearn.random_projection.GaussianRandomProjection :
+        The same projections as scikit-learn transformers.
+
+    Notes
+    -----
+    The distances returned are those between projected points. Centring does not
+    change distances, so points and queries are projected without it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdknn.neighbors import ExactBackend, ProjectedBackend
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 50))  # rank 3
+    >>> backend = ProjectedBackend("exact", n_components=3, n_neighbors=4,
+    ...                            random_state=0).fit(X)
+    >>> backend.components_.shape
+    (50, 3)
+    >>> exact = ExactBackend(n_neighbors=4).fit(X)
+    >>> bool((backend.kneighbors(X[:5])[1] == exact.kneighbors(X[:5])[1]).all())
+    True
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **NeighborsBackend._parameter_constraints,
+        "backend": [str, HasMethods(["fit", "kneighbors"])],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "method": [StrOptions({"pca", "random"})],
+        "pca_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "pca_power_iterations": [Interval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        backend: Any = "exact",
+        *,
+        n_components: int = 256,
+        method: str = "pca",
+        n_neighbors: int = 5,
+        metric: str = "euclidean",
+        mode: str = "distance",
+        pca_samples: int | None = 10_000,
+        pca_power_iterations: int = 2,
+        random_state: Any = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        super().__init__(n_neighbors, metric=metric, mode=mode, n_jobs=n_jobs)
+        self.backend = backend
+        self.n_components = n_components
+        self.method = method
+        self.pca_samples = pca_samples
+        self.pca_power_iterations = pca_power_iterations
+        self.random_state = random_state
+
+    def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
+        # the points are projected, never stored: no need for a copy of them
+        return super()._prepare(X, copy=False)
+
+    def _build(self, X: NDArray[np.float32]) -> None:
+        d = X.shape[1]
+        rng = check_random_state(self.random_state)
+        with torch_threads(self.n_jobs), torch.inference_mode():
+            if self.n_components >= d:
+                self.components_ = None
+            elif self.method == "pca":
+                self.components_ = pca_components(
+                    X,
+                    self.n_components,
+                    n_samples=self.pca_samples,
+                    power_iterations=self.pca_power_iterations,
+                    rng=rng,
+                )
+            else:
+                scale = 1 / np.sqrt(self.n_components)
+                gaussian = rng.standard_normal((d, self.n_components)) * scale
+                self.components_ = gaussian.astype(np.float32)
+        self.n_components_ = (
+            d if self.components_ is None else self.components_.shape[1]
+        )
+        inner = make_backend(self.backend)
+        params = inner.get_params(deep=False)
+        if "n_neighbors" in params:
+            inner.set_params(n_neighbors=self.n_neighbors)
+        if "metric" in params:
+            inner.set_params(metric="euclidean")
+        self.backend_ = inner.fit(self._project(X))
+
+    def _project(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self.components_ is None:
+            return X
+        with torch_threads(self.n_jobs), torch.inference_mode():
+            return (torch.from_numpy(X) @ torch.from_numpy(self.components_)).numpy()
+
+    def _search(
+        self, X: NDArray[np.float32], n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        dist, ind = self.backend_.kneighbors(self._project(X), n_neighbors)
+        return np.asarray(dist, dtype=np.float32), np.asarray(ind, dtype=np.intp)
+
+    def _search_fitted(
+        self, n_neighbors: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        # The wrapped backend excludes each point from its own neighbours
+        # (scikit-learn's contract); put it back in front, as the base class expects.
+        dist, ind = self.backend_.kneighbors(None, n_neighbors - 1)
+        n = self.n_samples_fit_
+        dist = np.hstack([np.zeros((n, 1), np.float32), dist]).astype(np.float32)
+        ind = np.hstack([np.arange(n)[:, None], ind]).astype(np.intp)
+        return dist, ind

@@ -1,0 +1,264 @@
+"""Save fitted models with their neighbour indexes as memory-mappable files.
+
+``joblib.dump`` / ``pickle`` work on every fitted model of skdknn (the indexes are
+embedded in the pickle). :func:`save_model` instead writes each neighbour index to
+files of its own, in its engine's native format, beside a small pickle of the rest
+of the model; :func:`load_model` maps those files into memory, so that loading a
+model with paper-scale indexes (gigabytes) is instant and several processes share
+the pages of one index.
+
+Directory layout::
+
+    model/
+        skdknn-model.json     # format, versions, and what each index holds
+        model.pkl             # the estimator, indexes left out
+        index-0.fit_X.npy     # ExactBackend: the indexed points
+        index-0.sq_norms.npy
+        index-1.ann           # AnnoyBackend: Annoy's own file
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ._version import __version__
+from .neighbors import NeighborsBackend
+
+__all__ = ["load_model", "save_model"]
+
+#: Version of the directory layout written by :func:`save_model`.
+FORMAT_VERSION = 1
+MANIFEST = "skdknn-model.json"
+MODEL_FILE = "model.pkl"
+_PID_TAG = "skdknn.neighbors-index"
+
+
+def _index_description(backend: NeighborsBackend) -> dict[str, Any]:
+    """What an index holds: checked against the files when loading."""
+    return {
+        "backend": type(backend).__name__,
+        "metric": getattr(backend, "metric", None),
+        "n_features": int(backend.n_features_in_),
+        "n_samples": int(backend.n_samples_fit_),
+    }
+
+
+class _ModelPickler(pickle.Pickler):
+    """Pickles a model, writing every fitted backend's index to files of its own."""
+
+    def __init__(self, file: BinaryIO, directory: Path) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.directory = directory
+        self.indexes: dict[str, dict[str, Any]] = {}
+        self._names: dict[int, tuple[Any, ...]] = {}
+
+    def persistent_id(self, obj: Any) -> Any:
+        if not isinstance(obj, NeighborsBackend) or not hasattr(obj, "n_samples_fit_"):
+            return None
+        if id(obj) in self._names:  # the same backend referenced twice
+            return self._names[id(obj)]
+        name = f"index-{len(self.indexes)}"
+        before = set(os.listdir(self.directory))
+        state = obj._save_index(self.directory / name)
+        files = sorted(set(os.listdir(self.directory)) - before)
+        description = _index_description(obj)
+        description["files"] = {f: os.path.getsize(self.directory / f) for f in files}
+        self.indexes[name] = description
+        # the class, the state without the index, and what the files must hold
+        pid = (_PID_TAG, name, type(obj), state, description)
+        self._names[id(obj)] = pid
+        return pid
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Rebuilds the backends of a model saved by :func:`save_model`."""
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        directory: Path,
+        manifest: dict[str, Any],
+        mmap: bool,
+    ) -> None:
+        super().__init__(file)
+        self.directory = directory
+        self.manifest = manifest
+        self.mmap = mmap
+        self._loaded: dict[str, NeighborsBackend] = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        tag, name, cls, state, expected = pid
+        if tag != _PID_TAG:
+            raise pickle.UnpicklingError(f"Unknown persistent id {tag!r}.")
+        if name in self._loaded:
+            return self._loaded[name]
+        _check_index_files(self.directory, name, expected, self.manifest)
+        backend = cls.__new__(cls)
+        backend.__setstate__(state)
+        try:
+            backend._load_index(self.directory / name, mmap=self.mmap)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            raise ValueError(
+                f"Cannot load the neighbour index {name!r} from "
+                f"{os.fspath(self.directory)!r}: {exc}"
+            ) from exc
+        self._loaded[name] = backend
+        return backend
+
+
+def _check_index_files(
+    directory: Path, name: str, expected: dict[str, Any], manifest: dict[str, Any]
+) -> None:
+    """Clear errors for index files of another model, or truncated ones."""
+    found = manifest.get("indexes", {}).get(name)
+    if found is None:
+        raise ValueError(
+            f"{MANIFEST} in {os.fspath(directory)!r} does not list the neighbour "
+            f"index {name!r} that the model needs."
+        )
+    for key in ("backend", "metric", "n_features", "n_samples"):
+        if found.get(key) != expected[key]:
+            raise ValueError(
+                f"The neighbour index {name!r} in {os.fspath(directory)!r} was built "
+                f"by a {found.get('backend')} on {found.get('n_samples')} points of "
+                f"{found.get('n_features')} features with metric "
+                f"{found.get('metric')!r}, but the model expects a "
+                f"{expected['backend']} on {expected['n_samples']} points of "
+                f"{expected['n_features']} features with metric "
+                f"{expected['metric']!r} (mismatched {key}): the index files belong "
+                "to another model."
+            )
+    for file, size in expected["files"].items():
+        path = directory / file
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The neighbour index file {os.fspath(path)!r} is missing."
+            )
+        actual = path.stat().st_size
+        if actual != size or found["files"].get(file) != size:
+            raise ValueError(
+                f"The neighbour index file {os.fspath(path)!r} has {actual} bytes; the "
+                f"model expects {size}: the file is truncated or belongs to another "
+                "model."
+            )
+
+
+def save_model(
+    estimator: Any, directory: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Save a fitted model, each neighbour index in files of its own.
+
+    Works on any picklable object holding fitted skdknn backends: a
+    :class:`~skdknn.DeepKNNClassifier`, a Pipeline ending with one, or a backend.
+    The estimator itself is not modified, except that an Annoy index is remapped
+    from the file it is saved to (Annoy reloads what it saves).
+
+    Parameters
+    ----------
+    estimator : object
+        The fitted model.
+    directory : str or path-like
+        Directory to create. It must not exist or be empty, unless ``overwrite``.
+    overwrite : bool, default=False
+        Replace a model previously saved in ``directory`` (a directory holding
+        other files is never deleted).
+
+    Returns
+    -------
+    directory : pathlib.Path
+        Where the model was saved.
+
+    See Also
+    --------
+    load_model : Load it back, memory-mapping the indexes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from skdknn.neighbors import ExactBackend
+    >>> from skdknn.persistence import load_model, save_model
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> backend = ExactBackend(n_neighbors=2).fit(X)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_model(backend, f"{tmp}/model")
+    ...     loaded = load_model(path)
+    ...     loaded.kneighbors([[0.5, 1.5]], return_distance=False)
+    array([[0, 1]])
+    """
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{os.fspath(directory)!r} is not empty; pass overwrite=True to "
+                "replace a model saved there."
+            )
+        if not (directory / MANIFEST).is_file():
+            raise FileExistsError(
+                f"{os.fspath(directory)!r} holds files that are not a saved skdknn "
+                "model; refusing to overwrite it."
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / MODEL_FILE, "wb") as file:
+        pickler = _ModelPickler(file, directory)
+        pickler.dump(estimator)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "skdknn_version": __version__,
+        "model": type(estimator).__name__,
+        "indexes": pickler.indexes,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return directory
+
+
+def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
+    """Load a model saved by :func:`save_model`.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The directory given to :func:`save_model`.
+    mmap : bool, default=True
+        Memory-map the index files (copy-on-write: the files are never modified):
+        loading is instant and pages are read when searched. The files must stay
+        in place while the model is used. ``False`` reads the indexes into memory
+        (Annoy always maps its file; ``False`` reads it all up front).
+
+    Returns
+    -------
+    estimator : object
+        The model, predicting exactly as the one saved.
+
+    Raises
+    ------
+    ValueError
+        When an index file is truncated or belongs to another model (other
+        backend, number of points, width or metric), or the directory was written
+        by a newer format.
+    FileNotFoundError
+        When the directory, its manifest or an index file is missing.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{os.fspath(directory)!r} holds no saved skdknn model ({MANIFEST} is "
+            "missing)."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{os.fspath(directory)!r} was saved in format {manifest.get('format')!r} "
+            f"(by skdknn {manifest.get('skdknn_version')}); this skdknn reads format "
+            f"{FORMAT_VERSION}."
+        )
+    with open(directory / MODEL_FILE, "rb") as file:
+        return _ModelUnpickler(file, directory, manifest, mmap).load()
