@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -222,7 +223,13 @@ class AnnoyBackend(NeighborsBackend):
     def _save_index(self, prefix: Path) -> dict[str, Any]:
         state = self._state()
         index = state.pop("_index")
-        index.save(f"{prefix}.ann")
+        # Annoy remaps the live index to the file it saves: save to a temporary
+        # file, copy it, and delete the temporary file, so that the live index
+        # maps a file that nobody can change later.
+        temporary = Path(f"{prefix}.ann.tmp")
+        index.save(os.fspath(temporary))
+        shutil.copyfile(temporary, f"{prefix}.ann")
+        temporary.unlink()
         return state
 
     def _load_index(self, prefix: Path, mmap: bool) -> None:

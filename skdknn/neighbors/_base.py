@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from numbers import Integral
@@ -10,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from joblib import effective_n_jobs
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -38,6 +40,20 @@ def progress(
     from tqdm.auto import tqdm
 
     yield from tqdm(items, desc=desc, total=total)
+
+
+def read_tensor(array: NDArray) -> torch.Tensor:
+    """A torch view of an array that is only read, possibly a read-only memory map.
+
+    torch warns about read-only arrays because a tensor could write to them; the
+    backends never do, and copying an index to silence the warning would defeat
+    memory mapping.
+    """
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not")
+        return torch.from_numpy(array)
 
 
 def import_optional(module: str, extra: str, backend: str) -> Any:

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from sklearn import get_config
 from sklearn.utils._param_validation import Interval
 
-from ._base import NeighborsBackend
+from ._base import NeighborsBackend, read_tensor
 
 __all__ = ["ExactBackend"]
 
@@ -112,7 +112,7 @@ class ExactBackend(NeighborsBackend):
 
     def _build(self, X: NDArray[np.float32]) -> None:
         self._fit_X = X
-        fit_t = torch.from_numpy(X)
+        fit_t = read_tensor(X)
         self._sq_norms = (fit_t * fit_t).sum(dim=1).numpy()
 
     def _search_fitted(
@@ -133,13 +133,13 @@ class ExactBackend(NeighborsBackend):
         n_queries = X.shape[0]
         distances = np.empty((n_queries, n_neighbors), dtype=np.float32)
         indices = np.empty((n_queries, n_neighbors), dtype=np.int64)
-        fit_t = torch.from_numpy(self._fit_X)
-        sq_norms = torch.from_numpy(self._sq_norms)
+        fit_t = read_tensor(self._fit_X)
+        sq_norms = read_tensor(self._sq_norms)
         rows = min(self._block_rows(), max(n_queries, 1))
         scores = torch.empty((rows, self.n_samples_fit_), dtype=torch.float32)
         with torch.inference_mode(), torch_threads(self.n_jobs):
             for start in range(0, n_queries, rows):
-                query = torch.from_numpy(X[start : start + rows])
+                query = read_tensor(X[start : start + rows])
                 block = scores[: query.shape[0]]
                 # |t|^2 - 2 q.t ranks the index rows as |q - t|^2 does
                 torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=block)

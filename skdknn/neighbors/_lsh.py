@@ -12,7 +12,7 @@ from sklearn import get_config
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import NeighborsBackend, progress
+from ._base import NeighborsBackend, progress, read_tensor
 from ._exact import _refine_near_duplicates, exact_search, torch_threads
 
 __all__ = ["LSHBackend"]
@@ -153,8 +153,8 @@ class LSHBackend(NeighborsBackend):
     # -- hashing ---------------------------------------------------------------------
     def _projections(self, X: NDArray[np.float32]) -> torch.Tensor:
         """(n, n_tables, n_bits) projections of the centred rows."""
-        X_t = torch.from_numpy(X) - torch.from_numpy(self._mean)
-        proj = X_t @ torch.from_numpy(self._directions)
+        X_t = read_tensor(X) - read_tensor(self._mean)
+        proj = X_t @ read_tensor(self._directions)
         return proj.reshape(X.shape[0], self.n_tables, self.n_bits_)
 
     def _codes(self, bits: torch.Tensor) -> torch.Tensor:
@@ -174,7 +174,7 @@ class LSHBackend(NeighborsBackend):
         self._directions = directions.astype(np.float32)
         self._mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
         self._fit_X = X
-        X_t = torch.from_numpy(X)
+        X_t = read_tensor(X)
         codes = np.empty((self.n_tables, n), dtype=np.int64)
         rows = self._block_rows(d)
         with torch.inference_mode(), torch_threads(self.n_jobs):
@@ -225,10 +225,10 @@ class LSHBackend(NeighborsBackend):
     def _rerank_dense(
         self, query: torch.Tensor, mask: NDArray[np.bool_], k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        fit_t = torch.from_numpy(self._fit_X)
-        sq_norms = torch.from_numpy(self._sq_norms)
+        fit_t = read_tensor(self._fit_X)
+        sq_norms = read_tensor(self._sq_norms)
         scores = torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2)
-        scores.masked_fill_(torch.from_numpy(~mask), float("inf"))
+        scores.masked_fill_(read_tensor(~mask), float("inf"))
         values, idx = torch.topk(scores, k, dim=1, largest=False)
         sq_dist, idx = _refine_near_duplicates(query, fit_t, sq_norms, values, idx)
         return sq_dist, idx
@@ -239,26 +239,26 @@ class LSHBackend(NeighborsBackend):
         rows, cols = np.nonzero(mask)
         counts = mask.sum(axis=1)
         width = int(counts.max())
-        fit_t = torch.from_numpy(self._fit_X)
+        fit_t = read_tensor(self._fit_X)
         sq_dist = torch.empty(rows.size, dtype=torch.float32)
         step = max(1, int(64 * 2**20 // (4 * max(1, self.n_features_in_))))
         for s in range(0, rows.size, step):
-            r = torch.from_numpy(rows[s : s + step])
-            c = torch.from_numpy(cols[s : s + step])
+            r = read_tensor(rows[s : s + step])
+            c = read_tensor(cols[s : s + step])
             diff = fit_t[c] - query[r]
             sq_dist[s : s + step] = (diff * diff).sum(dim=1)
         padded = torch.full((mask.shape[0], width), float("inf"))
         ids = torch.zeros((mask.shape[0], width), dtype=torch.int64)
         position = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
         padded[rows, position] = sq_dist
-        ids[rows, position] = torch.from_numpy(cols)
+        ids[rows, position] = read_tensor(cols)
         values, pos = torch.topk(padded, min(k, width), dim=1, largest=False)
         return values, torch.gather(ids, 1, pos)
 
     def _search_block(
         self, X: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        query = torch.from_numpy(X)
+        query = read_tensor(X)
         mask = self._candidate_mask(self._projections(X))
         counts = mask.sum(axis=1)
         short = counts < k

@@ -11,11 +11,25 @@ from numpy.typing import NDArray
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._base import NeighborsBackend
+from ._base import NeighborsBackend, read_tensor
 from ._exact import torch_threads
 from ._registry import make_backend
 
 __all__ = ["ProjectedBackend"]
+
+
+def _top_right_vectors(B: torch.Tensor, rank: int) -> torch.Tensor:
+    """Leading right singular vectors of B (as columns), from the eigenvectors of
+    the smaller of ``B B^T`` and ``B^T B`` in float64."""
+    B64 = B.double()
+    if B.shape[0] <= B.shape[1]:
+        values, vectors = torch.linalg.eigh(B64 @ B64.T)
+        values, vectors = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
+        right = (B64.T @ vectors) / values.clamp(min=1e-30).sqrt()
+    else:
+        _, vectors = torch.linalg.eigh(B64.T @ B64)
+        right = vectors.flip(1)[:, :rank]
+    return right.float()
 
 
 def pca_components(
@@ -28,26 +42,27 @@ def pca_components(
 ) -> NDArray[np.float32]:
     """Leading principal directions, shape (n_features, n_components), of X's rows.
 
-    Fitted on a random subset of ``n_samples`` rows by a randomised SVD (Halko et
-    al.) with ``power_iterations`` power iterations, or by a full SVD when the
-    subset is small.
+    Fitted on a random subset of ``n_samples`` rows by a randomised range finder
+    (Halko, Martinsson & Tropp, 2011) with ``power_iterations`` power iterations,
+    then an eigendecomposition of a small Gram matrix; small subsets are decomposed
+    directly.
     """
     n = X.shape[0]
     if n_samples is not None and n_samples < n:
         X = X[np.sort(rng.choice(n, size=n_samples, replace=False))]
-    sample = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    sample = read_tensor(np.ascontiguousarray(X, dtype=np.float32))
     sample = sample - sample.mean(dim=0)
     rank = min(n_components, *sample.shape)
-    oversampled = min(rank + 10, *sample.shape)
-    if 2 * oversampled >= min(sample.shape):
-        _, _, vh = torch.linalg.svd(sample, full_matrices=False)
-        components = vh[:rank].T
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-            _, _, v = torch.svd_lowrank(sample, q=oversampled, niter=power_iterations)
-        components = v[:, :rank]
-    return np.ascontiguousarray(components.numpy(), dtype=np.float32)
+    width = min(rank + 10, *sample.shape)
+    if 2 * width >= min(sample.shape):
+        return _top_right_vectors(sample, rank).numpy()
+    omega = rng.standard_normal((sample.shape[1], width)).astype(np.float32)
+    basis = torch.linalg.qr(sample @ torch.from_numpy(omega)).Q
+    for _ in range(power_iterations):
+        basis = torch.linalg.qr(sample.T @ basis).Q
+        basis = torch.linalg.qr(sample @ basis).Q
+    # the row space of sample is nearly that of basis^T sample
+    return np.ascontiguousarray(_top_right_vectors(basis.T @ sample, rank).numpy())
 
 
 class ProjectedBackend(NeighborsBackend):
@@ -91,7 +106,8 @@ class ProjectedBackend(NeighborsBackend):
         Power iterations of the randomised SVD (more: more accurate components,
         slower fit).
     random_state : int, RandomState instance or None, default=None
-        Seeds the PCA sample, the randomised SVD and the random matrix.
+        Seeds the PCA sample, the randomised SVD and the random matrix, and the
+        wrapped backend when its own ``random_state`` is None.
     n_jobs : int, default=None
         Torch threads for fitting and applying the projection; ``-1`` uses every
         core, ``None`` keeps torch's current setting. (The wrapped backend has its
@@ -198,13 +214,15 @@ class ProjectedBackend(NeighborsBackend):
             inner.set_params(n_neighbors=self.n_neighbors)
         if "metric" in params:
             inner.set_params(metric="euclidean")
+        if params.get("random_state", "absent") is None:
+            inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
         self.backend_ = inner.fit(self._project(X))
 
     def _project(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.components_ is None:
             return X
         with torch_threads(self.n_jobs), torch.inference_mode():
-            return (torch.from_numpy(X) @ torch.from_numpy(self.components_)).numpy()
+            return (read_tensor(X) @ read_tensor(self.components_)).numpy()
 
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int

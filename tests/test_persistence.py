@@ -1,0 +1,211 @@
+"""Persistence of fitted models with every backend: joblib / pickle round trips,
+save_model / load_model with memory-mapped index files, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+from skdknn import DeepKNNClassifier, load_model, save_model
+from skdknn.neighbors import (
+    AnnoyBackend,
+    ExactBackend,
+    LSHBackend,
+    ProjectedBackend,
+    PyNNDescentBackend,
+)
+from skdknn.persistence import MANIFEST
+
+BACKENDS = {
+    "exact": ExactBackend(),
+    "annoy": AnnoyBackend(n_trees=10, random_state=0),
+    "pynndescent": PyNNDescentBackend(random_state=0),
+    "lsh": LSHBackend(random_state=0),
+    "projected": ProjectedBackend("annoy", n_components=8, random_state=0),
+}
+
+#: Files written by save_model for each backend's first index.
+INDEX_FILES = {
+    "exact": {"index-0.fit_X.npy", "index-0.sq_norms.npy"},
+    "annoy": {"index-0.ann"},
+    "pynndescent": {"index-0.joblib"},
+    "lsh": {f"index-0.{a.lstrip('_')}.npy" for a in LSHBackend._index_arrays},
+    "projected": {"index-1.ann"},  # index-0: the projection, pickled in model.pkl
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(
+        n_samples=360, n_features=20, n_informative=8, n_classes=3, random_state=0
+    )
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def fitted(request, data):
+    X, y = data
+    clf = DeepKNNClassifier(
+        n_neighbors=7,
+        calibration_size=40,
+        max_epochs=3,
+        batch_size=64,
+        random_state=0,
+        backend=BACKENDS[request.param],
+    ).fit(X[:300], y[:300])
+    return request.param, clf
+
+
+def _same_outputs(a, b, X):
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.p_values(X), b.p_values(X))
+    (d1, i1), (d2, i2) = a.kneighbors(X), b.kneighbors(X)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+
+
+def test_joblib_round_trip(fitted, data, tmp_path):
+    name, clf = fitted
+    X, _ = data
+    path = tmp_path / "model.joblib"
+    joblib.dump(clf, path)
+    _same_outputs(clf, joblib.load(path), X[300:])
+    # memory-mapped joblib load (read-only arrays) too
+    _same_outputs(clf, joblib.load(path, mmap_mode="r"), X[300:])
+
+
+def test_pickle_round_trip_twice(fitted, data):
+    # pickling a restored model works as well (Annoy: bytes of a reloaded index)
+    name, clf = fitted
+    X, _ = data
+    once = pickle.loads(pickle.dumps(clf))
+    twice = pickle.loads(pickle.dumps(once))
+    _same_outputs(clf, twice, X[300:])
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(fitted, data, tmp_path, mmap):
+    name, clf = fitted
+    X, _ = data
+    directory = save_model(clf, tmp_path / "model")
+    files = {p.name for p in directory.iterdir()}
+    assert {MANIFEST, "model.pkl"} <= files
+    assert INDEX_FILES[name] <= files
+    manifest = json.loads((directory / MANIFEST).read_text())
+    # one index per layer (relu1, relu2, logits), plus the inner ones if projected
+    n_indexes = 6 if name == "projected" else 3
+    assert len(manifest["indexes"]) == n_indexes
+    loaded = load_model(directory, mmap=mmap)
+    _same_outputs(clf, loaded, X[300:])
+    if name == "exact":
+        fit_X = loaded.backends_[0]._fit_X
+        assert isinstance(fit_X, np.memmap) == mmap
+    # the saved model survives a second save (Annoy remapped to the first files)
+    again = save_model(loaded, tmp_path / "again")
+    _same_outputs(clf, load_model(again), X[300:])
+
+
+def test_save_model_of_a_bare_backend(tmp_path):
+    X = np.random.default_rng(0).normal(size=(50, 6))
+    backend = AnnoyBackend(n_neighbors=3, n_trees=5, random_state=0).fit(X)
+    loaded = load_model(save_model(backend, tmp_path / "annoy"))
+    np.testing.assert_array_equal(backend.kneighbors(X)[1], loaded.kneighbors(X)[1])
+
+
+# ---------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_models(data):
+    """Models differing only by their metric, with Annoy and Exact backends."""
+    X, y = data
+    params = dict(n_neighbors=7, calibration_size=40, max_epochs=3, random_state=0)
+    return {
+        (backend, metric): DeepKNNClassifier(
+            backend=backend, metric=metric, **params
+        ).fit(X[:300], y[:300])
+        for backend in ("exact", "annoy")
+        for metric in ("euclidean", "cosine")
+    }
+
+
+@pytest.mark.parametrize("backend", ["exact", "annoy"])
+def test_truncated_index_file(two_models, tmp_path, backend):
+    directory = save_model(two_models[backend, "euclidean"], tmp_path / "m")
+    name = "index-1.ann" if backend == "annoy" else "index-1.fit_X.npy"
+    path = directory / name
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"{name}.*truncated"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("backend", ["exact", "annoy"])
+def test_index_file_of_another_width(two_models, tmp_path, backend):
+    # layer 0 (relu1) swapped with layer 2 (3 logits): wrong dimension
+    directory = save_model(two_models[backend, "euclidean"], tmp_path / "m")
+    suffix = ".ann" if backend == "annoy" else ".fit_X.npy"
+    shutil.copy(directory / f"index-2{suffix}", directory / f"index-0{suffix}")
+    with pytest.raises(ValueError, match=f"index-0{suffix}"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("backend", ["exact", "annoy"])
+def test_index_files_of_another_metric(two_models, tmp_path, backend):
+    # the same model fitted with the cosine metric: same sizes, other metric
+    euclidean = save_model(two_models[backend, "euclidean"], tmp_path / "euclidean")
+    cosine = save_model(two_models[backend, "cosine"], tmp_path / "cosine")
+    for path in cosine.iterdir():
+        if path.name.startswith("index-") or path.name == MANIFEST:
+            shutil.copy(path, euclidean / path.name)
+    with pytest.raises(ValueError, match=r"metric 'cosine'.*mismatched metric"):
+        load_model(euclidean)
+
+
+def test_index_files_of_another_model(two_models, data, tmp_path):
+    X, y = data
+    small = DeepKNNClassifier(
+        n_neighbors=7, calibration_size=40, max_epochs=1, random_state=0
+    ).fit(X[:200], y[:200])
+    target = save_model(two_models["exact", "euclidean"], tmp_path / "big")
+    other = save_model(small, tmp_path / "small")
+    shutil.copy(other / MANIFEST, target / MANIFEST)
+    with pytest.raises(ValueError, match="mismatched n_samples"):
+        load_model(target)
+
+
+def test_missing_files(two_models, tmp_path):
+    directory = save_model(two_models["annoy", "euclidean"], tmp_path / "m")
+    (directory / "index-2.ann").unlink()
+    with pytest.raises(FileNotFoundError, match="index-2.ann"):
+        load_model(directory)
+    with pytest.raises(FileNotFoundError, match="no saved skdknn model"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_newer_format_refused(two_models, tmp_path):
+    directory = save_model(two_models["exact", "euclidean"], tmp_path / "m")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["format"] = 99
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="format 99"):
+        load_model(directory)
+
+
+def test_overwrite_rules(two_models, tmp_path):
+    clf = two_models["exact", "euclidean"]
+    directory = save_model(clf, tmp_path / "m")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_model(clf, directory)
+    save_model(clf, directory, overwrite=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a saved skdknn model"):
+        save_model(clf, other, overwrite=True)
+    assert (other / "notes.txt").exists()
