@@ -336,3 +336,12 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.slow
+def test_docs_example_runs():
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "_examples" / "backends.py"
+    runpy.run_path(str(script), run_name="__main__")

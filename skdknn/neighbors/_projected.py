@@ -23,13 +23,25 @@ def _top_right_vectors(B: torch.Tensor, rank: int) -> torch.Tensor:
     the smaller of ``B B^T`` and ``B^T B`` in float64."""
     B64 = B.double()
     if B.shape[0] <= B.shape[1]:
-        values, vectors = torch.linalg.eigh(B64 @ B64.T)
+        with torch_threads(1):
+            values, vectors = torch.linalg.eigh(B64 @ B64.T)
         values, vectors = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
         right = (B64.T @ vectors) / values.clamp(min=1e-30).sqrt()
     else:
-        _, vectors = torch.linalg.eigh(B64.T @ B64)
+        with torch_threads(1):
+            _, vectors = torch.linalg.eigh(B64.T @ B64)
         right = vectors.flip(1)[:, :rank]
     return right.float()
+
+
+def _orthonormal_basis(Y: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis of the columns of a tall matrix (QR).
+
+    Single-threaded: multi-threaded LAPACK on a tall, thin matrix gains nothing and
+    slowed down tenfold when other processes shared the cores.
+    """
+    with torch_threads(1):
+        return torch.linalg.qr(Y).Q
 
 
 def pca_components(
@@ -57,10 +69,10 @@ def pca_components(
     if 2 * width >= min(sample.shape):
         return _top_right_vectors(sample, rank).numpy()
     omega = rng.standard_normal((sample.shape[1], width)).astype(np.float32)
-    basis = torch.linalg.qr(sample @ torch.from_numpy(omega)).Q
+    basis = _orthonormal_basis(sample @ torch.from_numpy(omega))
     for _ in range(power_iterations):
-        basis = torch.linalg.qr(sample.T @ basis).Q
-        basis = torch.linalg.qr(sample @ basis).Q
+        basis = _orthonormal_basis(sample.T @ basis)
+        basis = _orthonormal_basis(sample @ basis)
     # the row space of sample is nearly that of basis^T sample
     return np.ascontiguousarray(_top_right_vectors(basis.T @ sample, rank).numpy())
 

@@ -1,0 +1,372 @@
+"""Benchmark of the neighbour backends, on real activations and at paper scale.
+
+Two parts, both on activations of the DkNN paper's CNN trained on the embedded
+real-MNIST sample (4,000 training images, 1,000 held-out images):
+
+``real``
+    The DkNN itself on the embedded sample: 3,250 indexed images, 750 calibration
+    images, 1,000 test images. For each backend the same network is refitted
+    (``FrozenEstimator``) and compared with the exact run: neighbour recall@75 per
+    layer, DkNN accuracy, mean credibility, agreement of the predictions, time.
+``paper``
+    Paper scale: 60,000 indexed points and 10,000 queries at the CNN's widths
+    (12,544 / 3,200 / 128 / 10), k = 75. The inputs are replicated real images:
+    each training image is shifted by up to 2 pixels and given a little noise, 15
+    times over (and each held-out image 10 times over for the queries), then passed
+    through the network, so the features are real CNN activations of digit-like
+    images. Two tables:
+
+    * per layer and backend: build time, query time, recall@75 against exact search,
+      peak extra memory (resident set size sampled during build and queries);
+    * end to end: ``DeepKNNClassifier.fit`` (forward passes and indexing of 60,750
+      images, 750 of them held out for calibration) plus the neighbour counts of the
+      10,000 queries (one query pass gives the predictions and the credibilities),
+      with the DkNN accuracy on the replicated held-out images against the exact run.
+
+Run ``python benchmarks/neighbors.py`` (both parts, about 20 minutes on 2 cores) or
+``--quick`` for a smoke run of a few minutes at 1/10 of the paper's scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import gc
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+
+import skdknn
+from skdknn import DeepKNNClassifier, conformal
+from skdknn.datasets import load_mnist
+from skdknn.neighbors import (
+    AnnoyBackend,
+    ExactBackend,
+    LSHBackend,
+    ProjectedBackend,
+    PyNNDescentBackend,
+)
+
+K = 75
+
+
+def backends(seed: int) -> dict[str, Any]:
+    """The configurations compared (all at their default settings)."""
+    return {
+        "exact": ExactBackend(),
+        "annoy": AnnoyBackend(random_state=seed),
+        "pynndescent": PyNNDescentBackend(random_state=seed),
+        "lsh": LSHBackend(random_state=seed),
+        "pca256+exact": ProjectedBackend("exact", random_state=seed),
+        "random256+exact": ProjectedBackend(
+            "exact", method="random", random_state=seed
+        ),
+        "pca256+annoy": ProjectedBackend("annoy", random_state=seed),
+        "pca256+pynndescent": ProjectedBackend("pynndescent", random_state=seed),
+        "pca256+lsh": ProjectedBackend("lsh", random_state=seed),
+    }
+
+
+#: Backends too slow to run on a 12,544- or 3,200-wide layer of 60,000 points
+#: (Annoy's leaves hold up to ``width`` points and its distances are scalar code;
+#: PyNNDescent's graph build computes millions of full-width distances).
+FULL_WIDTH_SKIP = {"annoy", "pynndescent"}
+
+
+# ---------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system, so that the
+    next measurement starts from what is really in use."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak resident set size above the starting one, sampled every 20 ms."""
+
+    def __enter__(self) -> PeakMemory:
+        self.start = rss_bytes()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def recall(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Mean share of each query's reference neighbours found by ``ours``."""
+    k = reference.shape[1]
+    hits = (ours[:, :, None] == reference[:, None, :]).any(axis=2).sum(axis=1)
+    return float(hits.mean() / k)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in f if "model name" in line
+            )
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{datetime.date.today()} | {cpu}, {os.cpu_count()} cores | Python "
+        f"{platform.python_version()}, torch {torch.__version__}, numpy "
+        f"{np.__version__}, scikit-learn {sklearn.__version__}, skdknn "
+        f"{skdknn.__version__} | load avg {os.getloadavg()[0]:.1f}"
+    )
+
+
+# ---------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------
+def mnist_split(seed: int) -> tuple[np.ndarray, ...]:
+    X, y = load_mnist(return_X_y=True)
+    rows = np.random.default_rng(seed).permutation(y.size)
+    X, y = X[rows], y[rows]
+    return X[:4000], y[:4000], X[4000:], y[4000:]
+
+
+def replicate(
+    X: np.ndarray, y: np.ndarray, n: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    """n images: copies of X shifted by up to 2 pixels, with gaussian noise 0.05."""
+    rng = np.random.default_rng(seed)
+    source = np.arange(n) % X.shape[0]
+    out = np.empty((n, *X.shape[1:]), dtype=np.float32)
+    shifts = rng.integers(-2, 3, size=(n, 2))
+    for dy, dx in {tuple(s) for s in shifts}:
+        rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+        out[rows] = np.roll(X[source[rows]], (dy, dx), axis=(2, 3))
+    out += rng.normal(scale=0.05, size=out.shape).astype(np.float32)
+    np.clip(out, 0, 1, out=out)
+    return out, y[source]
+
+
+def dknn(net: Any, backend: Any, seed: int) -> DeepKNNClassifier:
+    return DeepKNNClassifier(
+        net=FrozenEstimator(net), backend=backend, random_state=seed
+    )
+
+
+def run_dknn(
+    net: Any, backend: Any, X: np.ndarray, y: np.ndarray, Xq: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """Fit + one query pass; predictions, credibility and neighbours."""
+    clf = dknn(net, backend, seed)
+    start = time.perf_counter()
+    clf.fit(X, y)
+    counts = clf.neighbor_counts(Xq)
+    elapsed = time.perf_counter() - start
+    alpha = conformal.nonconformity(counts, clf.n_neighbors)
+    p = conformal.p_values(alpha, clf.calibration_nonconformity_)
+    pred = clf.classes_[conformal.predict_from_counts(counts)]
+    return {"clf": clf, "time": elapsed, "pred": pred, "cred": p.max(axis=1)}
+
+
+# ---------------------------------------------------------------------------------
+# Part 1: the DkNN on the embedded sample
+# ---------------------------------------------------------------------------------
+def part_real(
+    net: Any, data: tuple[np.ndarray, ...], names: Sequence[str], seed: int
+) -> None:
+    X, y, Xt, yt = data
+    print("\n## Real activations: the DkNN on the embedded MNIST sample")
+    print("3,250 indexed, 750 calibration, 1,000 test images; k = 75\n")
+    print(
+        "| backend | recall@75 per layer | DkNN accuracy | mean credibility | "
+        "same prediction as exact | fit + predict (s) |"
+    )
+    print("|---|---|---|---|---|---|")
+    configs = backends(seed)
+    ref = run_dknn(net, configs["exact"], X, y, Xt, seed)
+    ref_ind = ref["clf"].kneighbors(Xt)[1]
+    for name in names:
+        out = ref if name == "exact" else run_dknn(net, configs[name], X, y, Xt, seed)
+        ind = out["clf"].kneighbors(Xt)[1]
+        recalls = [recall(ind[:, layer], ref_ind[:, layer]) for layer in range(4)]
+        print(
+            f"| {name} | {' / '.join(f'{r:.3f}' for r in recalls)} | "
+            f"{np.mean(out['pred'] == yt):.4f} | {out['cred'].mean():.4f} | "
+            f"{np.mean(out['pred'] == ref['pred']):.4f} | {out['time']:.1f} |",
+            flush=True,
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Part 2: paper scale
+# ---------------------------------------------------------------------------------
+def part_paper(
+    net: Any,
+    data: tuple[np.ndarray, ...],
+    names: Sequence[str],
+    end_to_end: Sequence[str],
+    n_train: int,
+    n_query: int,
+    seed: int,
+) -> None:
+    X, y, Xt, yt = data
+    Xr, yr = replicate(X, y, n_train + 750, seed)
+    Xqr, yqr = replicate(Xt, yt, n_query, seed + 1)
+    print(f"\n## Paper scale: {n_train:,} indexed x {n_query:,} queries, k = {K}")
+
+    # per layer, on the activations of the replicated images
+    probe = dknn(net, "exact", seed).fit(Xr[:1000], yr[:1000])
+    layers = probe.layers_
+    train_acts = probe._activations(Xr[:n_train], layers)
+    query_acts = probe._activations(Xqr, layers)
+    widths = [a.shape[1] for a in train_acts]
+    print("\n### Per layer\n")
+    print(
+        "| backend | width | build (s) | query (s) | recall@75 | "
+        "peak extra memory (MB) |"
+    )
+    print("|---|---|---|---|---|---|")
+    configs = backends(seed)
+    exact_ind = []
+    for layer, (train, query) in enumerate(zip(train_acts, query_acts, strict=True)):
+        for name in names:
+            if name in FULL_WIDTH_SKIP and widths[layer] > 256:
+                print(f"| {name} | {widths[layer]} | not run (see above) | | | |")
+                continue
+            backend = clone(configs[name]).set_params(n_neighbors=K)
+            release_memory()
+            with PeakMemory() as memory:
+                _, build = timed(lambda b=backend, t=train: b.fit(t))
+                ind, query_time = timed(
+                    lambda b=backend, q=query: b.kneighbors(q, return_distance=False)
+                )
+            if name == "exact":
+                exact_ind.append(ind)
+            r = recall(ind, exact_ind[layer])
+            print(
+                f"| {name} | {widths[layer]} | {build:.1f} | {query_time:.1f} | "
+                f"{r:.3f} | {memory.extra_mb:.0f} |",
+                flush=True,
+            )
+            del backend
+    del train_acts, query_acts, probe
+    gc.collect()
+
+    print("\n### End to end (DkNN fit on the replicated training images + queries)\n")
+    print(
+        "| backend | fit + neighbour counts (s) | speed-up | DkNN accuracy | "
+        "mean credibility | same prediction as exact |"
+    )
+    print("|---|---|---|---|---|---|")
+    ref = None
+    for name in end_to_end:
+        gc.collect()
+        out = run_dknn(net, configs[name], Xr, yr, Xqr, seed)
+        ref = ref or out
+        print(
+            f"| {name} | {out['time']:.1f} | {ref['time'] / out['time']:.1f}x | "
+            f"{np.mean(out['pred'] == yqr):.4f} | {out['cred'].mean():.4f} | "
+            f"{np.mean(out['pred'] == ref['pred']):.4f} |",
+            flush=True,
+        )
+        del out["clf"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["real", "paper", "both"], default="both")
+    parser.add_argument("--epochs", type=int, default=6, help="CNN epochs (default 6)")
+    parser.add_argument("--n-train", type=int, default=60_000)
+    parser.add_argument("--n-query", type=int, default=10_000)
+    parser.add_argument(
+        "--backends",
+        default=",".join(backends(0)),
+        help="comma-separated configurations for the tables (default: all)",
+    )
+    parser.add_argument(
+        "--end-to-end",
+        default="exact,pca256+exact,pca256+lsh,random256+exact",
+        help="configurations timed end to end at paper scale (exact first)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 epoch, 6,000 x 1,000 at paper scale",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.n_train, args.n_query = 1, 6_000, 1_000
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.end_to_end = [b for b in args.end_to_end.split(",") if b]
+    unknown = set(args.backends + args.end_to_end) - set(backends(0))
+    if unknown:
+        parser.error(f"unknown configurations: {sorted(unknown)}")
+    if "exact" not in args.backends or args.end_to_end[:1] != ["exact"]:
+        parser.error("exact must be among --backends and first in --end-to-end")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(machine())
+    data = mnist_split(args.seed)
+    X, y = data[0], data[1]
+    with torch.random.fork_rng(devices=[]):
+        clf = DeepKNNClassifier(max_epochs=args.epochs, random_state=args.seed)
+        _, train_time = timed(lambda: clf.fit(X, y))
+    print(f"paper CNN trained for {args.epochs} epochs in {train_time:.0f} s")
+    names = ["exact", *[b for b in args.backends if b != "exact"]]
+    if args.part in ("real", "both"):
+        part_real(clf.net_, data, names, args.seed)
+    if args.part in ("paper", "both"):
+        part_paper(
+            clf.net_,
+            data,
+            names,
+            args.end_to_end,
+            args.n_train,
+            args.n_query,
+            args.seed,
+        )
+    print(f"\nload avg at end: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
