@@ -167,15 +167,20 @@ def _refine_near_duplicates(
     re-sorted; the rest keep the expansion, whose relative error is below 1e-5.
     """
     q_sq = (query * query).sum(dim=1, keepdim=True)
-    sq_dist = values + q_sq
+    sq_dist = (values + q_sq).clamp_(min=0)
     suspect = sq_dist < 1e-2 * (q_sq + sq_norms[idx])
-    if not bool(suspect.any()):
-        return sq_dist.clamp_(min=0), idx
-    rows, cols = suspect.nonzero(as_tuple=True)
-    diff = query[rows] - fit_t[idx[rows, cols]]
-    sq_dist[rows, cols] = (diff * diff).sum(dim=1)
-    sq_dist, order = torch.sort(sq_dist.clamp_(min=0), dim=1, stable=True)
-    return sq_dist, torch.gather(idx, 1, order)
+    rows = suspect.any(dim=1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return sq_dist, idx
+    # only the rows holding a suspect pair are recomputed and re-sorted
+    sub_idx, sub_dist = idx[rows], sq_dist[rows]
+    r, c = suspect[rows].nonzero(as_tuple=True)
+    diff = query[rows[r]] - fit_t[sub_idx[r, c]]
+    sub_dist[r, c] = (diff * diff).sum(dim=1)
+    sub_dist, order = torch.sort(sub_dist, dim=1, stable=True)
+    sq_dist[rows] = sub_dist
+    idx[rows] = torch.gather(sub_idx, 1, order)
+    return sq_dist, idx
 
 
 def exact_search(
