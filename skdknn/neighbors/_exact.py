@@ -112,8 +112,8 @@ class ExactBackend(NeighborsBackend):
 
     def _build(self, X: NDArray[np.float32]) -> None:
         self._fit_X = X
-        fit_t = read_tensor(X)
-        self._sq_norms = (fit_t * fit_t).sum(dim=1).numpy()
+        # einsum avoids a temporary as large as the index itself
+        self._sq_norms = np.einsum("ij,ij->i", X, X)
 
     def _search_fitted(
         self, n_neighbors: int
