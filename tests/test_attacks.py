@@ -300,6 +300,8 @@ def test_mean_attack_flips_a_pixel_knn(mnist_models):
     assert X_adv.min() >= 0 and X_adv.max() <= 1
     # failed inputs come back unchanged
     np.testing.assert_array_equal(X_adv[~success], flat_test[~success])
+    with pytest.raises(ValueError, match="outside the clip box"):
+        attack.transform(flat_test * 3)
 
 
 def test_adversarial_sets_round_trip(tmp_path, X4):

@@ -38,7 +38,7 @@ class MeanAttack(TransformerMixin, BaseEstimator):
     max_scale : float, default=1.0
         Budget: the largest ``alpha`` tried (1 reaches the class mean).
     clip_min, clip_max : float, default=0.0, 1.0
-        Box of valid inputs.
+        Box of valid inputs (scalars); inputs outside it are an error.
     verbose : int, default=0
         Unused; kept for a uniform API.
 
@@ -149,6 +149,13 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         X_arr = X if hasattr(X, "dtype") else np.asarray(X)
         X_flat, _ = as_flat_rows(X_arr)
         X_flat = validate_data(self, X_flat, dtype=np.float64, reset=False)
+        outside = (X_flat < self.clip_min - 1e-6) | (X_flat > self.clip_max + 1e-6)
+        if outside.any():
+            raise ValueError(
+                f"{int(outside.sum())} input values lie outside the clip box "
+                f"[{self.clip_min}, {self.clip_max}]; rescale X or set clip_min / "
+                "clip_max."
+            )
         source = self.estimator.predict(X_arr) if y is None else np.asarray(y)
         direction = self._toward_nearest_other_mean(X_flat, source)
         scale = self._line_search(X_arr, X_flat, direction, source)
