@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,13 +57,13 @@ import numpy as np
 import sklearn
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model, load_average, skdknn_revision
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-import skdknn
 from skdknn import DeepKNNClassifier
 from skdknn.attacks import (
     AdvKNNAttack,
@@ -139,41 +138,6 @@ DEFAULTS = {
 
 
 # -- machine -------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """CPU model from /proc/cpuinfo where present, else what platform reports."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """1, 5 and 15 minute load averages: other processes sharing the cores."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except (AttributeError, OSError):  # not available on Windows
-        return "unknown"
-
-
-def skdknn_revision() -> str:
-    """skdknn's version, with the git commit when run from a checkout."""
-    root = Path(skdknn.__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return skdknn.__version__
-    commit = out.stdout.strip()
-    return f"{skdknn.__version__} (git {commit})" if commit else skdknn.__version__
 
 
 def machine_report() -> dict[str, str]:

@@ -36,20 +36,18 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sklearn
 import torch
+from _machine import cpu_model, load_average, skdknn_revision
 from numpy.typing import NDArray
 from sklearn.neighbors import NearestNeighbors
 
-import skdknn
 from skdknn.neighbors import ExactBackend
 
 # Widths of the DkNN paper's MNIST CNN layers: conv1 (64 x 14 x 14), conv2
@@ -75,41 +73,6 @@ class Row:
     same_sets: float
     overlap: float
     spread: float
-
-
-def cpu_model() -> str:
-    """CPU model from /proc/cpuinfo where present, else what platform reports."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """1, 5 and 15 minute load averages: other processes sharing the cores."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except (AttributeError, OSError):  # not available on Windows
-        return "unknown"
-
-
-def skdknn_revision() -> str:
-    """skdknn's version, with the git commit when run from a checkout."""
-    root = Path(skdknn.__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return skdknn.__version__
-    commit = out.stdout.strip()
-    return f"{skdknn.__version__} (git {commit})" if commit else skdknn.__version__
 
 
 def machine_report() -> str:
