@@ -4,6 +4,11 @@ Plain functions on predictions and arrays, plus :func:`make_attack_scorer` for
 ``GridSearchCV``. The scorer-free way also works: the ``score`` of
 ``Pipeline([("attack", FGSMAttack(FrozenEstimator(clf))),
 ("clf", FrozenEstimator(clf))])`` is the accuracy under attack.
+
+:func:`neighbor_label_agreement` measures how many of a DkNN's neighbours carry the
+true label in each layer (the DkNN paper's view of where adversarial examples go
+wrong), and :func:`ood_auroc` how well a score separates in-distribution from
+out-of-distribution inputs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.validation import check_is_fitted
+
+from ._classifier import DeepKNNClassifier
 
 __all__ = [
     "accuracy_under_attack",
@@ -22,6 +32,8 @@ __all__ = [
     "make_attack_scorer",
     "mean_credibility",
     "mean_l2_distortion",
+    "neighbor_label_agreement",
+    "ood_auroc",
     "transfer_accuracy",
 ]
 
@@ -183,3 +195,138 @@ def make_attack_scorer(
         return detection_rate(credibility, threshold)
 
     return scorer
+
+
+def _indexed_labels(estimator: Any) -> NDArray:
+    """Labels of the fitted DkNN's indexed rows, looked up by row of the fit ``X``.
+
+    ``kneighbors`` returns row numbers of the ``X`` given to ``fit``; only indexed
+    rows (``train_indices_``) can be neighbours, so the other entries stay unset.
+    """
+    rows = np.asarray(estimator.train_indices_)
+    labels = np.empty(int(rows.max()) + 1, dtype=estimator.classes_.dtype)
+    labels[rows] = estimator.classes_[estimator._y_index]
+    return labels
+
+
+def _unwrap_dknn(estimator: Any) -> DeepKNNClassifier:
+    """The DkNN inside an optional FrozenEstimator, checked to be fitted."""
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    if not isinstance(estimator, DeepKNNClassifier):
+        raise TypeError(
+            "estimator must be a DeepKNNClassifier (optionally in FrozenEstimator); "
+            f"got {type(estimator).__name__}."
+        )
+    check_is_fitted(estimator, "train_indices_")
+    return estimator
+
+
+def _label_agreement(neighbor_labels: ArrayLike, y_true: ArrayLike) -> NDArray:
+    """Mean of ``neighbor_labels[i, l, j] == y_true[i]`` over ``i`` and ``j``.
+
+    The numpy core of :func:`neighbor_label_agreement`: ``neighbor_labels`` has
+    shape (n_samples, n_layers, n_neighbors), the result shape (n_layers,).
+    """
+    labels = np.asarray(neighbor_labels)
+    y_arr = np.asarray(y_true)
+    if labels.ndim != 3:
+        raise ValueError(
+            "neighbor_labels must have shape (n_samples, n_layers, n_neighbors); got "
+            f"{labels.shape}."
+        )
+    if y_arr.ndim != 1:
+        raise ValueError(f"y must have shape (n_samples,); got {y_arr.shape}.")
+    _same_length(labels, y_arr)
+    agree = labels == y_arr[:, None, None]
+    return np.asarray(agree.mean(axis=(0, 2)), dtype=np.float64)
+
+
+def neighbor_label_agreement(
+    estimator: Any, X: Any, y: ArrayLike
+) -> NDArray[np.float64]:
+    """Share of the neighbours of ``X`` in each layer that carry the true label.
+
+    For each layer ``l`` of a fitted DkNN: the mean, over the inputs ``x`` and their
+    ``k`` nearest training points Gamma_l(x), of ``label(neighbour) == y``. On
+    adversarial examples it drops from the first layers to the logits: deep in the
+    network their neighbours carry the adversarial label (DkNN paper, Section 6).
+
+    Parameters
+    ----------
+    estimator : DeepKNNClassifier
+        A fitted DkNN, optionally wrapped in ``FrozenEstimator``.
+    X : array-like of shape (n_samples, ...)
+        Inputs, as for the estimator's ``predict``.
+    y : array-like of shape (n_samples,)
+        True labels of ``X`` (a label outside ``classes_`` agrees with no
+        neighbour).
+
+    Returns
+    -------
+    agreement : ndarray of shape (n_layers,)
+        One share in [0, 1] per layer of ``estimator.layers_``.
+
+    See Also
+    --------
+    skdknn.plotting.plot_neighbor_correctness : Bars of it per layer.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from skdknn import DeepKNNClassifier
+    >>> X, y = make_classification(n_samples=200, n_features=6, random_state=0)
+    >>> clf = DeepKNNClassifier(n_neighbors=5, calibration_size=40, max_epochs=5,
+    ...                         batch_size=64, random_state=0).fit(X, y)
+    >>> agreement = neighbor_label_agreement(clf, X[:50], y[:50])
+    >>> agreement.shape
+    (3,)
+    >>> bool(((agreement >= 0) & (agreement <= 1)).all())
+    True
+    """
+    dknn = _unwrap_dknn(estimator)
+    y_arr = np.asarray(y)
+    _, indices = dknn.kneighbors(X)
+    return _label_agreement(_indexed_labels(dknn)[indices], y_arr)
+
+
+def ood_auroc(scores_in: ArrayLike, scores_out: ArrayLike) -> float:
+    """AUROC of telling in-distribution from out-of-distribution inputs by a score.
+
+    Higher scores must mean "more in-distribution", as DkNN credibility and the
+    softmax confidence do. 1.0: every in-distribution input scores above every
+    out-of-distribution one; 0.5: the score does not separate them.
+
+    Parameters
+    ----------
+    scores_in : array-like of shape (n_in,)
+        Scores of in-distribution inputs (the positives).
+    scores_out : array-like of shape (n_out,)
+        Scores of out-of-distribution inputs.
+
+    Returns
+    -------
+    auroc : float
+        Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`); ties
+        count one half.
+
+    Examples
+    --------
+    >>> ood_auroc([0.9, 0.8, 0.4, 0.3], [0.1, 0.5])  # 6 of the 8 pairs in order
+    0.75
+    """
+    s_in = _check_scores(scores_in, "scores_in")
+    s_out = _check_scores(scores_out, "scores_out")
+    is_in = np.concatenate([np.ones(s_in.size), np.zeros(s_out.size)])
+    return float(roc_auc_score(is_in, np.concatenate([s_in, s_out])))
+
+
+def _check_scores(scores: ArrayLike, name: str) -> NDArray[np.float64]:
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D array; got shape {arr.shape}."
+        )
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values.")
+    return arr
