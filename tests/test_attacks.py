@@ -219,6 +219,11 @@ def test_advknn_beats_fgsm_on_knn_and_dknn(mnist_models):
     assert np.abs(X_adv - X_test).max() <= 0.25 + 1e-6
     assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
     assert attack.agreement_ > 0.85  # the head imitates the layer's kNN
+    # the DkNNB as a classifier: q(x) is a distribution agreeing with the kNN
+    q = attack.head_proba(X_test)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
+    knn_pred = attack.neighbor_distribution(X_test).argmax(axis=1)
+    assert np.mean(q.argmax(axis=1) == knn_pred) > 0.85
     assert attack.loss_curve_[-1] < 0.5 * attack.loss_curve_[0]  # the loss decreases
     knn_fgsm, knn_adv = knn3.score(X_fgsm, y_test), knn3.score(X_adv, y_test)
     dknn_fgsm, dknn_adv = dknn.score(X_fgsm, y_test), dknn.score(X_adv, y_test)

@@ -1,4 +1,4 @@
-"""The command line: ``skdknn report``."""
+"""The command line: ``skdknn report | train | attack | explain``."""
 
 from __future__ import annotations
 
@@ -6,48 +6,190 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from test_datasets import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    write_idx,
+)
 
 from skdknn.__main__ import main
+from skdknn._report._render import Page
+from skdknn.attacks import load_adversarial
+from skdknn.datasets import load_mnist
+
+# a report of a few seconds: tiny data, 1 epoch, small k, 2 eps values
+TINY = [
+    "--quick",
+    "--epochs",
+    "1",
+    "--train-size",
+    "600",
+    "--test-size",
+    "60",
+    "--calibration-size",
+    "100",
+    "--n-neighbors",
+    "10",
+    "--quiet",
+]
+REPORT = [*TINY, "--eps-grid", "0.1,0.3"]
+
+FIGURES = {
+    "reliability",
+    "credibility_histograms",
+    "accuracy_vs_eps",
+    "accuracy_vs_distortion",
+    "adversarial_examples",
+    "explanation_clean",
+    "explanation_adversarial",
+    "neighbor_agreement",
+    "out_of_distribution",
+}
 
 
-def test_report_quick_end_to_end(tmp_path, capsys):
-    status = main(
-        [
-            "report",
-            "--quick",
-            "--epochs",
-            "1",
-            "--test-size",
-            "200",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert status == 0
-    out = capsys.readouterr().out
-    assert "CNN (DkNN paper architecture)" in out
-    assert "DkNN k=25 cosine" in out
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["n_test"] == 200
-    models = [row["model"] for row in results["results"]]
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", *REPORT, "--out", str(out)]) == 0
+    return out
+
+
+def test_report_writes_page_figures_and_json(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    assert results["data"] == {
+        "name": "MNIST (embedded sample)",
+        "n_train": 600,
+        "n_indexed": 500,
+        "n_calibration": 100,
+        "n_test": 60,
+    }
+    models = [row["model"] for row in results["clean"]]
     assert models == [
         "CNN (DkNN paper architecture)",
-        "DkNN k=25 euclidean",
-        "DkNN k=25 cosine",
+        "kNN (relu3)",
+        "DkNN (4 layers)",
+        "DkNNB (relu3 head)",
+        "DkNNB+CL (relu3 head)",
     ]
-    for row in results["results"]:
-        assert 0.3 < row["accuracy"] <= 1.0  # 1 epoch is far better than chance
-    for row in results["results"][1:]:
-        assert 0.0 <= row["mean_credibility"] <= 1.0
-        assert row["layers"] == ["relu1", "relu2", "relu3", "logits"]
+    for row in results["clean"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+    table = results["attack_table"]
+    assert set(table) == {"knn", "dknn", "cnn"}
+    for cells in table.values():
+        assert list(cells) == [
+            "clean",
+            "fgsm_origin",
+            "fgsm_dknnb",
+            "fgsm_dknnb_cl",
+            "bim_origin",
+            "bim_dknnb",
+            "bim_dknnb_cl",
+        ]
+        for cell in cells.values():
+            assert 0.0 <= cell["accuracy"] <= 1.0
+    # the paper's numbers sit beside ours
+    assert table["dknn"]["bim_dknnb_cl"]["paper_accuracy"] == pytest.approx(0.0597)
+    # an attack through the CNN at eps = 0.25 hurts the CNN
+    assert table["cnn"]["bim_origin"]["accuracy"] < table["cnn"]["clean"]["accuracy"]
+    assert results["curves"]["eps"] == [0.1, 0.3]
+    for per_model in results["curves"]["accuracy"].values():
+        assert set(per_model) == {"CNN", "kNN", "DkNN"}
+        assert all(len(v) == 2 for v in per_model.values())
+    kinds = [row["set"] for row in results["out_of_distribution"]]
+    assert kinds[0].startswith("test digits")
+    assert len(kinds) == 4
+    assert len(results["neighbor_label_agreement"]["clean"]) == 4
+    names = {figure["name"] for figure in results["figures"]}
+    assert names == FIGURES
+    for name in FIGURES:
+        png = report_dir / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_page_holds_the_tables_and_figures(report_dir):
+    results = json.loads((report_dir / "results.json").read_text())
+    markdown = (report_dir / "report.md").read_text()
+    html = (report_dir / "report.html").read_text()
+    assert "## Attacks at eps = 0.25 (AdvKNN Table 2)" in markdown
+    assert "| DkNN, paper | 98.89 | 54.90 | 28.57 | 28.08 | 16.80 | 6.49 | 5.97 |" in (
+        markdown
+    )
+    dknn_clean = 100 * results["attack_table"]["dknn"]["clean"]["accuracy"]
+    assert f"| DkNN | {dknn_clean:.2f} |" in markdown
+    for name in FIGURES:
+        assert f"figures/{name}.png" in markdown
+        assert f'src="figures/{name}.png"' in html
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<table>" in html
+
+
+def test_report_reuses_saved_models_and_adversarial_sets(report_dir, capsys):
+    before = (report_dir / "adversarial" / "bim_origin_eps0.25.npz").stat().st_mtime_ns
+    assert main(["report", *REPORT, "--out", str(report_dir)]) == 0
+    assert "loaded from" in capsys.readouterr().out
+    results = json.loads((report_dir / "results.json").read_text())
+    assert results["model_loaded_from_cache"] is True
+    after = (report_dir / "adversarial" / "bim_origin_eps0.25.npz").stat().st_mtime_ns
+    assert after == before
+
+
+def test_train_attack_explain(tmp_path, capsys):
+    model = tmp_path / "model"
+    argv = ["train", *TINY, "--out", str(model)]
+    assert main(argv) == 0
+    assert "Saved in" in capsys.readouterr().out
+    adv = tmp_path / "fgsm.npz"
+    status = main(
+        ["attack", "--model", str(model), "--method", "fgsm", "--eps", "0.3",
+         "--n-samples", "20", "--out", str(adv)]
+    )  # fmt: skip
+    assert status == 0
+    saved = load_adversarial(adv)
+    assert saved.X_adv.shape == (20, 1, 28, 28)
+    assert saved.metrics["n"] == 20
+    assert 0.0 <= saved.metrics["dknn_accuracy"] <= 1.0
+    assert "DkNN accuracy" in capsys.readouterr().out
+    png = tmp_path / "explain.png"
+    status = main(
+        ["explain", "--model", str(model), "--index", "3", "--adversarial", str(adv),
+         "--n-neighbors", "4", "--out", str(png)]
+    )  # fmt: skip
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "relu1" in out and "logits" in out
+    assert len(out.split("relu3")[1].split("\n")[0].split(":")[1].split()) == 4
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_on_idx_files(tmp_path, capsys):
+    X, y = load_mnist(return_X_y=True)
+    images = np.rint(X[:, 0] * 255).astype(np.uint8)
+    data = tmp_path / "mnist"
+    data.mkdir()
+    write_idx(data / TRAIN_IMAGES, images[:700])
+    write_idx(data / TRAIN_LABELS, y[:700].astype(np.uint8))
+    write_idx(data / TEST_IMAGES, images[700:800])
+    write_idx(data / TEST_LABELS, y[700:800].astype(np.uint8))
+    argv = ["train", *TINY, "--data-dir", str(data), "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("MNIST: 600 training images (500 indexed, 100 calibration)")
+    assert "60 test images" in out
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["report", "--epochs", "0"], "expected a positive integer"),
-        (["report", "--test-size", "many"], "expected an integer"),
+        (["report", "--epochs", "0"], "expected an integer >= 1"),
+        (["report", "--test-size", "many"], "expected an integer, got 'many'"),
+        (["report", "--eps", "-0.1"], "expected a number > 0.0"),
+        (["report", "--dataset", "cifar"], "invalid choice"),
+        (["attack"], "the following arguments are required: --model"),
+        (["attack", "--model", "m", "--method", "cw"], "invalid choice"),
         (["fly"], "invalid choice"),
         ([], "required"),
     ],
@@ -59,12 +201,53 @@ def test_bad_arguments_exit_with_usage(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
-    status = main(["report", "--data-dir", str(tmp_path / "nowhere")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "--eps", "0.01", "--step", "0.05"], "larger than --eps"),
+        (["report", "--eps-grid", "0.1,x"], "--eps-grid expects"),
+        (["report", "--dataset", "fashion-mnist"], "needs --data-dir"),
+        (["report", "--test-size", "5000"], "leaves no training images"),
+        (["attack", "--model", "{tmp}/none"], "holds no trained model"),
+        (["explain", "--model", "{tmp}/none"], "skdknn train --out DIR"),
+        (["report", "--data-dir", "{tmp}/nowhere"], "nowhere"),
+    ],
+)
+def test_invalid_settings_are_clear_errors(argv, message, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    status = main([*argv, "--out", str(tmp_path / "out")])
     assert status == 2
     err = capsys.readouterr().err
-    assert err.startswith("skdknn: error:")
-    assert "nowhere" in err
+    assert err.startswith(f"skdknn {argv[0]}: error:")
+    assert message in err
+
+
+def test_explain_index_out_of_range(report_dir, tmp_path, capsys):
+    status = main(
+        ["explain", "--model", str(report_dir), "--index", "60",
+         "--out", str(tmp_path / "x.png")]
+    )  # fmt: skip
+    assert status == 2
+    assert "--index 60 is out of range: the test set has 60 images" in (
+        capsys.readouterr().err
+    )
+
+
+def test_page_renders_markdown_and_html():
+    page = Page("T")
+    page.heading("A & B")
+    page.paragraph("uses `k`")
+    page.table(["x", "y"], [["1", "<2>"]])
+    page.figure("figures/f.png", "a figure")
+    markdown = page.markdown()
+    assert markdown.splitlines()[:4] == ["# T", "", "## A & B", ""]
+    assert "| x | y |\n|---|---|\n| 1 | <2> |" in markdown
+    html = page.html()
+    assert "<h2>A &amp; B</h2>" in html
+    assert "<p>uses <code>k</code></p>" in html
+    assert "<td>&lt;2&gt;</td>" in html
+    with pytest.raises(ValueError, match="different lengths"):
+        page.table(["x"], [["1", "2"]])
 
 
 def test_python_dash_m_entry_point():
@@ -77,3 +260,11 @@ def test_python_dash_m_entry_point():
     from skdknn import __version__
 
     assert result.stdout.strip() == __version__
+
+
+def test_report_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("report", "train", "attack", "explain"):
+        assert command in out

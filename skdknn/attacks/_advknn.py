@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import conformal
@@ -307,6 +308,35 @@ class AdvKNNAttack(GradientAttack):
             self.agreement_ = float(
                 np.mean(q_log.argmax(1).numpy() == p[val].argmax(axis=1))
             )
+
+    def head_proba(self, X: Any) -> NDArray[np.float64]:
+        """The deep kNN block's output distribution q(x) (the heads' average).
+
+        The DkNNB is a classifier in its own right (the AdvKNN paper reports its
+        accuracy): ``classes_[head_proba(X).argmax(1)]`` is its prediction, to
+        compare with the kNN's (``neighbor_distribution``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        q : ndarray of shape (n_samples, n_classes)
+            Rows sum to 1; columns follow the attacked DkNN's ``classes_``.
+        """
+        check_is_fitted(self, "heads_")
+        X_net = self._validate_input(X, reset=False)
+        acts = self._dknn()._activations(X_net, self.layers_)
+        q = np.empty((X_net.shape[0], self._dknn().classes_.size))
+        device = next(self.heads_.parameters()).device
+        with torch.inference_mode():
+            for start in range(0, len(q), self.batch_size):
+                stop = start + self.batch_size
+                batch = [torch.from_numpy(a[start:stop]).to(device) for a in acts]
+                q[start:stop] = self.heads_(batch).exp().cpu().numpy()
+        return q
 
     def _new_heads(self, widths: list[int], n_classes: int) -> _Heads:
         make = self.head if self.head is not None else nn.Linear

@@ -1,0 +1,101 @@
+"""The report's data: a train / test split of MNIST or Fashion-MNIST, OOD inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.model_selection import train_test_split
+
+from ..datasets import load_fashion_mnist, load_mnist, make_ood_images
+from ._config import DATASETS, ReportConfig
+
+__all__ = ["Data", "load_data", "ood_sets"]
+
+#: Kinds of out-of-distribution inputs, with their titles in the report.
+OOD_KINDS = {
+    "noise": "uniform noise",
+    "shuffled": "pixel-shuffled digits",
+    "patches": "patches of photographs",
+}
+
+
+@dataclass
+class Data:
+    """Training and held-out test images, (n, 1, 28, 28) float32 in [0, 1]."""
+
+    name: str
+    X_train: NDArray[np.float32]
+    y_train: NDArray[np.int64]
+    X_test: NDArray[np.float32]
+    y_test: NDArray[np.int64]
+
+    def describe(self, calibration_size: int) -> str:
+        n_indexed = len(self.X_train) - calibration_size
+        return (
+            f"{self.name}: {len(self.X_train):,} training images ({n_indexed:,} "
+            f"indexed, {calibration_size:,} calibration), {len(self.X_test):,} "
+            "held-out test images"
+        )
+
+
+def _subsample(
+    X: NDArray, y: NDArray, size: int | None, seed: int
+) -> tuple[NDArray, NDArray]:
+    if size is None or size >= len(y):
+        return X, y
+    X_sub, _, y_sub, _ = train_test_split(
+        X, y, train_size=size, stratify=y, random_state=seed
+    )
+    return X_sub, y_sub
+
+
+def load_data(config: ReportConfig) -> Data:
+    """The split the report trains and evaluates on.
+
+    The embedded sample is split (stratified) into ``test_size`` test images and
+    the rest for training; IDX files give their own train and test sets, of which
+    ``train_size`` / ``test_size`` images are drawn (stratified).
+    """
+    if config.dataset not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {config.dataset!r}; expected one of {list(DATASETS)}."
+        )
+    seed = config.random_state
+    if config.dataset == "embedded":
+        if config.data_dir is not None:
+            raise ValueError(
+                "--data-dir needs --dataset mnist or fashion-mnist (the embedded "
+                "sample ships with skdknn)."
+            )
+        X, y = load_mnist(return_X_y=True)
+        if config.test_size >= len(y):
+            raise ValueError(
+                f"test_size={config.test_size} leaves no training images in the "
+                f"{len(y):,}-image embedded sample."
+            )
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=config.test_size, stratify=y, random_state=seed
+        )
+        X_train, y_train = _subsample(X_train, y_train, config.train_size, seed)
+        return Data("MNIST (embedded sample)", X_train, y_train, X_test, y_test)
+    if config.data_dir is None:
+        raise ValueError(f"--dataset {config.dataset} needs --data-dir.")
+    loader = load_mnist if config.dataset == "mnist" else load_fashion_mnist
+    X_train, y_train = loader(config.data_dir, subset="train", return_X_y=True)
+    X_test, y_test = loader(config.data_dir, subset="test", return_X_y=True)
+    X_train, y_train = _subsample(X_train, y_train, config.train_size, seed)
+    X_test, y_test = _subsample(X_test, y_test, config.test_size, seed)
+    name = "MNIST" if config.dataset == "mnist" else "Fashion-MNIST"
+    return Data(name, X_train, y_train, X_test, y_test)
+
+
+def ood_sets(data: Data, size: int, seed: int) -> dict[str, NDArray[np.float32]]:
+    """Inputs of no class: noise, pixel-shuffled test images, photograph patches."""
+    return {
+        kind: make_ood_images(
+            data.X_test, size, kind=kind, random_state=seed + i
+        ).astype(np.float32)
+        for i, kind in enumerate(OOD_KINDS)
+    }

@@ -1,0 +1,409 @@
+"""What the report measures: clean accuracy, Table 2 of AdvKNN, curves, OOD."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from tqdm.auto import tqdm
+
+from ..attacks import (
+    AdvKNNAttack,
+    BIMAttack,
+    FGSMAttack,
+    load_adversarial,
+    save_adversarial,
+)
+from ..metrics import (
+    accuracy_under_attack,
+    attack_success_rate,
+    mean_l2_distortion,
+    neighbor_label_agreement,
+    ood_auroc,
+)
+from ._config import ATTACK_SETTINGS, ReportConfig
+from ._data import OOD_KINDS, Data, ood_sets
+from ._models import Models, dknn_outputs, network_outputs
+
+__all__ = [
+    "COLUMNS",
+    "PAPER_TABLE2",
+    "Outputs",
+    "adversarial_sets",
+    "attack_table",
+    "clean_table",
+    "eps_curves",
+    "neighbor_agreement",
+    "ood_table",
+    "variant_table",
+]
+
+#: Columns of the AdvKNN paper's Table 2, with their titles.
+COLUMNS = {
+    "clean": "clean",
+    "fgsm_origin": "FGSM origin",
+    "fgsm_dknnb": "FGSM DkNNB",
+    "fgsm_dknnb_cl": "FGSM DkNNB+CL",
+    "bim_origin": "BIM origin",
+    "bim_dknnb": "BIM DkNNB",
+    "bim_dknnb_cl": "BIM DkNNB+CL",
+}
+
+#: AdvKNN paper (Li et al., 2019), Table 2, MNIST: accuracy in %.
+PAPER_TABLE2 = {
+    "knn": dict(
+        zip(COLUMNS, (98.98, 44.48, 15.79, 15.28, 2.14, 1.42, 1.03), strict=True)
+    ),
+    "dknn": dict(
+        zip(COLUMNS, (98.89, 54.90, 28.57, 28.08, 16.80, 6.49, 5.97), strict=True)
+    ),
+}
+
+
+@dataclass
+class Outputs:
+    """Predictions and scores of the three models on one set of inputs."""
+
+    cnn_pred: NDArray
+    softmax: NDArray[np.float64]  # max softmax probability of the CNN
+    knn_pred: NDArray
+    knn_cred: NDArray[np.float64]
+    dknn_pred: NDArray
+    dknn_cred: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, models: Models, X: NDArray[np.float32]) -> Outputs:
+        cnn_pred, proba = network_outputs(models.dknn, X)
+        knn_pred, knn_cred = dknn_outputs(models.knn, X)
+        dknn_pred, dknn_cred = dknn_outputs(models.dknn, X)
+        return cls(
+            cnn_pred, proba.max(axis=1), knn_pred, knn_cred, dknn_pred, dknn_cred
+        )
+
+    def model(self, name: str) -> tuple[NDArray, NDArray[np.float64] | None]:
+        """Predictions and credibility (None for the CNN) of "cnn", "knn", "dknn"."""
+        if name == "cnn":
+            return self.cnn_pred, None
+        if name == "knn":
+            return self.knn_pred, self.knn_cred
+        return self.dknn_pred, self.dknn_cred
+
+
+MODEL_TITLES = {"cnn": "CNN", "knn": "kNN", "dknn": "DkNN"}
+
+
+# -- clean accuracy ------------------------------------------------------------------
+def clean_table(
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    data: Data,
+    clean: Outputs,
+    layer: str,
+) -> list[dict[str, Any]]:
+    """Accuracy of DNN / kNN / DkNN / DkNNB on the clean test images."""
+    y = data.y_test
+    rows: list[dict[str, Any]] = [
+        {
+            "model": "CNN (DkNN paper architecture)",
+            "accuracy": accuracy_under_attack(y, clean.cnn_pred),
+            "mean_credibility": None,
+            "mean_softmax_confidence": float(clean.softmax.mean()),
+        },
+        {
+            "model": f"kNN ({layer})",
+            "accuracy": accuracy_under_attack(y, clean.knn_pred),
+            "mean_credibility": float(clean.knn_cred.mean()),
+            "paper_accuracy": PAPER_TABLE2["knn"]["clean"] / 100,
+        },
+        {
+            "model": f"DkNN ({len(models.dknn.layers_)} layers)",
+            "accuracy": accuracy_under_attack(y, clean.dknn_pred),
+            "mean_credibility": float(clean.dknn_cred.mean()),
+            "paper_accuracy": PAPER_TABLE2["dknn"]["clean"] / 100,
+        },
+    ]
+    for name, attack in heads.items():
+        q = attack.head_proba(data.X_test)
+        pred = models.knn.classes_[q.argmax(axis=1)]
+        title = "DkNNB+CL" if name.endswith("_cl") else "DkNNB"
+        rows.append(
+            {
+                "model": f"{title} ({layer} head)",
+                "accuracy": accuracy_under_attack(y, pred),
+                "mean_credibility": None,
+                "agreement_with_knn": float(np.mean(pred == clean.knn_pred)),
+            }
+        )
+    return rows
+
+
+def variant_table(
+    models: Models, data: Data, variants: list[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    """The DkNN with other k and metrics on the same frozen network."""
+    base = models.dknn
+    rows: list[dict[str, Any]] = []
+    frozen = FrozenEstimator(base.net_)
+    for k, metric in [(base.n_neighbors, base.metric), *variants]:
+        if (k, metric) == (base.n_neighbors, base.metric) and rows:
+            continue
+        if k == base.n_neighbors and metric == base.metric:
+            dknn = base
+        else:
+            # same rows, split and seed: the network never saw the calibration set
+            dknn = clone(base).set_params(
+                n_neighbors=k, metric=metric, net=frozen, verbose=0
+            )
+            dknn.fit(data.X_train, data.y_train)
+        pred, cred = dknn_outputs(dknn, data.X_test)
+        rows.append(
+            {
+                "n_neighbors": k,
+                "metric": metric,
+                "accuracy": accuracy_under_attack(data.y_test, pred),
+                "mean_credibility": float(cred.mean()),
+            }
+        )
+    return rows
+
+
+# -- adversarial sets ----------------------------------------------------------------
+def _bim_iterations(eps: float, step: float, n_iter: int) -> int:
+    """Kurakin et al.'s rule, min(eps / step + 4, 1.25 eps / step), capped."""
+    return max(1, min(n_iter, math.ceil(min(eps / step + 4, 1.25 * eps / step))))
+
+
+def _attack_factory(
+    name: str,
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    config: ReportConfig,
+    eps: float,
+    n_iter: int,
+) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    """A function computing the adversarial set ``name`` at ``eps``."""
+    method, _, head = name.partition("_")
+    step = min(config.step, eps)
+    verbose = max(config.verbose - 1, 0)
+    if head == "origin":
+        module = models.dknn.module_
+        common: dict[str, Any] = {
+            "eps": eps,
+            "batch_size": config.batch_size,
+            "verbose": verbose,
+        }
+        if method == "fgsm":
+            attack: Any = FGSMAttack(module, **common)
+        else:
+            attack = BIMAttack(module, step=step, n_iter=n_iter, **common)
+        return lambda X: attack.fit(X).transform(X)
+    trained = heads[head]
+
+    def run(X: NDArray[np.float32]) -> NDArray[np.float32]:
+        saved = trained.get_params(deep=False)
+        trained.set_params(method=method, eps=eps, step=step, n_iter=n_iter)
+        try:
+            return trained.transform(X)
+        finally:
+            trained.set_params(**saved)
+
+    return run
+
+
+def adversarial_sets(
+    names: list[str],
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    X: NDArray[np.float32],
+    config: ReportConfig,
+    *,
+    eps: float,
+    n_iter: int,
+    cache: Path,
+    desc: str,
+) -> dict[str, tuple[NDArray[np.float32], float]]:
+    """Adversarial sets (and seconds each took), from ``cache`` when there."""
+    cache.mkdir(parents=True, exist_ok=True)
+    key = config.key(*ATTACK_SETTINGS)
+    out: dict[str, tuple[NDArray[np.float32], float]] = {}
+    for name in tqdm(names, desc=desc, disable=config.verbose <= 0, leave=False):
+        path = cache / f"{name}_eps{eps:g}.npz"
+        if config.reuse and models.loaded and path.is_file():
+            saved = load_adversarial(path)
+            if saved.metrics.get("key") == key and len(saved.X_adv) == len(X):
+                out[name] = (saved.X_adv, float(saved.metrics["seconds"]))
+                continue
+        start = time.perf_counter()
+        X_adv = _attack_factory(name, models, heads, config, eps, n_iter)(X)
+        seconds = time.perf_counter() - start
+        save_adversarial(
+            path,
+            X_adv,
+            metrics={"key": key, "seconds": seconds, "eps": eps, "n_iter": n_iter},
+        )
+        out[name] = (X_adv, seconds)
+    return out
+
+
+def _cell(
+    X: NDArray, X_adv: NDArray, y: NDArray, clean: Outputs, adv: Outputs, model: str
+) -> dict[str, Any]:
+    pred, cred = adv.model(model)
+    clean_pred, _ = clean.model(model)
+    success = pred != clean_pred
+    return {
+        "accuracy": accuracy_under_attack(y, pred),
+        "success_rate": attack_success_rate(clean_pred, pred),
+        "mean_l2_successful": mean_l2_distortion(X, X_adv, success),
+        "mean_credibility": None if cred is None else float(cred.mean()),
+    }
+
+
+def attack_table(
+    data: Data,
+    clean: Outputs,
+    adversarial: dict[str, Outputs],
+    sets: dict[str, tuple[NDArray[np.float32], float]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Table 2: per model and column, accuracy, success rate, L2, credibility."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in ("knn", "dknn", "cnn"):
+        row: dict[str, dict[str, Any]] = {}
+        for column in COLUMNS:
+            if column == "clean":
+                X_adv, outputs = data.X_test, clean
+            else:
+                X_adv, outputs = sets[column][0], adversarial[column]
+            row[column] = _cell(data.X_test, X_adv, data.y_test, clean, outputs, model)
+            if model in PAPER_TABLE2:
+                row[column]["paper_accuracy"] = PAPER_TABLE2[model][column] / 100
+        table[model] = row
+    return table
+
+
+@dataclass
+class Curves:
+    """Accuracy and mean L2 distortion against eps, per attack and model."""
+
+    eps: list[float]
+    accuracy: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    distortion: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    n_iter: dict[str, list[int]] = field(default_factory=dict)
+    examples: dict[float, NDArray[np.float32]] = field(default_factory=dict)
+    example_predictions: dict[float, NDArray] = field(default_factory=dict)
+
+
+CURVE_ATTACKS = {
+    "fgsm_origin": "FGSM (through the CNN)",
+    "bim_origin": "BIM (through the CNN)",
+    "fgsm_dknnb_cl": "AdvKNN FGSM (DkNNB+CL)",
+    "bim_dknnb_cl": "AdvKNN BIM (DkNNB+CL)",
+}
+
+
+def eps_curves(
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    data: Data,
+    config: ReportConfig,
+    cache: Path,
+    n_examples: int = 8,
+) -> Curves:
+    """Accuracy of CNN / kNN / DkNN vs eps under each attack, on ``curve_size``
+    test images (BIM with Kurakin et al.'s number of iterations per eps)."""
+    X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
+    curves = Curves(eps=list(config.eps_grid))
+    for title in CURVE_ATTACKS.values():
+        curves.accuracy[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
+        curves.distortion[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
+        curves.n_iter[title] = []
+    for eps in tqdm(
+        config.eps_grid, desc="accuracy vs eps", disable=config.verbose <= 0
+    ):
+        step = min(config.step, eps)
+        n_iter = _bim_iterations(eps, step, config.n_iter)
+        sets = adversarial_sets(
+            list(CURVE_ATTACKS),
+            models,
+            heads,
+            X,
+            config,
+            eps=eps,
+            n_iter=n_iter,
+            cache=cache / "curves",
+            desc=f"eps={eps:g}",
+        )
+        for name, title in CURVE_ATTACKS.items():
+            X_adv = sets[name][0]
+            outputs = Outputs.of(models, X_adv)
+            l2 = float(np.linalg.norm((X_adv - X).reshape(len(X), -1), axis=1).mean())
+            for model, model_title in MODEL_TITLES.items():
+                pred, _ = outputs.model(model)
+                curves.accuracy[title][model_title].append(
+                    accuracy_under_attack(y, pred)
+                )
+                curves.distortion[title][model_title].append(l2)
+            curves.n_iter[title].append(1 if name.startswith("fgsm") else n_iter)
+            if name == "bim_dknnb_cl":
+                curves.examples[eps] = X_adv[:n_examples]
+                curves.example_predictions[eps] = outputs.dknn_pred[:n_examples]
+    return curves
+
+
+# -- neighbours and out-of-distribution inputs -------------------------------------
+def neighbor_agreement(
+    models: Models, data: Data, sets: dict[str, NDArray[np.float32]]
+) -> dict[str, list[float]]:
+    """Per DkNN layer, the mean share of neighbours with the true label, per set."""
+    return {
+        name: [float(v) for v in neighbor_label_agreement(models.dknn, X, data.y_test)]
+        for name, X in sets.items()
+    }
+
+
+def ood_table(
+    models: Models, data: Data, clean: Outputs, config: ReportConfig
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, NDArray[np.float64]]]]:
+    """Credibility vs softmax confidence on inputs of no class.
+
+    Returns the table rows and the scores per kind and set (for the figure).
+    """
+    n = min(config.ood_size, len(data.y_test))
+    scores = {
+        "DkNN credibility": {"test digits": clean.dknn_cred[:n]},
+        "softmax confidence": {"test digits": clean.softmax[:n]},
+    }
+    rows = [
+        {
+            "set": "test digits (in distribution)",
+            "mean_credibility": float(clean.dknn_cred[:n].mean()),
+            "mean_softmax_confidence": float(clean.softmax[:n].mean()),
+            "auroc_credibility": None,
+            "auroc_softmax": None,
+        }
+    ]
+    for kind, X in ood_sets(data, n, config.random_state).items():
+        _, proba = network_outputs(models.dknn, X)
+        _, cred = dknn_outputs(models.dknn, X)
+        softmax = proba.max(axis=1)
+        title = OOD_KINDS[kind]
+        scores["DkNN credibility"][title] = cred
+        scores["softmax confidence"][title] = softmax
+        rows.append(
+            {
+                "set": title,
+                "mean_credibility": float(cred.mean()),
+                "mean_softmax_confidence": float(softmax.mean()),
+                "auroc_credibility": ood_auroc(clean.dknn_cred[:n], cred),
+                "auroc_softmax": ood_auroc(clean.softmax[:n], softmax),
+            }
+        )
+    return rows, scores

@@ -1,0 +1,153 @@
+"""The report's models: the DkNN (trained once, saved, reused), the attacked-layer
+kNN on the same frozen network, and the DkNNB heads of AdvKNN."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+
+from .. import conformal
+from .._classifier import DeepKNNClassifier
+from ..attacks import AdvKNNAttack
+from ..persistence import load_model, save_model
+from ._config import ATTACK_SETTINGS, MODEL_SETTINGS, ReportConfig
+from ._data import Data
+
+__all__ = ["Models", "dknn_outputs", "fit_heads", "fit_models", "network_outputs"]
+
+MODEL_DIR = "model"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Models:
+    """The fitted models of one report."""
+
+    dknn: DeepKNNClassifier
+    knn: DeepKNNClassifier  # the kNN of the attacked layer, same frozen network
+    loaded: bool
+    fit_seconds: float
+
+
+def network_outputs(
+    dknn: DeepKNNClassifier, X: NDArray[np.float32], batch_size: int = 500
+) -> tuple[NDArray, NDArray[np.float64]]:
+    """The CNN's predictions (in ``classes_``) and its softmax probabilities."""
+    module = dknn.module_
+    was_training = module.training
+    module.eval()
+    proba = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(X), batch_size):
+                batch = torch.from_numpy(X[start : start + batch_size])
+                proba.append(torch.softmax(module(batch), dim=1).double().numpy())
+    finally:
+        module.train(was_training)
+    p = np.concatenate(proba)
+    return dknn.classes_[p.argmax(axis=1)], p
+
+
+def dknn_outputs(
+    dknn: DeepKNNClassifier, X: NDArray[np.float32]
+) -> tuple[NDArray, NDArray[np.float64]]:
+    """DkNN predictions and credibility from one neighbour search."""
+    counts = dknn.neighbor_counts(X)
+    alpha = conformal.nonconformity(counts, dknn.n_neighbors)
+    p = conformal.p_values(alpha, dknn.calibration_nonconformity_)
+    return dknn.classes_[conformal.predict_from_counts(counts)], p.max(axis=1)
+
+
+def _run_record(out: Path) -> dict[str, Any]:
+    path = out / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_run_record(out: Path, record: dict[str, Any]) -> None:
+    tmp = out / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(out / RUN_FILE)
+
+
+def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
+    """Train the DkNN, or load the one saved in ``out`` under the same settings."""
+    key = config.key(*MODEL_SETTINGS)
+    record = _run_record(out)
+    model_dir = out / MODEL_DIR
+    dknn: DeepKNNClassifier | None = None
+    if config.reuse and record.get("model_key") == key and model_dir.is_dir():
+        try:
+            dknn = load_model(model_dir, mmap=False)
+        except (OSError, ValueError) as error:  # a damaged cache is rebuilt
+            print(f"Cached model not usable ({error}); training again.")
+    loaded, seconds = dknn is not None, float("nan")
+    if dknn is None:
+        dknn = DeepKNNClassifier(
+            n_neighbors=config.n_neighbors,
+            metric=config.metric,
+            calibration_size=config.calibration_size,
+            max_epochs=config.max_epochs,
+            batch_size=500,
+            random_state=config.random_state,
+            verbose=config.verbose,
+        )
+        start = time.perf_counter()
+        dknn.fit(data.X_train, data.y_train)
+        seconds = time.perf_counter() - start
+        save_model(dknn, model_dir, overwrite=True)
+        record = {"model_key": key, "settings": config.as_dict()}
+        _write_run_record(out, record)
+    if config.attacked_layer not in dknn.layers_:
+        raise ValueError(
+            f"attacked layer {config.attacked_layer!r} is not a DkNN layer; choose "
+            f"one of {dknn.layers_}."
+        )
+    # the same frozen network and calibration split, only the attacked layer
+    knn = clone(dknn).set_params(
+        net=FrozenEstimator(dknn.net_), layers=[config.attacked_layer], verbose=0
+    )
+    knn.fit(data.X_train, data.y_train)
+    return Models(dknn, knn, loaded, seconds)
+
+
+def fit_heads(
+    config: ReportConfig, models: Models, data: Data, out: Path
+) -> dict[str, AdvKNNAttack]:
+    """The DkNNB of the attacked layer, trained without and with consistency
+    learning (cached in ``out/heads.joblib``)."""
+    key = config.key(*ATTACK_SETTINGS)
+    path = out / "heads.joblib"
+    if config.reuse and models.loaded and path.is_file():
+        cached = joblib.load(path)
+        if cached.get("key") == key:
+            # each attack holds its own pickled copy of the (identical) kNN
+            return dict(cached["heads"])
+    heads = {}
+    for name, consistency in (("dknnb", False), ("dknnb_cl", True)):
+        attack = AdvKNNAttack(
+            FrozenEstimator(models.knn),
+            layer=config.attacked_layer,
+            method="fgsm",
+            eps=config.eps,
+            step=config.step,
+            n_iter=config.n_iter,
+            lam=config.lam,
+            consistency=consistency,
+            head_epochs=config.head_epochs,
+            batch_size=config.batch_size,
+            random_state=config.random_state,
+            verbose=max(config.verbose - 1, 0),
+        )
+        heads[name] = attack.fit(data.X_train)
+    joblib.dump({"key": key, "heads": heads}, path)
+    return heads

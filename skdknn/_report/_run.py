@@ -1,0 +1,379 @@
+"""``skdknn report``: every step, the page, the figures and the JSON."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+
+from .._version import __version__
+from . import _figures
+from ._config import ReportConfig
+from ._data import Data, load_data
+from ._experiments import (
+    COLUMNS,
+    MODEL_TITLES,
+    Curves,
+    Outputs,
+    adversarial_sets,
+    attack_table,
+    clean_table,
+    eps_curves,
+    neighbor_agreement,
+    ood_table,
+    variant_table,
+)
+from ._models import fit_heads, fit_models
+from ._render import Page
+
+__all__ = ["run_report"]
+
+
+class _Steps:
+    """Prints each step with its wall time."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Steps:
+        self.name = name
+        print(f"[{time.perf_counter() - self.start:6.1f} s] {name} ...", flush=True)
+        self._t = time.perf_counter()
+        return self
+
+    def __enter__(self) -> _Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.times[self.name] = round(time.perf_counter() - self._t, 2)
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def _machine() -> dict[str, str]:
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cores": str(os.cpu_count()),
+        "skdknn": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def run_report(config: ReportConfig) -> dict[str, Any]:
+    """Run the report end to end and write it to ``config.out``.
+
+    Returns the dictionary also written to ``results.json``.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = _Steps()
+    data = load_data(config)
+    print(data.describe(config.calibration_size))
+    with steps(f"DkNN paper CNN ({config.max_epochs} epochs) and DkNN"):
+        models = fit_models(config, data, out)
+    if models.loaded:
+        print(f"  loaded from {out / 'model'} (same settings)")
+    with steps("DkNNB heads (AdvKNN, with and without consistency learning)"):
+        heads = fit_heads(config, models, data, out)
+    with steps("clean accuracy and credibility"):
+        clean = Outputs.of(models, data.X_test)
+        clean_rows = clean_table(models, heads, data, clean, config.attacked_layer)
+        variants = variant_table(models, data, config.variants)
+    with steps(f"attacks at eps={config.eps:g} (AdvKNN Table 2)"):
+        sets = adversarial_sets(
+            [c for c in COLUMNS if c != "clean"],
+            models,
+            heads,
+            data.X_test,
+            config,
+            eps=config.eps,
+            n_iter=config.n_iter,
+            cache=out / "adversarial",
+            desc="attacks",
+        )
+        adversarial = {name: Outputs.of(models, X) for name, (X, _) in sets.items()}
+        table = attack_table(data, clean, adversarial, sets)
+    with steps(f"accuracy vs eps on {config.curve_size} images"):
+        curves = eps_curves(models, heads, data, config, out / "adversarial")
+    with steps("out-of-distribution inputs"):
+        ood_rows, ood_scores = ood_table(models, data, clean, config)
+    with steps("neighbours per layer"):
+        agreement = neighbor_agreement(
+            models,
+            data,
+            {
+                "clean": data.X_test,
+                "FGSM origin": sets["fgsm_origin"][0],
+                "BIM DkNNB+CL": sets["bim_dknnb_cl"][0],
+            },
+        )
+    with steps("figures"):
+        writer = _figures.FigureWriter(out)
+        _draw_figures(writer, models, data, clean, adversarial, sets, curves)
+        _figures.neighbor_agreement(writer, agreement, list(models.dknn.layers_))
+        _figures.ood(writer, ood_scores)
+    results = {
+        "skdknn_version": __version__,
+        "machine": _machine(),
+        "settings": config.as_dict(),
+        "data": {
+            "name": data.name,
+            "n_train": len(data.y_train),
+            "n_indexed": len(data.y_train) - config.calibration_size,
+            "n_calibration": config.calibration_size,
+            "n_test": len(data.y_test),
+        },
+        "model_loaded_from_cache": models.loaded,
+        "layers": list(models.dknn.layers_),
+        "clean": clean_rows,
+        "choosing_k": variants,
+        "attack_table": table,
+        "attack_seconds": {name: round(s, 2) for name, (_, s) in sets.items()},
+        "head_agreement": {n: float(a.agreement_) for n, a in heads.items()},
+        "curves": {
+            "eps": curves.eps,
+            "bim_iterations": curves.n_iter,
+            "accuracy": curves.accuracy,
+            "mean_l2": curves.distortion,
+        },
+        "neighbor_label_agreement": agreement,
+        "out_of_distribution": ood_rows,
+        "figures": writer.figures,
+        "step_seconds": steps.times,
+    }
+    results["wall_time_s"] = steps.total
+    page = build_page(config, data, results)
+    md, html_path = page.write(out)
+    (out / "results.json").write_text(
+        json.dumps(_jsonable(results), indent=2, allow_nan=True) + "\n"
+    )
+    print(f"\n{page_summary(results)}")
+    print(
+        f"Report written to {html_path} and {md}, figures in {out / 'figures'}, "
+        f"every number in {out / 'results.json'} ({results['wall_time_s']} s)"
+    )
+    return results
+
+
+def _draw_figures(
+    writer: _figures.FigureWriter,
+    models: Any,
+    data: Data,
+    clean: Outputs,
+    adversarial: dict[str, Outputs],
+    sets: dict[str, Any],
+    curves: Curves,
+) -> None:
+    _figures.reliability(writer, data.y_test, clean)
+    _figures.credibility_histograms(
+        writer,
+        {
+            "clean": clean.dknn_cred,
+            **{COLUMNS[n]: adversarial[n].dknn_cred for n in adversarial},
+        },
+    )
+    _figures.eps_curves(writer, curves)
+    wrong = np.flatnonzero(clean.dknn_pred != data.y_test)
+    i = int(wrong[0]) if wrong.size else 0
+    _figures.explanation(
+        writer,
+        models.dknn,
+        data.X_test[i],
+        data.X_train,
+        "explanation_clean",
+        f"Test image {i} (label {data.y_test[i]}, DkNN prediction "
+        f"{clean.dknn_pred[i]}) and its nearest training images at every layer.",
+    )
+    fooled = np.flatnonzero(
+        (adversarial["bim_dknnb_cl"].dknn_pred != data.y_test)
+        & (clean.dknn_pred == data.y_test)
+    )
+    j = int(fooled[0]) if fooled.size else 0
+    _figures.explanation(
+        writer,
+        models.dknn,
+        sets["bim_dknnb_cl"][0][j],
+        data.X_train,
+        "explanation_adversarial",
+        f"AdvKNN BIM (DkNNB+CL) version of test image {j} (label "
+        f"{data.y_test[j]}, DkNN prediction "
+        f"{adversarial['bim_dknnb_cl'].dknn_pred[j]}): the neighbours of the deep "
+        "layers change class first.",
+    )
+
+
+# -- the page ------------------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{100 * value:.2f}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Page:
+    page = Page("skdknn report: Deep k-Nearest Neighbours and AdvKNN on " + data.name)
+    d = results["data"]
+    page.paragraph(
+        f"{d['n_train']:,} training images ({d['n_indexed']:,} indexed, "
+        f"{d['n_calibration']:,} calibration), {d['n_test']:,} held-out test images. "
+        f"The DkNN paper CNN, {config.max_epochs} epochs; DkNN on "
+        f"`{', '.join(results['layers'])}`, k = {config.n_neighbors}, "
+        f"{config.metric} distance. Attacks at eps = {config.eps:g} (BIM: step "
+        f"{config.step:g}, {config.n_iter} iterations), DkNNB lambda = "
+        f"{config.lam:g} on `{config.attacked_layer}`. Machine: "
+        f"{results['machine']['platform']}, {results['machine']['cores']} cores, "
+        f"{results['machine']['date']}; skdknn {__version__}."
+    )
+    page.heading("Accuracy on clean test images")
+    page.table(
+        ["model", "accuracy %", "paper %", "mean credibility"],
+        [
+            [
+                row["model"],
+                _pct(row["accuracy"]),
+                _pct(row.get("paper_accuracy")),
+                _num(row["mean_credibility"]),
+            ]
+            for row in results["clean"]
+        ],
+    )
+    page.paragraph(
+        "Paper: AdvKNN Table 2 (Li et al., 2019; 60,000 MNIST training images). "
+        "DkNNB rows: the deep kNN block trained to imitate the kNN of "
+        f"`{config.attacked_layer}`, used as a classifier."
+    )
+    page.heading("Choosing k and the metric")
+    page.table(
+        ["k", "metric", "DkNN accuracy %", "mean credibility"],
+        [
+            [
+                str(row["n_neighbors"]),
+                row["metric"],
+                _pct(row["accuracy"]),
+                _num(row["mean_credibility"]),
+            ]
+            for row in results["choosing_k"]
+        ],
+    )
+    page.paragraph(
+        "The same frozen network with other neighbour settings. The paper's "
+        "k = 75 is a large share of each class when the index holds thousands of "
+        "images rather than 60,000; choose k by GridSearchCV on training data."
+    )
+    page.heading(f"Attacks at eps = {config.eps:g} (AdvKNN Table 2)")
+    header = ["model", *COLUMNS.values()]
+    rows = []
+    for model, cells in results["attack_table"].items():
+        title = {"knn": f"kNN ({config.attacked_layer})", "dknn": "DkNN"}.get(
+            model, "CNN (reference)"
+        )
+        rows.append([title, *(_pct(cells[c]["accuracy"]) for c in COLUMNS)])
+        if "paper_accuracy" in cells["clean"]:
+            rows.append(
+                [
+                    f"{title}, paper",
+                    *(_pct(cells[c]["paper_accuracy"]) for c in COLUMNS),
+                ]
+            )
+    page.table(header, rows)
+    page.paragraph(
+        "Accuracy in %, lower = stronger attack. origin: through the CNN; DkNNB: "
+        "through the deep kNN block trained with cross-entropy only; +CL: with "
+        "consistency learning. Mean credibility of the DkNN per column: "
+        + ", ".join(
+            f"{title} {_num(results['attack_table']['dknn'][c]['mean_credibility'])}"
+            for c, title in COLUMNS.items()
+        )
+        + "."
+    )
+    page.heading("Out-of-distribution inputs")
+    page.table(
+        [
+            "inputs",
+            "mean credibility",
+            "mean softmax confidence",
+            "AUROC credibility",
+            "AUROC softmax",
+        ],
+        [
+            [
+                row["set"],
+                _num(row["mean_credibility"]),
+                _num(row["mean_softmax_confidence"]),
+                _num(row["auroc_credibility"]),
+                _num(row["auroc_softmax"]),
+            ]
+            for row in results["out_of_distribution"]
+        ],
+    )
+    page.paragraph(
+        "AUROC of telling test digits from inputs of no class by each score "
+        "(1 = perfect, 0.5 = chance)."
+    )
+    page.heading("Accuracy against eps")
+    eps = results["curves"]["eps"]
+    curve_rows = []
+    for attack, per_model in results["curves"]["accuracy"].items():
+        for model, values in per_model.items():
+            curve_rows.append([f"{attack}: {model}", *(_pct(v) for v in values)])
+    page.table(["attack: model", *(f"eps={e:g}" for e in eps)], curve_rows)
+    page.paragraph(
+        f"On the first {config.curve_size} test images; BIM with "
+        "min(eps / step + 4, 1.25 eps / step) iterations per eps (Kurakin et al.)."
+    )
+    page.heading("Figures")
+    for figure in results["figures"]:
+        page.figure(figure["path"], figure["caption"])
+    return page
+
+
+def page_summary(results: dict[str, Any]) -> str:
+    """The clean and attack tables as plain text, for the terminal."""
+    lines = [f"{'model':<34} {'accuracy':>9} {'mean credibility':>17}"]
+    for row in results["clean"]:
+        cred = row["mean_credibility"]
+        cred_text = f"{cred:17.3f}" if cred is not None else f"{'-':>17}"
+        lines.append(f"{row['model']:<34} {100 * row['accuracy']:8.1f}% {cred_text}")
+    lines.append("")
+    lines.append(
+        f"{'accuracy % under attack':<24}"
+        + "".join(f"{title:>15}" for title in COLUMNS.values())
+    )
+    for model, cells in results["attack_table"].items():
+        lines.append(
+            f"{MODEL_TITLES[model]:<24}"
+            + "".join(f"{_pct(cells[c]['accuracy']):>15}" for c in COLUMNS)
+        )
+    return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
