@@ -65,6 +65,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from skdknn import DeepKNNClassifier
+from skdknn._report._experiments import COLUMNS as ADVKNN_COLUMNS
+from skdknn._report._experiments import PAPER_TABLE2
 from skdknn.attacks import (
     AdvKNNAttack,
     BIMAttack,
@@ -80,34 +82,11 @@ from skdknn.metrics import (
     mean_l2_distortion,
 )
 
-COLUMNS = (
-    "clean",
-    "fgsm_origin",
-    "fgsm_dknnb",
-    "fgsm_dknnb_cl",
-    "bim_origin",
-    "bim_dknnb",
-    "bim_dknnb_cl",
-)
-TITLES = {
-    "clean": "clean",
-    "fgsm_origin": "FGSM origin",
-    "fgsm_dknnb": "FGSM DkNNB",
-    "fgsm_dknnb_cl": "FGSM +CL",
-    "bim_origin": "BIM origin",
-    "bim_dknnb": "BIM DkNNB",
-    "bim_dknnb_cl": "BIM +CL",
-}
-
-# AdvKNN paper (Li et al., 2019), Table 2, MNIST, accuracy in %.
-PAPER = {
-    "knn": dict(
-        zip(COLUMNS, (98.98, 44.48, 15.79, 15.28, 2.14, 1.42, 1.03), strict=True)
-    ),
-    "dknn": dict(
-        zip(COLUMNS, (98.89, 54.90, 28.57, 28.08, 16.80, 6.49, 5.97), strict=True)
-    ),
-}
+# the table's columns (with their titles) and the AdvKNN paper's MNIST numbers (%),
+# shared with `skdknn report`
+TITLES = ADVKNN_COLUMNS
+COLUMNS = tuple(TITLES)
+PAPER = PAPER_TABLE2
 # The goal: DkNN accuracy at most this under the +CL attacks (in %).
 GOALS = {"fgsm_dknnb_cl": 28.0, "bim_dknnb_cl": 6.0}
 
