@@ -3,12 +3,10 @@
 Every network names its modules so that hidden layers can be chosen by name, and
 declares the layers the DkNN uses by default in its ``dknn_layers`` attribute.
 
-============================  ====================================================
-:class:`DkNNPaperCNN`         Papernot & McDaniel (2018), the DkNN paper's CNN
-:class:`BatchNormCNN`         the deeper BatchNorm CNN of the thesis ("Kaggle")
-:class:`LeNet5`               LeCun et al. (1998), for transferability experiments
-:class:`MLP`                  a small perceptron for tabular input
-============================  ====================================================
+- :class:`DkNNPaperCNN`: Papernot & McDaniel (2018), the DkNN paper's CNN;
+- :class:`BatchNormCNN`: the deeper BatchNorm CNN of the thesis ("Kaggle");
+- :class:`LeNet5`: LeCun et al. (1998), for transferability experiments;
+- :class:`MLP`: a small perceptron for tabular input.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """Check that the code and outputs on the documentation pages match these scripts.
 
 ``python docs/_examples/check_docs.py`` checks that every ```python block of
-docs/index.md, docs/getting-started.md and docs/dknn.md is a contiguous run of
-lines of one script in docs/_examples/.
+the pages in ``PAGES`` is a contiguous run of lines of one script in
+docs/_examples/.
 
 ``python docs/_examples/check_docs.py --run`` also runs those scripts and checks
 that each ```text block placed right after a python block (or after "Output:")
 is a contiguous run of lines of that script's output (timings such as ``2.7 s``
 are not compared).
-``choosing_k.py`` is not run (it takes minutes) unless ``--all`` is given.
+``choosing_k.py`` and ``attacks.py`` are not run (they take minutes) unless
+``--all`` is given.
 """
 
 from __future__ import annotations
@@ -20,8 +21,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PAGES = [HERE.parent / name for name in ("index.md", "getting-started.md", "dknn.md")]
-SLOW = {"choosing_k.py"}
+PAGES = [
+    HERE.parent / name
+    for name in (
+        "index.md",
+        "getting-started.md",
+        "dknn.md",
+        "choosing-layers-and-k.md",
+        "backends.md",
+        "attacks.md",
+        "persistence.md",
+        "reproduction.md",
+    )
+]
+SLOW = {"choosing_k.py", "attacks.py"}
 FENCE = re.compile(r"```(\w+)\n(.*?)\n```", re.S)
 TIMING = re.compile(r"\d+(\.\d+)? s\b")
 
