@@ -11,15 +11,14 @@ from typing import Any
 
 import joblib
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 
-from .. import conformal
 from .._classifier import DeepKNNClassifier
 from ..attacks import AdvKNNAttack
 from ..persistence import load_model, save_model
+from ..plotting._common import dknn_predictions, network_softmax
 from ._config import ATTACK_SETTINGS, MODEL_SETTINGS, ReportConfig
 from ._data import Data
 
@@ -40,32 +39,15 @@ class Models:
 
 
 def network_outputs(
-    dknn: DeepKNNClassifier, X: NDArray[np.float32], batch_size: int = 500
-) -> tuple[NDArray, NDArray[np.float64]]:
-    """The CNN's predictions (in ``classes_``) and its softmax probabilities."""
-    module = dknn.module_
-    was_training = module.training
-    module.eval()
-    proba = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(X), batch_size):
-                batch = torch.from_numpy(X[start : start + batch_size])
-                proba.append(torch.softmax(module(batch), dim=1).double().numpy())
-    finally:
-        module.train(was_training)
-    p = np.concatenate(proba)
-    return dknn.classes_[p.argmax(axis=1)], p
-
-
-def dknn_outputs(
     dknn: DeepKNNClassifier, X: NDArray[np.float32]
 ) -> tuple[NDArray, NDArray[np.float64]]:
-    """DkNN predictions and credibility from one neighbour search."""
-    counts = dknn.neighbor_counts(X)
-    alpha = conformal.nonconformity(counts, dknn.n_neighbors)
-    p = conformal.p_values(alpha, dknn.calibration_nonconformity_)
-    return dknn.classes_[conformal.predict_from_counts(counts)], p.max(axis=1)
+    """The CNN's predictions (in ``classes_``) and its softmax probabilities."""
+    proba, classes = network_softmax(dknn, X)
+    return classes[proba.argmax(axis=1)], proba
+
+
+#: DkNN predictions and credibility from one neighbour search.
+dknn_outputs = dknn_predictions
 
 
 def _run_record(out: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .. import conformal
 from .._activations import eval_mode
 from .._validation import as_flat_rows
 from ..attacks._target import resolve_target
+from ..metrics import _check_scores as check_1d
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,18 +40,6 @@ def figure_and_axes(ax: Axes | None, **subplots: Any) -> tuple[Figure, Axes]:
 
     fig, new_ax = plt.subplots(**subplots)
     return fig, new_ax
-
-
-def check_1d(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    """A non-empty 1-D float array of finite values."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D array; got shape {arr.shape}."
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite values.")
-    return arr
 
 
 def check_unit_interval(values: ArrayLike, name: str) -> NDArray[np.float64]:
