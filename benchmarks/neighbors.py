@@ -53,6 +53,7 @@ from skdknn.datasets import load_mnist
 from skdknn.neighbors import (
     AnnoyBackend,
     ExactBackend,
+    FaissBackend,
     LSHBackend,
     ProjectedBackend,
     PyNNDescentBackend,
@@ -68,7 +69,16 @@ def backends(seed: int) -> dict[str, Any]:
         "annoy": AnnoyBackend(random_state=seed),
         "pynndescent": PyNNDescentBackend(random_state=seed),
         "lsh": LSHBackend(random_state=seed),
+        "faiss": FaissBackend(),
+        "faiss-ivf": FaissBackend(index="ivf", random_state=seed),
         "pca256+exact": ProjectedBackend("exact", random_state=seed),
+        "pca128+faiss-ivf": ProjectedBackend(
+            FaissBackend(index="ivf"),
+            n_components=128,
+            pca_samples=5000,
+            pca_power_iterations=1,
+            random_state=seed,
+        ),
         "random256+exact": ProjectedBackend(
             "exact", method="random", random_state=seed
         ),

@@ -16,6 +16,7 @@ from skdknn import DeepKNNClassifier, load_model, save_model
 from skdknn.neighbors import (
     AnnoyBackend,
     ExactBackend,
+    FaissBackend,
     LSHBackend,
     ProjectedBackend,
     PyNNDescentBackend,
@@ -25,6 +26,8 @@ from skdknn.persistence import MANIFEST
 BACKENDS = {
     "exact": ExactBackend(),
     "annoy": AnnoyBackend(n_trees=10, random_state=0),
+    "faiss": FaissBackend(),
+    "faiss-ivf": FaissBackend(index="ivf", random_state=0),
     "pynndescent": PyNNDescentBackend(random_state=0),
     "lsh": LSHBackend(random_state=0),
     "projected": ProjectedBackend("annoy", n_components=8, random_state=0),
@@ -34,6 +37,8 @@ BACKENDS = {
 INDEX_FILES = {
     "exact": {"index-0.fit_X.npy", "index-0.sq_norms.npy"},
     "annoy": {"index-0.ann"},
+    "faiss": {"index-0.faiss"},
+    "faiss-ivf": {"index-0.faiss"},
     "pynndescent": {"index-0.joblib"},
     "lsh": {f"index-0.{a.lstrip('_')}.npy" for a in LSHBackend._index_arrays},
     "projected": {"index-1.ann"},  # index-0: the projection, pickled in model.pkl

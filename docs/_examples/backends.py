@@ -7,7 +7,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skdknn import DeepKNNClassifier, load_model, save_model
 from skdknn.datasets import load_mnist
-from skdknn.neighbors import AnnoyBackend, ProjectedBackend
+from skdknn.neighbors import AnnoyBackend, FaissBackend, ProjectedBackend
 
 X, y = load_mnist(return_X_y=True)
 X_train, y_train, X_test = X[::2], y[::2], X[1::2]
@@ -36,3 +36,10 @@ with tempfile.TemporaryDirectory() as tmp:
     save_model(fast, f"{tmp}/dknn")
     loaded = load_model(f"{tmp}/dknn", mmap=True)
     assert (loaded.predict(X_test) == fast.predict(X_test)).all()
+
+# PCA to 128 dimensions, then faiss's inverted file (pip install faiss-cpu)
+ivf = ProjectedBackend(FaissBackend(index="ivf"), n_components=128)
+fast_ivf = DeepKNNClassifier(
+    net=FrozenEstimator(clf.net_), backend=ivf, random_state=0
+).fit(X_train, y_train)
+print(fast_ivf.predict(X_test[:5]), fast_ivf.credibility(X_test[:5]).round(2))

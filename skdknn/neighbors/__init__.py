@@ -8,6 +8,7 @@ Each backend is a scikit-learn transformer with ``kneighbors`` (the contract of
 from ._annoy import AnnoyBackend
 from ._base import NeighborsBackend
 from ._exact import ExactBackend
+from ._faiss import FaissBackend
 from ._lsh import LSHBackend
 from ._projected import ProjectedBackend
 from ._pynndescent import PyNNDescentBackend
@@ -17,6 +18,7 @@ __all__ = [
     "BACKENDS",
     "AnnoyBackend",
     "ExactBackend",
+    "FaissBackend",
     "LSHBackend",
     "NeighborsBackend",
     "ProjectedBackend",

@@ -56,16 +56,23 @@ def read_tensor(array: NDArray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
-def import_optional(module: str, extra: str, backend: str) -> Any:
-    """Import an optional engine, or raise an ImportError naming the pip extra."""
+def import_optional(
+    module: str, extra: str, backend: str, *, package: str | None = None
+) -> Any:
+    """Import an optional engine, or raise an ImportError naming the pip extra.
+
+    ``package`` is the name on PyPI when it differs from the module's (faiss is
+    installed as ``faiss-cpu``).
+    """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        alternative = f" (or `pip install {package}`)" if package else ""
         raise ImportError(
             f"{backend} needs the {module!r} package, which is not installed; "
-            f'install it with `pip install "skdknn[{extra}]"`.'
+            f'install it with `pip install "skdknn[{extra}]"`{alternative}.'
         ) from exc
 
 

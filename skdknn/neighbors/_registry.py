@@ -8,6 +8,7 @@ from sklearn.base import clone
 
 from ._annoy import AnnoyBackend
 from ._exact import ExactBackend
+from ._faiss import FaissBackend
 from ._lsh import LSHBackend
 from ._pynndescent import PyNNDescentBackend
 
@@ -17,6 +18,7 @@ __all__ = ["BACKENDS", "make_backend"]
 BACKENDS: dict[str, type] = {
     "annoy": AnnoyBackend,
     "exact": ExactBackend,
+    "faiss": FaissBackend,
     "lsh": LSHBackend,
     "pynndescent": PyNNDescentBackend,
 }
