@@ -72,6 +72,13 @@ def backends(seed: int) -> dict[str, Any]:
         "faiss": FaissBackend(),
         "faiss-ivf": FaissBackend(index="ivf", random_state=seed),
         "pca256+exact": ProjectedBackend("exact", random_state=seed),
+        "pca128+exact": ProjectedBackend(
+            "exact",
+            n_components=128,
+            pca_samples=5000,
+            pca_power_iterations=1,
+            random_state=seed,
+        ),
         "pca128+faiss-ivf": ProjectedBackend(
             FaissBackend(index="ivf"),
             n_components=128,
