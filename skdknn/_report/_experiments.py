@@ -299,6 +299,7 @@ class Curves:
     n_iter: dict[str, list[int]] = field(default_factory=dict)
     examples: dict[float, NDArray[np.float32]] = field(default_factory=dict)
     example_predictions: dict[float, NDArray] = field(default_factory=dict)
+    example_labels: NDArray | None = None
 
 
 CURVE_ATTACKS = {
@@ -320,7 +321,7 @@ def eps_curves(
     """Accuracy of CNN / kNN / DkNN vs eps under each attack, on ``curve_size``
     test images (BIM with Kurakin et al.'s number of iterations per eps)."""
     X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
-    curves = Curves(eps=list(config.eps_grid))
+    curves = Curves(eps=list(config.eps_grid), example_labels=y[:n_examples])
     for title in CURVE_ATTACKS.values():
         curves.accuracy[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
         curves.distortion[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}

@@ -78,9 +78,11 @@ def eps_curves(writer: FigureWriter, curves: Any) -> None:
     writer.save(
         "adversarial_examples",
         "AdvKNN BIM (DkNNB+CL) examples per eps (rows), titled with the DkNN's "
-        "prediction.",
+        "prediction (red: not the true label).",
         lambda: plotting.plot_adversarial_grid(
-            curves.examples, predictions=curves.example_predictions
+            curves.examples,
+            labels=curves.example_labels,
+            predictions=curves.example_predictions,
         ),
     )
 
