@@ -328,3 +328,23 @@ def test_adversarial_sets_round_trip(tmp_path, X4):
         load_adversarial(path)
     with pytest.raises(FileNotFoundError):
         load_adversarial(tmp_path / "missing.npz")
+
+
+def test_mean_attack_per_feature_box():
+    """A per-feature box bounds every feature of the adversarial examples."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.uniform(0.0, 0.3, (20, 4)), rng.uniform(0.6, 0.9, (20, 4))])
+    y = np.repeat([0, 1], 20)
+    knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+    high = np.array([1.0, 1.0, 0.35, 1.0])  # feature 2 may not pass 0.35
+    attack = MeanAttack(knn, clip_max=high).fit(X, y)
+    X_adv = attack.transform(X[:20])
+    assert np.all(X_adv <= high + 1e-12) and np.all(X_adv >= 0.0)
+    assert np.mean(knn.predict(X_adv) == 1) > 0.9  # still flips the class-0 inputs
+    np.testing.assert_array_equal(attack.clip_max_, high)
+    with pytest.raises(ValueError, match="one bound per feature"):
+        MeanAttack(knn, clip_max=np.ones(3)).fit(X, y)
+    with pytest.raises(ValueError, match="smaller than clip_max everywhere"):
+        MeanAttack(knn, clip_min=np.array([0.0, 0.0, 1.0, 0.0])).fit(X, y)

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -37,8 +37,9 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         Bisection steps of the line search.
     max_scale : float, default=1.0
         Budget: the largest ``alpha`` tried (1 reaches the class mean).
-    clip_min, clip_max : float, default=0.0, 1.0
-        Box of valid inputs (scalars); inputs outside it are an error.
+    clip_min, clip_max : float or array-like, default=0.0, 1.0
+        Box of valid inputs: scalars, or one bound per feature (of the shape of
+        one input, or flat); inputs outside it are an error.
     verbose : int, default=0
         Unused; kept for a uniform API.
 
@@ -50,6 +51,8 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         The attacked model's classes.
     n_features_in_ : int
         Values per input row.
+    clip_min_, clip_max_ : ndarray of shape (n_features_in_,)
+        The box, one bound per feature.
 
     References
     ----------
@@ -73,8 +76,8 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         "estimator": [object],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "max_scale": [Interval(Real, 0, None, closed="neither")],
-        "clip_min": [Real],
-        "clip_max": [Real],
+        "clip_min": [Real, "array-like"],
+        "clip_max": [Real, "array-like"],
         "verbose": ["verbose"],
     }
 
@@ -84,8 +87,8 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         *,
         n_iter: int = 10,
         max_scale: float = 1.0,
-        clip_min: float = 0.0,
-        clip_max: float = 1.0,
+        clip_min: float | ArrayLike = 0.0,
+        clip_max: float | ArrayLike = 1.0,
         verbose: int = 0,
     ) -> None:
         self.estimator = estimator
@@ -111,10 +114,9 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         check_is_fitted(self.estimator)
-        if self.clip_min >= self.clip_max:
-            raise ValueError("clip_min must be smaller than clip_max.")
         X_flat, self.image_shape_ = as_flat_rows(X)
         X_flat = validate_data(self, X_flat, dtype=np.float64)
+        self.clip_min_, self.clip_max_ = self._box(X_flat.shape[1])
         labels = self.estimator.predict(X) if y is None else np.asarray(y)
         self.classes_ = np.asarray(self.estimator.classes_)
         missing = [c for c in self.classes_ if not np.any(labels == c)]
@@ -149,21 +151,37 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         X_arr = X if hasattr(X, "dtype") else np.asarray(X)
         X_flat, _ = as_flat_rows(X_arr)
         X_flat = validate_data(self, X_flat, dtype=np.float64, reset=False)
-        outside = (X_flat < self.clip_min - 1e-6) | (X_flat > self.clip_max + 1e-6)
+        outside = (X_flat < self.clip_min_ - 1e-6) | (X_flat > self.clip_max_ + 1e-6)
         if outside.any():
             raise ValueError(
                 f"{int(outside.sum())} input values lie outside the clip box "
-                f"[{self.clip_min}, {self.clip_max}]; rescale X or set clip_min / "
-                "clip_max."
+                "[clip_min, clip_max]; rescale X or set clip_min / clip_max."
             )
         source = self.estimator.predict(X_arr) if y is None else np.asarray(y)
         direction = self._toward_nearest_other_mean(X_flat, source)
         scale = self._line_search(X_arr, X_flat, direction, source)
         X_adv = np.clip(
-            X_flat + scale[:, None] * direction, self.clip_min, self.clip_max
+            X_flat + scale[:, None] * direction, self.clip_min_, self.clip_max_
         )
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float64
         return X_adv.reshape(X_arr.shape).astype(dtype)
+
+    def _box(self, n_features: int) -> tuple[NDArray, NDArray]:
+        """clip_min and clip_max as one bound per feature, checked."""
+        bounds = []
+        for name in ("clip_min", "clip_max"):
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.ndim and value.size == n_features:
+                value = value.reshape(-1)
+            elif value.ndim:
+                raise ValueError(
+                    f"{name} must be a scalar or hold one bound per feature "
+                    f"({n_features}); got shape {value.shape}."
+                )
+            bounds.append(np.broadcast_to(value, (n_features,)))
+        if np.any(bounds[0] >= bounds[1]):
+            raise ValueError("clip_min must be smaller than clip_max everywhere.")
+        return bounds[0], bounds[1]
 
     def _toward_nearest_other_mean(
         self, X_flat: NDArray[np.float64], source: NDArray
@@ -181,7 +199,7 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         source: NDArray,
     ) -> NDArray[np.bool_]:
         candidate = np.clip(
-            X_flat + scale[:, None] * direction, self.clip_min, self.clip_max
+            X_flat + scale[:, None] * direction, self.clip_min_, self.clip_max_
         )
         pred = self.estimator.predict(
             candidate.reshape(X_arr.shape).astype(X_arr.dtype)
