@@ -59,7 +59,10 @@ def report_dir(tmp_path_factory):
 
 
 def test_report_writes_page_figures_and_json(report_dir):
-    results = json.loads((report_dir / "results.json").read_text())
+    text = (report_dir / "results.json").read_text()
+    # strict JSON: no NaN / Infinity constants
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
+    results = json.loads(text)
     assert results["data"] == {
         "name": "MNIST (embedded sample)",
         "n_train": 600,

@@ -321,6 +321,7 @@ def eps_curves(
     """Accuracy of CNN / kNN / DkNN vs eps under each attack, on ``curve_size``
     test images (BIM with Kurakin et al.'s number of iterations per eps)."""
     X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
+    clean = Outputs.of(models, X)
     curves = Curves(eps=list(config.eps_grid), example_labels=y[:n_examples])
     for title in CURVE_ATTACKS.values():
         curves.accuracy[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
@@ -345,13 +346,16 @@ def eps_curves(
         for name, title in CURVE_ATTACKS.items():
             X_adv = sets[name][0]
             outputs = Outputs.of(models, X_adv)
-            l2 = float(np.linalg.norm((X_adv - X).reshape(len(X), -1), axis=1).mean())
             for model, model_title in MODEL_TITLES.items():
                 pred, _ = outputs.model(model)
                 curves.accuracy[title][model_title].append(
                     accuracy_under_attack(y, pred)
                 )
-                curves.distortion[title][model_title].append(l2)
+                # L2 of the examples that changed this model's clean prediction
+                success = pred != clean.model(model)[0]
+                curves.distortion[title][model_title].append(
+                    mean_l2_distortion(X, X_adv, success)
+                )
             curves.n_iter[title].append(1 if name.startswith("fgsm") else n_iter)
             if name == "bim_dknnb_cl":
                 curves.examples[eps] = X_adv[:n_examples]

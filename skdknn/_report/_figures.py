@@ -70,7 +70,8 @@ def eps_curves(writer: FigureWriter, curves: Any) -> None:
     )
     writer.save(
         "accuracy_vs_distortion",
-        "The same accuracies against the mean L2 distortion of the adversarial images.",
+        "The same accuracies against the mean L2 distortion of the adversarial "
+        "examples that changed each model's prediction.",
         lambda: plotting.plot_accuracy_vs_distortion(
             curves.distortion, curves.accuracy
         ),

@@ -160,7 +160,7 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     page = build_page(config, data, results)
     md, html_path = page.write(out)
     (out / "results.json").write_text(
-        json.dumps(_jsonable(results), indent=2, allow_nan=True) + "\n"
+        json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
     )
     print(f"\n{page_summary(results)}")
     print(
@@ -368,12 +368,13 @@ def page_summary(results: dict[str, Any]) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON: arrays as lists, NaN (e.g. no successful example) as null."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):
         return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
     return value
