@@ -146,13 +146,14 @@ def clean_table(
 
 
 def variant_table(
-    models: Models, data: Data, variants: list[tuple[int, str]]
+    models: Models, data: Data, variants: list[tuple[int, str]], verbose: int = 0
 ) -> list[dict[str, Any]]:
     """The DkNN with other k and metrics on the same frozen network."""
     base = models.dknn
     rows: list[dict[str, Any]] = []
     frozen = FrozenEstimator(base.net_)
-    for k, metric in [(base.n_neighbors, base.metric), *variants]:
+    settings = [(base.n_neighbors, base.metric), *variants]
+    for k, metric in tqdm(settings, desc="k and metric", disable=verbose <= 0):
         if (k, metric) == (base.n_neighbors, base.metric) and rows:
             continue
         if k == base.n_neighbors and metric == base.metric:

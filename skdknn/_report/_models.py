@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
+from tqdm.auto import tqdm
 
 from .._classifier import DeepKNNClassifier
 from ..attacks import AdvKNNAttack
@@ -115,7 +116,10 @@ def fit_heads(
             # each attack holds its own pickled copy of the (identical) kNN
             return dict(cached["heads"])
     heads = {}
-    for name, consistency in (("dknnb", False), ("dknnb_cl", True)):
+    variants = (("dknnb", False), ("dknnb_cl", True))
+    for name, consistency in tqdm(
+        variants, desc="DkNNB heads", disable=config.verbose <= 0
+    ):
         attack = AdvKNNAttack(
             FrozenEstimator(models.knn),
             layer=config.attacked_layer,

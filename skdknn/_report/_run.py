@@ -93,7 +93,7 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     with steps("clean accuracy and credibility"):
         clean = Outputs.of(models, data.X_test)
         clean_rows = clean_table(models, heads, data, clean, config.attacked_layer)
-        variants = variant_table(models, data, config.variants)
+        variants = variant_table(models, data, config.variants, config.verbose)
     with steps(f"attacks at eps={config.eps:g} (AdvKNN Table 2)"):
         sets = adversarial_sets(
             [c for c in COLUMNS if c != "clean"],
