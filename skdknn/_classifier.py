@@ -35,10 +35,18 @@ from ._validation import as_flat_rows, check_input_shape
 from ._version import __version__
 from .exceptions import InconsistentVersionWarning
 from .neighbors import make_backend
-from .neighbors._base import METRICS
+from .neighbors._base import METRICS, NeighborsBackend
 from .nets import default_layers, resolve_layer
 
 __all__ = ["DeepKNNClassifier"]
+
+
+def _fit_backend(backend: Any, rows: NDArray[np.float32]) -> Any:
+    """Fit a layer's backend on rows nobody else holds (a fancy-indexed copy of the
+    activations): skdknn's backends index them without copying them again."""
+    if isinstance(backend, NeighborsBackend):
+        return backend._fit_rows(rows, copy=False)
+    return backend.fit(rows)
 
 
 class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
@@ -279,7 +287,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         X_net = self._network_input(X_flat)
         self.net_ = self._fit_net(X_net[train_rows], y_encoded[train_rows], rng)
         activations = self._activations(X_net, self.layers_)
-        self.backends_ = [clone(backend).fit(acts[train_rows]) for acts in activations]
+        self.backends_ = [
+            _fit_backend(clone(backend), acts[train_rows]) for acts in activations
+        ]
         self.train_indices_ = train_rows
         self.calibration_indices_ = calibration_rows
         self._y_index = y_encoded[train_rows]

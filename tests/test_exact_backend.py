@@ -442,3 +442,16 @@ def test_kth_distance_is_kth_smallest(points):
 @parametrize_with_checks([ExactBackend()])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_fit_copies_but_the_classifier_hands_over_its_rows():
+    """``fit`` indexes a copy (the caller's array may change later); the
+    classifier's private path indexes its fresh activation rows as they are."""
+    rows = np.random.default_rng(0).random((50, 8), dtype=np.float32)
+    public = ExactBackend(n_neighbors=3).fit(rows)
+    assert not np.shares_memory(public._fit_X, rows)
+    owned = ExactBackend(n_neighbors=3)._fit_rows(rows, copy=False)
+    assert owned._fit_X is rows
+    np.testing.assert_array_equal(
+        owned.kneighbors(rows[:5])[1], public.kneighbors(rows[:5])[1]
+    )

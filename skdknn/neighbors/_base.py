@@ -180,10 +180,15 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self : object
             The fitted backend.
         """
+        return self._fit_rows(X, copy=True)
+
+    def _fit_rows(self, X: Any, *, copy: bool) -> NeighborsBackend:
+        """``fit``; ``copy=False`` lets a caller that hands over a fresh array it no
+        longer uses (the classifier's activation rows) skip the index's own copy."""
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         self.n_samples_fit_ = X.shape[0]
-        self._build(self._prepare(X, copy=True))
+        self._build(self._prepare(X, copy=copy))
         return self
 
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
