@@ -171,6 +171,8 @@ def _config(args: argparse.Namespace) -> ReportConfig:
             raise ValueError(
                 f"--eps-grid expects comma-separated numbers, got {grid!r}"
             ) from None
+        if overrides["eps_grid"][0] <= 0:
+            raise ValueError(f"--eps-grid values must be positive, got {grid!r}")
     config = ReportConfig.from_overrides(args.quick, **overrides)
     if config.step > config.eps:
         raise ValueError(
@@ -213,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 adversarial=args.adversarial,
                 n_neighbors=args.n_neighbors,
             )
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"skdknn {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

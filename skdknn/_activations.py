@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -56,12 +57,17 @@ def forward_to_layers(
     when it is enabled (as the attacks need); each output is copied as it is
     produced (by ``store(position, flat_output)``, a clone by default), so in-place
     operations later in the network cannot change it. A module called several times
-    per forward pass contributes its first output.
+    per forward pass contributes its first output. Threads may share the module:
+    each call sees only its own forward pass.
     """
     captured: dict[int, torch.Tensor] = {}
+    # hooks live on the shared module: ignore forward passes of other threads
+    owner = threading.get_ident()
 
     def make_hook(position: int) -> Any:
         def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            if threading.get_ident() != owner:
+                return
             if position not in captured:
                 captured[position] = store(position, out.reshape(out.shape[0], -1))
             if len(captured) == len(layers):

@@ -344,7 +344,12 @@ def test_mean_attack_per_feature_box():
     assert np.all(X_adv <= high + 1e-12) and np.all(X_adv >= 0.0)
     assert np.mean(knn.predict(X_adv) == 1) > 0.9  # still flips the class-0 inputs
     np.testing.assert_array_equal(attack.clip_max_, high)
-    with pytest.raises(ValueError, match="one bound per feature"):
+    with pytest.raises(ValueError, match=r"broadcastable to one input's shape \(4,\)"):
         MeanAttack(knn, clip_max=np.ones(3)).fit(X, y)
+    # per-channel bounds of images broadcast to every pixel
+    images = X.reshape(40, 1, 2, 2)
+    knn_img = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+    per_channel = MeanAttack(knn_img, clip_max=np.ones((1, 1, 1))).fit(images, y)
+    assert per_channel.clip_max_.shape == (4,)
     with pytest.raises(ValueError, match="smaller than clip_max everywhere"):
         MeanAttack(knn, clip_min=np.array([0.0, 0.0, 1.0, 0.0])).fit(X, y)

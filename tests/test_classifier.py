@@ -385,3 +385,38 @@ def test_module_class_receives_shape_arguments(tabular, mnist_small):
     ).fit(images[:300, :, 2:26, 2:26], labels[:300])
     assert cnn.input_shape_ == (1, 24, 24)
     assert cnn.predict(images[300:310, :, 2:26, 2:26]).shape == (10,)
+
+
+def test_threads_can_share_a_fitted_model():
+    """Forward hooks on a shared module only see their own thread's pass."""
+    import threading
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=1200, n_features=20, random_state=0)
+    X = X.astype(np.float32)
+    clf = DeepKNNClassifier(
+        n_neighbors=5, calibration_size=100, max_epochs=1, batch_size=16,
+        random_state=0,
+    ).fit(X, y)  # fmt: skip
+    halves = {"a": X[:600], "b": X[600:]}
+    expected = {k: clf._activations(v, clf.layers_) for k, v in halves.items()}
+    for _ in range(3):
+        results: dict[str, object] = {}
+
+        def run(name, results):
+            try:
+                results[name] = clf._activations(halves[name], clf.layers_)
+            except Exception as error:  # reported by the assertion below
+                results[name] = error
+
+        threads = [threading.Thread(target=run, args=(k, results)) for k in halves]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name, ref in expected.items():
+            got = results[name]
+            assert isinstance(got, list), got
+            for a, b in zip(got, ref, strict=True):
+                np.testing.assert_array_equal(a, b)

@@ -209,6 +209,7 @@ def test_bad_arguments_exit_with_usage(argv, message, capsys):
     [
         (["report", "--eps", "0.01", "--step", "0.05"], "larger than --eps"),
         (["report", "--eps-grid", "0.1,x"], "--eps-grid expects"),
+        (["report", "--eps-grid", "0,0.1"], "--eps-grid values must be positive"),
         (["report", "--dataset", "fashion-mnist"], "needs --data-dir"),
         (["report", "--test-size", "5000"], "leaves no training images"),
         (["attack", "--model", "{tmp}/none"], "holds no trained model"),
@@ -271,3 +272,68 @@ def test_report_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     for command in ("report", "train", "attack", "explain"):
         assert command in out
+
+
+def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", *REPORT, "--out", str(out)]) == 0
+    # a truncated heads file and adversarial set are recomputed, not trusted
+    heads = out / "heads.joblib"
+    heads.write_bytes(heads.read_bytes()[:100])
+    adv = out / "adversarial" / "fgsm_origin_eps0.25.npz"
+    adv.write_bytes(adv.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["report", *REPORT, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Saved heads in {heads} not usable" in printed
+    assert f"Saved adversarial set {adv} not usable" in printed
+    assert json.loads((out / "results.json").read_text())["model_loaded_from_cache"]
+    # a damaged run record or model is a clear error for explain / attack
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text("{not json")
+    assert main(["explain", "--model", str(out), "--out", str(tmp_path / "x.png")]) == 2
+    assert "run.json' is damaged" in capsys.readouterr().err
+    (out / "run.json").write_text(json.dumps(record))
+    model = out / "model" / "model.pkl"
+    model.write_bytes(model.read_bytes()[:100])
+    assert main(["attack", "--model", str(out), "--out", str(tmp_path / "a.npz")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    # ... and report trains again
+    assert main(["report", *REPORT, "--out", str(out)]) == 0
+    assert "not usable" in capsys.readouterr().out
+    assert not json.loads((out / "results.json").read_text())["model_loaded_from_cache"]
+
+
+def test_changing_the_eps_grid_keeps_heads_and_table_sets(report_dir):
+    table_set = report_dir / "adversarial" / "bim_dknnb_cl_eps0.25.npz"
+    heads = report_dir / "heads.joblib"
+    before = table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns
+    argv = [*TINY, "--eps-grid", "0.1,0.2", "--out", str(report_dir)]
+    assert main(["report", *argv]) == 0
+    assert (table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns) == before
+    assert (report_dir / "adversarial" / "curves" / "fgsm_origin_eps0.2.npz").is_file()
+    # restore the module fixture's report for the tests that follow
+    assert main(["report", *REPORT, "--out", str(report_dir)]) == 0
+
+
+def test_attack_and_explain_details(report_dir, tmp_path, capsys):
+    adv = tmp_path / "fgsm.npz"
+    # FGSM has no step: a small eps is fine; more samples than test images: all
+    argv = ["attack", "--model", str(report_dir), "--eps", "0.005",
+            "--n-samples", "1000", "--out", str(adv)]  # fmt: skip
+    assert main(argv) == 0
+    saved = load_adversarial(adv)
+    assert saved.metrics["n"] == len(saved.X_adv) == 60
+    # explain takes the label saved with the adversarial set
+    short = tmp_path / "short.npz"
+    argv = ["attack", "--model", str(report_dir), "--n-samples", "10",
+            "--out", str(short)]  # fmt: skip
+    assert main(argv) == 0
+    y_saved = load_adversarial(short).y
+    capsys.readouterr()
+    argv = ["explain", "--model", str(report_dir), "--adversarial", str(short),
+            "--index", "-1", "--out", str(tmp_path / "e.png")]  # fmt: skip
+    assert main(argv) == 0
+    assert f"Image 9 of the adversarial set {short}: true label {y_saved[-1]}," in (
+        capsys.readouterr().out
+    )

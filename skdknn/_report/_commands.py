@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,22 @@ def load_trained(model_dir: str) -> tuple[ReportConfig, Data, Any]:
             f"{str(directory)!r} holds no trained model ({RUN_FILE} is missing); "
             "create one with `skdknn train --out DIR` or `skdknn report --out DIR`."
         )
-    settings = json.loads(record_path.read_text())["settings"]
-    settings["variants"] = [tuple(v) for v in settings["variants"]]
-    config = ReportConfig(**settings)
-    dknn = load_model(directory / MODEL_DIR)
+    try:
+        settings = json.loads(record_path.read_text())["settings"]
+        settings["variants"] = [tuple(v) for v in settings["variants"]]
+        config = ReportConfig(**settings)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{str(record_path)!r} is damaged or from another skdknn version "
+            f"({error!r}); train the model again with `skdknn train --out DIR`."
+        ) from None
+    try:
+        dknn = load_model(directory / MODEL_DIR)
+    except (pickle.UnpicklingError, EOFError, AttributeError) as error:
+        raise ValueError(
+            f"the model saved in {str(directory / MODEL_DIR)!r} cannot be read "
+            f"({error!r}); train it again with `skdknn train --out DIR`."
+        ) from None
     return config, load_data(config), dknn
 
 
@@ -105,7 +118,7 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
     """Attack the test images of a trained model; save the adversarial set."""
     if name not in ATTACKS:
         raise ValueError(f"Unknown attack {name!r}; expected one of {list(ATTACKS)}.")
-    if args["step"] > args["eps"]:
+    if name.endswith("bim") and args["step"] > args["eps"]:
         raise ValueError(
             f"--step {args['step']} is larger than --eps {args['eps']}; BIM's step "
             "must be at most eps."
@@ -113,6 +126,7 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
     _, data, dknn = load_trained(model_dir)
     n = len(data.y_test) if args["n_samples"] is None else args["n_samples"]
     X, y = data.X_test[:n], data.y_test[:n]
+    n = len(y)  # at most the whole test set
     attacker, title = _make_attack(name, dknn, data, args)
     X_adv = (
         attacker.fit(X).transform(X)
@@ -158,14 +172,18 @@ def explain(
 
     _, data, dknn = load_trained(model_dir)
     if adversarial is not None:
-        X = np.asarray(load_adversarial(adversarial).X_adv, dtype=np.float32)
+        saved = load_adversarial(adversarial)
+        X = np.asarray(saved.X_adv, dtype=np.float32)
+        # the labels saved with the set (the set may hold the first n test images)
+        y = data.y_test[: len(X)] if saved.y is None else np.asarray(saved.y)
         source = f"adversarial set {adversarial}"
     else:
-        X, source = data.X_test, "test set"
+        X, y, source = data.X_test, data.y_test, "test set"
     if not -len(X) <= index < len(X):
         raise ValueError(
             f"--index {index} is out of range: the {source} has {len(X)} images."
         )
+    index %= len(X)
     x = X[index]
     pred, cred = dknn_outputs(dknn, x[None])
     _, indices = dknn.kneighbors(x[None])
@@ -176,7 +194,7 @@ def explain(
     plt.close(figure)
     labels = data.y_train[indices[0][:, :n_neighbors]]
     print(
-        f"Image {index} of the {source}: true label {data.y_test[index]}, DkNN "
+        f"Image {index} of the {source}: true label {y[index]}, DkNN "
         f"prediction {pred[0]} (credibility {cred[0]:.3f})."
     )
     for layer, row in zip(dknn.layers_, labels, strict=True):

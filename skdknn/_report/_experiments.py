@@ -31,7 +31,7 @@ from ..metrics import (
 )
 from ._config import ATTACK_SETTINGS, ReportConfig
 from ._data import OOD_KINDS, Data, ood_sets
-from ._models import Models, dknn_outputs, network_outputs
+from ._models import Models, dknn_outputs, heads_key, network_outputs
 
 __all__ = [
     "COLUMNS",
@@ -233,15 +233,20 @@ def adversarial_sets(
 ) -> dict[str, tuple[NDArray[np.float32], float]]:
     """Adversarial sets (and seconds each took), from ``cache`` when there."""
     cache.mkdir(parents=True, exist_ok=True)
-    key = config.key(*ATTACK_SETTINGS)
+    # the heads (hence the model) they come from, the BIM settings, this version
+    key = config.key(*ATTACK_SETTINGS, parent=heads_key(config, models))
     out: dict[str, tuple[NDArray[np.float32], float]] = {}
     for name in tqdm(names, desc=desc, disable=config.verbose <= 0, leave=False):
         path = cache / f"{name}_eps{eps:g}.npz"
-        if config.reuse and models.loaded and path.is_file():
-            saved = load_adversarial(path)
-            if saved.metrics.get("key") == key and len(saved.X_adv) == len(X):
-                out[name] = (saved.X_adv, float(saved.metrics["seconds"]))
-                continue
+        saved = _load_set(path) if config.reuse else None
+        if (
+            saved is not None
+            and saved.metrics.get("key") == key
+            and saved.metrics.get("n_iter") == n_iter
+            and saved.X_adv.shape == X.shape
+        ):
+            out[name] = (saved.X_adv, float(saved.metrics["seconds"]))
+            continue
         start = time.perf_counter()
         X_adv = _attack_factory(name, models, heads, config, eps, n_iter)(X)
         seconds = time.perf_counter() - start
@@ -252,6 +257,17 @@ def adversarial_sets(
         )
         out[name] = (X_adv, seconds)
     return out
+
+
+def _load_set(path: Path) -> Any:
+    """A saved adversarial set, or None when missing or damaged (recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_adversarial(path)
+    except Exception as error:
+        print(f"Saved adversarial set {path} not usable ({error!r}); recomputing.")
+        return None
 
 
 def _cell(

@@ -4,7 +4,9 @@ kNN on the same frozen network, and the DkNNB heads of AdvKNN."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from .._classifier import DeepKNNClassifier
 from ..attacks import AdvKNNAttack
 from ..persistence import load_model, save_model
 from ..plotting._common import dknn_predictions, network_softmax
-from ._config import ATTACK_SETTINGS, MODEL_SETTINGS, ReportConfig
+from ._config import HEAD_SETTINGS, MODEL_SETTINGS, ReportConfig
 from ._data import Data
 
 __all__ = ["Models", "dknn_outputs", "fit_heads", "fit_models", "network_outputs"]
@@ -37,6 +39,7 @@ class Models:
     knn: DeepKNNClassifier  # the kNN of the attacked layer, same frozen network
     loaded: bool
     fit_seconds: float
+    model_id: str  # changes whenever a model is trained: keys what is derived from it
 
 
 def network_outputs(
@@ -52,8 +55,12 @@ dknn_outputs = dknn_predictions
 
 
 def _run_record(out: Path) -> dict[str, Any]:
-    path = out / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """What ``run.json`` says of the saved model; empty when missing or damaged."""
+    try:
+        record = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _write_run_record(out: Path, record: dict[str, Any]) -> None:
@@ -68,11 +75,12 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
     record = _run_record(out)
     model_dir = out / MODEL_DIR
     dknn: DeepKNNClassifier | None = None
+    model_id = str(record.get("model_id", ""))
     if config.reuse and record.get("model_key") == key and model_dir.is_dir():
         try:
             dknn = load_model(model_dir, mmap=False)
-        except (OSError, ValueError) as error:  # a damaged cache is rebuilt
-            print(f"Cached model not usable ({error}); training again.")
+        except Exception as error:  # a damaged cache is rebuilt, never trusted
+            print(f"Saved model in {model_dir} not usable ({error!r}); training again.")
     loaded, seconds = dknn is not None, float("nan")
     if dknn is None:
         dknn = DeepKNNClassifier(
@@ -87,8 +95,15 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         start = time.perf_counter()
         dknn.fit(data.X_train, data.y_train)
         seconds = time.perf_counter() - start
+        # no record names a half-written model
+        (out / RUN_FILE).unlink(missing_ok=True)
         save_model(dknn, model_dir, overwrite=True)
-        record = {"model_key": key, "settings": config.as_dict()}
+        model_id = uuid.uuid4().hex
+        record = {
+            "model_key": key,
+            "model_id": model_id,
+            "settings": config.as_dict(),
+        }
         _write_run_record(out, record)
     if config.attacked_layer not in dknn.layers_:
         raise ValueError(
@@ -100,7 +115,7 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         net=FrozenEstimator(dknn.net_), layers=[config.attacked_layer], verbose=0
     )
     knn.fit(data.X_train, data.y_train)
-    return Models(dknn, knn, loaded, seconds)
+    return Models(dknn, knn, loaded, seconds, model_id)
 
 
 def fit_heads(
@@ -108,13 +123,16 @@ def fit_heads(
 ) -> dict[str, AdvKNNAttack]:
     """The DkNNB of the attacked layer, trained without and with consistency
     learning (cached in ``out/heads.joblib``)."""
-    key = config.key(*ATTACK_SETTINGS)
+    key = heads_key(config, models)
     path = out / "heads.joblib"
-    if config.reuse and models.loaded and path.is_file():
-        cached = joblib.load(path)
-        if cached.get("key") == key:
-            # each attack holds its own pickled copy of the (identical) kNN
-            return dict(cached["heads"])
+    if config.reuse and path.is_file():
+        try:
+            cached = joblib.load(path)
+            if cached.get("key") == key:
+                # each attack holds its own pickled copy of the (identical) kNN
+                return dict(cached["heads"])
+        except Exception as error:  # a damaged cache is rebuilt
+            print(f"Saved heads in {path} not usable ({error!r}); training again.")
     heads = {}
     variants = (("dknnb", False), ("dknnb_cl", True))
     for name, consistency in tqdm(
@@ -135,5 +153,12 @@ def fit_heads(
             verbose=max(config.verbose - 1, 0),
         )
         heads[name] = attack.fit(data.X_train)
-    joblib.dump({"key": key, "heads": heads}, path)
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump({"key": key, "heads": heads}, tmp)
+    os.replace(tmp, path)
     return heads
+
+
+def heads_key(config: ReportConfig, models: Models) -> str:
+    """Key of the DkNNB heads: the model they imitate and their settings."""
+    return config.key(*HEAD_SETTINGS, parent=models.model_id)

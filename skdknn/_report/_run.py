@@ -337,9 +337,19 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         for model, values in per_model.items():
             curve_rows.append([f"{attack}: {model}", *(_pct(v) for v in values)])
     page.table(["attack: model", *(f"eps={e:g}" for e in eps)], curve_rows)
+    bim_steps = next(
+        steps
+        for attack, steps in results["curves"]["bim_iterations"].items()
+        if "BIM" in attack
+    )
     page.paragraph(
-        f"On the first {config.curve_size} test images; BIM with "
-        "min(eps / step + 4, 1.25 eps / step) iterations per eps (Kurakin et al.)."
+        f"On the first {min(config.curve_size, d['n_test'])} test images; BIM "
+        "with min(eps / step + 4, 1.25 eps / step) iterations per eps (Kurakin et "
+        f"al.), at most {config.n_iter}: "
+        + ", ".join(str(n) for n in bim_steps)
+        + " iterations at eps "
+        + ", ".join(f"{e:g}" for e in eps)
+        + "."
     )
     page.heading("Figures")
     for figure in results["figures"]:

@@ -38,8 +38,9 @@ class MeanAttack(TransformerMixin, BaseEstimator):
     max_scale : float, default=1.0
         Budget: the largest ``alpha`` tried (1 reaches the class mean).
     clip_min, clip_max : float or array-like, default=0.0, 1.0
-        Box of valid inputs: scalars, or one bound per feature (of the shape of
-        one input, or flat); inputs outside it are an error.
+        Box of valid inputs: scalars, arrays broadcastable to one input's shape
+        (e.g. per channel), or one bound per flattened feature; inputs outside it
+        are an error.
     verbose : int, default=0
         Unused; kept for a uniform API.
 
@@ -167,18 +168,25 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         return X_adv.reshape(X_arr.shape).astype(dtype)
 
     def _box(self, n_features: int) -> tuple[NDArray, NDArray]:
-        """clip_min and clip_max as one bound per feature, checked."""
+        """clip_min and clip_max as one bound per feature, checked.
+
+        Each is a scalar, an array broadcastable to one input's shape (e.g. one
+        bound per channel of an image), or one bound per flattened feature.
+        """
+        shape = self.image_shape_ or (n_features,)
         bounds = []
         for name in ("clip_min", "clip_max"):
             value = np.asarray(getattr(self, name), dtype=np.float64)
-            if value.ndim and value.size == n_features:
-                value = value.reshape(-1)
-            elif value.ndim:
+            if value.size == n_features:
+                value = value.reshape(shape)
+            try:
+                bounds.append(np.broadcast_to(value, shape).reshape(-1))
+            except ValueError:
                 raise ValueError(
-                    f"{name} must be a scalar or hold one bound per feature "
-                    f"({n_features}); got shape {value.shape}."
-                )
-            bounds.append(np.broadcast_to(value, (n_features,)))
+                    f"{name} must be a scalar or broadcastable to one input's shape "
+                    f"{shape} (or hold one bound per feature, {n_features}); got "
+                    f"shape {value.shape}."
+                ) from None
         if np.any(bounds[0] >= bounds[1]):
             raise ValueError("clip_min must be smaller than clip_max everywhere.")
         return bounds[0], bounds[1]
