@@ -120,11 +120,23 @@ def test_ivf_seed_fixes_the_cells():
 
 
 def test_n_jobs_sets_threads_only_during_calls():
+    from skdknn.neighbors._faiss import omp_threads
+
     X, Q = _data(seed=4)
     before = faiss.omp_get_max_threads()
-    backend = FaissBackend(index="ivf", n_jobs=1, random_state=0).fit(X)
-    backend.kneighbors(Q)
-    assert faiss.omp_get_max_threads() == before
+    faiss.omp_set_num_threads(3)  # a count no call below uses
+    try:
+        backend = FaissBackend(index="ivf", n_jobs=1, random_state=0).fit(X)
+        backend.kneighbors(Q)
+        assert faiss.omp_get_max_threads() == 3
+        with omp_threads(faiss, 1):
+            assert faiss.omp_get_max_threads() == 1  # set during the call
+        # restored when the call fails, too
+        with pytest.raises(RuntimeError), omp_threads(faiss, 1):
+            raise RuntimeError
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------
