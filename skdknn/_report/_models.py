@@ -24,6 +24,7 @@ from ..persistence import load_model, save_model
 from ..plotting._common import dknn_predictions, network_softmax
 from ._config import HEAD_SETTINGS, MODEL_SETTINGS, ReportConfig
 from ._data import Data
+from ._render import write_atomic
 
 __all__ = ["Models", "dknn_outputs", "fit_heads", "fit_models", "network_outputs"]
 
@@ -64,9 +65,7 @@ def _run_record(out: Path) -> dict[str, Any]:
 
 
 def _write_run_record(out: Path, record: dict[str, Any]) -> None:
-    tmp = out / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(out / RUN_FILE)
+    write_atomic(out / RUN_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-__all__ = ["Page"]
+__all__ = ["Page", "write_atomic"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -99,9 +99,17 @@ class Page:
     def write(self, directory: Path) -> tuple[Path, Path]:
         """Write ``report.md`` and ``report.html``; returns their paths."""
         md, page = directory / "report.md", directory / "report.html"
-        md.write_text(self.markdown())
-        page.write_text(self.html())
+        write_atomic(md, self.markdown())
+        write_atomic(page, self.html())
         return md, page
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: a reader (or a crash)
+    never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _inline_code(text: str) -> str:

@@ -32,7 +32,7 @@ from ._experiments import (
     variant_table,
 )
 from ._models import fit_heads, fit_models
-from ._render import Page
+from ._render import Page, write_atomic
 
 __all__ = ["run_report"]
 
@@ -159,8 +159,9 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     results["wall_time_s"] = steps.total
     page = build_page(config, data, results)
     md, html_path = page.write(out)
-    (out / "results.json").write_text(
-        json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
+    write_atomic(
+        out / "results.json",
+        json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n",
     )
     print(f"\n{page_summary(results)}")
     print(
