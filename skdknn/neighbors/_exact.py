@@ -145,7 +145,7 @@ class ExactBackend(NeighborsBackend):
                 torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=block)
                 values, idx = torch.topk(block, n_neighbors, dim=1, largest=False)
                 sq_dist, idx = _refine_near_duplicates(
-                    query, fit_t, sq_norms, values, idx
+                    query, fit_t, sq_norms, values, idx, block
                 )
                 distances[start : start + rows] = sq_dist.sqrt_().numpy()
                 indices[start : start + rows] = idx.numpy()
@@ -158,6 +158,7 @@ def _refine_near_duplicates(
     sq_norms: torch.Tensor,
     values: torch.Tensor,
     idx: torch.Tensor,
+    scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances of the selected pairs, exact where the expansion is not.
 
@@ -165,6 +166,11 @@ def _refine_near_duplicates(
     which only matters for pairs much closer than their norms (near-duplicates, a
     point and itself). Those few pairs are recomputed as ``|q - t|^2`` and the rows
     re-sorted; the rest keep the expansion, whose relative error is below 1e-5.
+    Given the rows' ``scores`` (``|t|^2 - 2 q.t`` of every indexed point), a row
+    holding such a pair also recomputes every point whose score lies within that
+    error of the k-th selected one, when there are more than k, and keeps the k
+    nearest: a point then ties with its duplicates at distance 0 instead of losing
+    the selection to them.
     """
     q_sq = (query * query).sum(dim=1, keepdim=True)
     sq_dist = (values + q_sq).clamp_(min=0)
@@ -172,6 +178,20 @@ def _refine_near_duplicates(
     rows = suspect.any(dim=1).nonzero().squeeze(1)
     if rows.numel() == 0:
         return sq_dist, idx
+    if scores is not None:
+        k = idx.shape[1]
+        tol = 1e-5 * (q_sq[rows, 0] + sq_norms.max())
+        within = scores[rows] <= (values[rows, -1] + tol)[:, None]
+        crowded = within.sum(dim=1) > k
+        for row, mask in zip(rows[crowded].tolist(), within[crowded], strict=True):
+            candidates = mask.nonzero().squeeze(1)
+            diff = query[row] - fit_t[candidates]
+            dist, order = torch.sort((diff * diff).sum(dim=1), stable=True)
+            sq_dist[row], idx[row] = dist[:k], candidates[order[:k]]
+            suspect[row] = False  # exact already
+        rows = rows[~crowded]
+        if rows.numel() == 0:
+            return sq_dist, idx
     # only the rows holding a suspect pair are recomputed and re-sorted
     sub_idx, sub_dist = idx[rows], sq_dist[rows]
     r, c = suspect[rows].nonzero(as_tuple=True)

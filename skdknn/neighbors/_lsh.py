@@ -230,8 +230,7 @@ class LSHBackend(NeighborsBackend):
         scores = torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2)
         scores.masked_fill_(read_tensor(~mask), float("inf"))
         values, idx = torch.topk(scores, k, dim=1, largest=False)
-        sq_dist, idx = _refine_near_duplicates(query, fit_t, sq_norms, values, idx)
-        return sq_dist, idx
+        return _refine_near_duplicates(query, fit_t, sq_norms, values, idx, scores)
 
     def _rerank_sparse(
         self, query: torch.Tensor, mask: NDArray[np.bool_], k: int
