@@ -99,6 +99,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     - ``_search(X, n_neighbors)``: return ``(distances, indices)`` of shape
       ``(n_queries, n_neighbors)``, sorted by increasing distance.
 
+    A subclass whose ``_build`` keeps no reference to the rows it is given (it
+    copies them into its engine, or projects them) sets ``_keeps_rows = False``, so
+    that ``fit`` skips its defensive copy.
+
     Parameters
     ----------
     n_neighbors : int, default=5
@@ -134,6 +138,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self.metric = metric
         self.mode = mode
         self.n_jobs = n_jobs
+
+    #: Whether ``_build`` keeps the array it is given (then ``fit`` copies it first,
+    #: so that later changes to the caller's array cannot change the answers).
+    _keeps_rows = True
 
     # -- steps for subclasses -------------------------------------------------------
     @abstractmethod
@@ -188,7 +196,7 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         self.n_samples_fit_ = X.shape[0]
-        self._build(self._prepare(X, copy=copy))
+        self._build(self._prepare(X, copy=copy and self._keeps_rows))
         return self
 
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:

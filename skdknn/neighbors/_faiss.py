@@ -209,6 +209,9 @@ class FaissBackend(NeighborsBackend):
         "random_state": ["random_state"],
     }
 
+    # faiss copies the rows into its own storage
+    _keeps_rows = False
+
     def __init__(
         self,
         n_neighbors: int = 5,
@@ -228,10 +231,6 @@ class FaissBackend(NeighborsBackend):
         self.random_state = random_state
 
     # -- engine ----------------------------------------------------------------------
-    def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
-        # faiss copies the rows into its own storage
-        return super()._prepare(X, copy=False)
-
     def _cells(self, n_samples: int) -> tuple[int, int]:
         """(n_lists, n_probe) of the inverted file on ``n_samples`` points."""
         if self.n_lists is None:

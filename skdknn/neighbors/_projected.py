@@ -173,6 +173,9 @@ class ProjectedBackend(NeighborsBackend):
         "random_state": ["random_state"],
     }
 
+    # the points are projected, never stored: no need for a copy of them
+    _keeps_rows = False
+
     def __init__(
         self,
         backend: Any = "exact",
@@ -194,10 +197,6 @@ class ProjectedBackend(NeighborsBackend):
         self.pca_samples = pca_samples
         self.pca_power_iterations = pca_power_iterations
         self.random_state = random_state
-
-    def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
-        # the points are projected, never stored: no need for a copy of them
-        return super()._prepare(X, copy=False)
 
     def _build(self, X: NDArray[np.float32]) -> None:
         d = X.shape[1]

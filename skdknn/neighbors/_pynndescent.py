@@ -153,6 +153,9 @@ class PyNNDescentBackend(NeighborsBackend):
         "verbose": ["verbose"],
     }
 
+    # the index keeps its own copy of the rows, in its search order
+    _keeps_rows = False
+
     def __init__(
         self,
         n_neighbors: int = 5,
@@ -184,10 +187,6 @@ class PyNNDescentBackend(NeighborsBackend):
         self.low_memory = low_memory
         self.random_state = random_state
         self.verbose = verbose
-
-    def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
-        # the index keeps its own copy of the rows, in its search order
-        return super()._prepare(X, copy=False)
 
     def _build(self, X: NDArray[np.float32]) -> None:
         pynndescent = import_optional("pynndescent", "pynndescent", type(self).__name__)
