@@ -337,3 +337,24 @@ def test_attack_and_explain_details(report_dir, tmp_path, capsys):
     assert f"Image 9 of the adversarial set {short}: true label {y_saved[-1]}," in (
         capsys.readouterr().out
     )
+
+
+def test_one_forward_pass_gives_what_the_public_methods_give(report_dir):
+    from pathlib import Path
+
+    from skdknn._report._commands import load_trained
+    from skdknn._report._experiments import Outputs
+    from skdknn._report._models import dknn_outputs, fit_models, network_outputs
+
+    config, data, _ = load_trained(str(report_dir))
+    models = fit_models(config, data, Path(report_dir))
+    assert models.loaded
+    X = data.X_test[:40]
+    out = Outputs.of(models, X)
+    cnn_pred, proba = network_outputs(models.dknn, X)
+    np.testing.assert_array_equal(out.cnn_pred, cnn_pred)
+    np.testing.assert_allclose(out.softmax, proba.max(axis=1), rtol=1e-6)
+    for name, model in (("knn", models.knn), ("dknn", models.dknn)):
+        pred, cred = dknn_outputs(model, X)
+        np.testing.assert_array_equal(out.model(name)[0], pred)
+        np.testing.assert_array_equal(out.model(name)[1], cred)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
@@ -29,6 +30,7 @@ from ..metrics import (
     neighbor_label_agreement,
     ood_auroc,
 )
+from ..plotting._common import predictions_from_counts
 from ._config import ATTACK_SETTINGS, ReportConfig
 from ._data import OOD_KINDS, Data, ood_sets
 from ._models import Models, dknn_outputs, heads_key, network_outputs
@@ -81,9 +83,22 @@ class Outputs:
 
     @classmethod
     def of(cls, models: Models, X: NDArray[np.float32]) -> Outputs:
-        cnn_pred, proba = network_outputs(models.dknn, X)
-        knn_pred, knn_cred = dknn_outputs(models.knn, X)
-        dknn_pred, dknn_cred = dknn_outputs(models.dknn, X)
+        """One forward pass serves the three models: the kNN searches the DkNN's
+        activations of its layer (same frozen network), and the CNN's softmax is
+        that of the ``logits`` layer when the DkNN searches it."""
+        dknn, knn = models.dknn, models.knn
+        layers = list(dknn.layers_)
+        acts = dknn._activations(dknn._validate_input(X), layers)
+        dknn_pred, dknn_cred = predictions_from_counts(dknn, dknn._counts(acts))
+        knn_acts = [acts[layers.index(layer)] for layer in knn.layers_]
+        knn_pred, knn_cred = predictions_from_counts(knn, knn._counts(knn_acts))
+        if "logits" in layers:
+            logits = torch.from_numpy(acts[layers.index("logits")]).double()
+            # as network_softmax: rounding may push the largest a hair above one
+            proba = np.clip(torch.softmax(logits, dim=1).numpy(), 0.0, 1.0)
+            cnn_pred = dknn.classes_[proba.argmax(axis=1)]
+        else:
+            cnn_pred, proba = network_outputs(dknn, X)
         return cls(
             cnn_pred, proba.max(axis=1), knn_pred, knn_cred, dknn_pred, dknn_cred
         )

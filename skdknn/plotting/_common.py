@@ -102,7 +102,13 @@ def display_range(*images: NDArray) -> tuple[float, float]:
 
 def dknn_predictions(dknn: Any, X: Any) -> tuple[NDArray, NDArray[np.float64]]:
     """Predictions and credibility of a fitted DkNN from one neighbour search."""
-    counts = dknn.neighbor_counts(X)
+    return predictions_from_counts(dknn, dknn.neighbor_counts(X))
+
+
+def predictions_from_counts(
+    dknn: Any, counts: NDArray[np.int64]
+) -> tuple[NDArray, NDArray[np.float64]]:
+    """Predictions and credibility of a fitted DkNN from its neighbour counts."""
     y_pred = dknn.classes_[conformal.predict_from_counts(counts)]
     alpha = conformal.nonconformity(counts, dknn.n_neighbors)
     p = conformal.p_values(alpha, dknn.calibration_nonconformity_)
