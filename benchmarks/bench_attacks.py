@@ -155,7 +155,8 @@ class Data:
 
 def load_data(n_train: int, n_test: int, seed: int) -> Data:
     """A stratified split of the embedded 5,000-image real-MNIST sample."""
-    X, y = load_mnist(return_X_y=True)
+    # stored order: the stratified split below is that of the published runs
+    X, y = load_mnist(return_X_y=True, shuffle=False)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, train_size=n_train, test_size=n_test, stratify=y, random_state=seed
     )

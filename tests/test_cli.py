@@ -237,6 +237,23 @@ def test_explain_index_out_of_range(report_dir, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("train_size", [None, 900])
+def test_report_split_holds_every_digit_in_proportion(train_size):
+    # the embedded sample is stored sorted by digit: a split that relied on its order
+    # would train and test on different digits
+    from skdknn._report._config import ReportConfig
+    from skdknn._report._data import load_data
+
+    data = load_data(ReportConfig(train_size=train_size))
+    for y, n in ((data.y_train, train_size or 4000), (data.y_test, 1000)):
+        assert np.bincount(y, minlength=10).tolist() == [n // 10] * 10
+    X_all, _ = load_mnist(return_X_y=True)
+    assert len(data.X_train) + len(data.X_test) <= len(X_all)
+    # no test image among the training images
+    train_rows = {row.tobytes() for row in data.X_train}
+    assert not any(row.tobytes() in train_rows for row in data.X_test)
+
+
 def test_page_renders_markdown_and_html():
     page = Page("T")
     page.heading("A & B")

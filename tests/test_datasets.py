@@ -151,6 +151,59 @@ def test_sample_returns_fresh_arrays() -> None:
     assert y2.min() == 0
 
 
+def test_sample_is_shuffled_so_that_any_slice_holds_every_digit() -> None:
+    # the README's fit(X[:4000]) / predict(X[4000:]) once trained on digits 0-7 and
+    # tested on 8-9 (the stored sample is sorted by digit): 0 % accuracy, no warning
+    _, y = load_mnist(return_X_y=True)
+    for part in (y[:4000], y[4000:], y[:500]):
+        counts = np.bincount(part, minlength=10)
+        expected = len(part) / 10
+        assert counts.min() > 0.6 * expected, counts
+        assert counts.max() < 1.4 * expected, counts
+
+
+def test_shuffle_permutes_image_label_pairs_reproducibly() -> None:
+    X_file, y_file = load_mnist(return_X_y=True, shuffle=False)
+    assert y_file[:500].tolist() == [0] * 500  # stored sorted by digit
+    X, y = load_mnist(return_X_y=True)
+    # the same (image, label) pairs, in another order
+    order = np.lexsort(X.reshape(len(X), -1).T)
+    order_file = np.lexsort(X_file.reshape(len(X_file), -1).T)
+    np.testing.assert_array_equal(X[order], X_file[order_file])
+    np.testing.assert_array_equal(y[order], y_file[order_file])
+    assert not np.array_equal(y, y_file)
+    # seeded: the same order on every call, another one for another seed
+    np.testing.assert_array_equal(load_mnist(return_X_y=True)[1], y)
+    np.testing.assert_array_equal(load_mnist(return_X_y=True, random_state=0)[1], y)
+    assert not np.array_equal(load_mnist(return_X_y=True, random_state=1)[1], y)
+    rng = np.random.RandomState(0)
+    np.testing.assert_array_equal(
+        load_mnist(return_X_y=True, random_state=rng)[1], y
+    )
+
+
+@pytest.mark.parametrize("loader", ["mnist", "fashion", "svhn"])
+def test_file_loaders_shuffle_pairs_together(tmp_path: Path, loader: str) -> None:
+    if loader == "svhn":
+        write_svhn(tmp_path / "train_32x32.mat", n=40)
+        load: Callable[..., Any] = load_svhn
+    else:
+        write_mnist_dir(tmp_path)
+        load = load_mnist if loader == "mnist" else load_fashion_mnist
+    subset = "train" if loader == "svhn" else "all"
+    X_file, y_file = load(tmp_path, subset=subset, return_X_y=True, shuffle=False)
+    X, y = load(tmp_path, subset=subset, return_X_y=True)
+    assert X.flags.c_contiguous
+    # each returned image is the file's image at some row, with that row's label
+    rows = [
+        int(np.flatnonzero((X_file == image).all(axis=(1, 2, 3)))[0]) for image in X
+    ]
+    assert sorted(rows) == list(range(len(y_file)))
+    assert rows != sorted(rows)
+    np.testing.assert_array_equal(y, y_file[rows])
+    np.testing.assert_array_equal(load(tmp_path, subset=subset, return_X_y=True)[1], y)
+
+
 def test_sample_rejects_unknown_subset() -> None:
     with pytest.raises(ValueError, match=r"'train', 'test', 'all'"):
         load_mnist(subset="validation")
@@ -259,7 +312,7 @@ def test_load_idx_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_dir_round_trip(tmp_path: Path, gz: bool, subset: str) -> None:
     arrays = write_mnist_dir(tmp_path, gz=gz)
-    bunch = load_mnist(tmp_path, subset=subset)
+    bunch = load_mnist(tmp_path, subset=subset, shuffle=False)
     X_expected, y_expected = expected_xy(arrays, subset)
     assert bunch.data.dtype == np.float32
     assert bunch.data.flags.c_contiguous
@@ -277,7 +330,7 @@ def test_mnist_dir_mixed_plain_and_gz_and_return_X_y(tmp_path: Path) -> None:
     arrays = write_mnist_dir(tmp_path)
     (tmp_path / TEST_IMAGES).unlink()
     write_idx(tmp_path / f"{TEST_IMAGES}.gz", arrays[TEST_IMAGES], gz=True)
-    X, y = load_mnist(str(tmp_path), subset="all", return_X_y=True)
+    X, y = load_mnist(str(tmp_path), subset="all", return_X_y=True, shuffle=False)
     X_expected, y_expected = expected_xy(arrays, "all")
     np.testing.assert_array_equal(X, X_expected)
     np.testing.assert_array_equal(y, y_expected)
@@ -292,7 +345,7 @@ def test_mnist_test_subset_needs_only_test_files(tmp_path: Path) -> None:
 
 def test_fashion_mnist_round_trip(tmp_path: Path) -> None:
     arrays = write_mnist_dir(tmp_path, gz=True)
-    bunch = load_fashion_mnist(tmp_path, subset="test")
+    bunch = load_fashion_mnist(tmp_path, subset="test", shuffle=False)
     X_expected, y_expected = expected_xy(arrays, "test")
     np.testing.assert_array_equal(bunch.data, X_expected)
     np.testing.assert_array_equal(bunch.target, y_expected)
@@ -422,7 +475,7 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def test_download_fetches_missing_files(tmp_path: Path, mirror: dict[str, Any]) -> None:
     target = tmp_path / "new" / "mnist"
-    bunch = load_mnist(target, subset="train", download=True)
+    bunch = load_mnist(target, subset="train", download=True, shuffle=False)
     X_expected, y_expected = expected_xy(mirror["arrays"], "train")
     np.testing.assert_array_equal(bunch.data, X_expected)
     np.testing.assert_array_equal(bunch.target, y_expected)
@@ -432,7 +485,7 @@ def test_download_fetches_missing_files(tmp_path: Path, mirror: dict[str, Any]) 
     ]
     assert md5_of(target / f"{TRAIN_IMAGES}.gz") == mirror["md5"][f"{TRAIN_IMAGES}.gz"]
     # Once downloaded, the files load without download=True.
-    X, _ = load_mnist(target, return_X_y=True)
+    X, _ = load_mnist(target, return_X_y=True, shuffle=False)
     np.testing.assert_array_equal(X, X_expected)
 
 
@@ -526,7 +579,9 @@ def test_fashion_mnist_download(
     monkeypatch.setattr(
         _mnist, "FASHION_MNIST_MD5", {p.name: md5_of(p) for p in source.iterdir()}
     )
-    bunch = load_fashion_mnist(tmp_path / "data", subset="all", download=True)
+    bunch = load_fashion_mnist(
+        tmp_path / "data", subset="all", download=True, shuffle=False
+    )
     np.testing.assert_array_equal(bunch.target, expected_xy(arrays, "all")[1])
     assert len(list((tmp_path / "data").iterdir())) == 4
 
@@ -556,7 +611,7 @@ def write_svhn(path: Path, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 @pytest.mark.parametrize("subset", ["train", "test", "extra"])
 def test_svhn_round_trip(tmp_path: Path, subset: str) -> None:
     X_raw, y_raw = write_svhn(tmp_path / f"{subset}_32x32.mat", n=5)
-    bunch = load_svhn(tmp_path, subset=subset)
+    bunch = load_svhn(tmp_path, subset=subset, shuffle=False)
     X, y = bunch.data, bunch.target
     assert X.shape == (5, 3, 32, 32)
     assert X.dtype == np.float32

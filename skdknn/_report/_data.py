@@ -69,7 +69,9 @@ def load_data(config: ReportConfig) -> Data:
                 "--data-dir needs --dataset mnist or fashion-mnist (the embedded "
                 "sample ships with skdknn)."
             )
-        X, y = load_mnist(return_X_y=True)
+        # the split below is stratified, so the stored order (sorted by digit) is
+        # safe here; keeping it keeps the split, and the numbers, of earlier reports
+        X, y = load_mnist(return_X_y=True, shuffle=False)
         if config.test_size >= len(y):
             raise ValueError(
                 f"test_size={config.test_size} leaves no training images in the "
@@ -83,8 +85,13 @@ def load_data(config: ReportConfig) -> Data:
     if config.data_dir is None:
         raise ValueError(f"--dataset {config.dataset} needs --data-dir.")
     loader = load_mnist if config.dataset == "mnist" else load_fashion_mnist
-    X_train, y_train = loader(config.data_dir, subset="train", return_X_y=True)
-    X_test, y_test = loader(config.data_dir, subset="test", return_X_y=True)
+    # files' order, as in earlier reports; _subsample draws stratified subsets
+    X_train, y_train = loader(
+        config.data_dir, subset="train", return_X_y=True, shuffle=False
+    )
+    X_test, y_test = loader(
+        config.data_dir, subset="test", return_X_y=True, shuffle=False
+    )
     X_train, y_train = _subsample(X_train, y_train, config.train_size, seed)
     X_test, y_test = _subsample(X_test, y_test, config.test_size, seed)
     name = "MNIST" if config.dataset == "mnist" else "Fashion-MNIST"

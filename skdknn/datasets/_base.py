@@ -14,7 +14,7 @@ from typing import IO, Any, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.utils import Bunch
+from sklearn.utils import Bunch, check_random_state
 
 StrPath: TypeAlias = str | os.PathLike[str]
 Arrays: TypeAlias = tuple[NDArray[np.float32], NDArray[np.int64]]
@@ -123,6 +123,22 @@ def fetch(name: str, root: Path, remote: Remote) -> Path:
         f"Could not download {remote.dataset} file {name!r} into '{root}'. "
         f"Tried: {tried}. Download it manually and place it in that directory."
     )
+
+
+def shuffle_rows(
+    images: NDArray[Any], labels: NDArray[Any], *, shuffle: bool, random_state: Any
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Return ``images`` and ``labels`` in one seeded random order.
+
+    Files often store their rows grouped by class (the embedded MNIST sample is
+    500 zeros, then 500 ones, ...), so the first rows of an unshuffled array are
+    not a sample of the whole: ``fit(X[:4000])`` would never see two classes.
+    With ``shuffle=False`` the arrays are returned as they are (no copy).
+    """
+    if not shuffle:
+        return images, labels
+    order = check_random_state(random_state).permutation(len(labels))
+    return images[order], labels[order]
 
 
 def to_unit_float(images: NDArray[np.uint8]) -> NDArray[np.float32]:

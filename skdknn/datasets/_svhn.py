@@ -20,6 +20,7 @@ from ._base import (
     locate_or_fetch,
     make_result,
     resolve_data_dir,
+    shuffle_rows,
     to_unit_float,
 )
 
@@ -61,6 +62,8 @@ def load_svhn(
     subset: str = ...,
     return_X_y: Literal[False] = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch: ...
 @overload
 def load_svhn(
@@ -69,6 +72,8 @@ def load_svhn(
     subset: str = ...,
     return_X_y: Literal[True],
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Arrays: ...
 @overload
 def load_svhn(
@@ -77,6 +82,8 @@ def load_svhn(
     subset: str = ...,
     return_X_y: bool = ...,
     download: bool = ...,
+    shuffle: bool = ...,
+    random_state: Any = ...,
 ) -> Bunch | Arrays: ...
 
 
@@ -86,6 +93,8 @@ def load_svhn(
     subset: str = "train",
     return_X_y: bool = False,
     download: bool = False,
+    shuffle: bool = True,
+    random_state: Any = 0,
 ) -> Bunch | Arrays:
     """Load the SVHN cropped-digits dataset from its ``.mat`` files.
 
@@ -103,6 +112,13 @@ def load_svhn(
         If True and the file of ``subset`` is missing, download it into
         ``data_dir`` (creating it if needed) from :data:`SVHN_MIRRORS`,
         checking its official MD5 checksum.
+    shuffle : bool, default=True
+        If True, return the rows in a random order drawn with ``random_state``
+        (the same order on every call with the same seed). If False, return
+        them in the file's order.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the order when ``shuffle`` is True; ``None`` draws a new order
+        on every call.
 
     Returns
     -------
@@ -140,7 +156,13 @@ def load_svhn(
     remote = Remote("SVHN", SVHN_MIRRORS, SVHN_MD5, _read_mat)
     (path,) = locate_or_fetch(root, [(name,)], remote, download=download, subset=subset)
     images, labels = _read_mat(path)
-    X = to_unit_float(images.transpose(3, 2, 0, 1))
+    images, labels = shuffle_rows(
+        images.transpose(3, 2, 0, 1),
+        labels,
+        shuffle=shuffle,
+        random_state=random_state,
+    )
+    X = to_unit_float(images)
     return make_result(
         X,
         labels,
