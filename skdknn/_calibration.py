@@ -1,4 +1,13 @@
-"""The class-balanced split of the training data into index and calibration rows."""
+"""The split of the training data into index and calibration rows.
+
+Two splits: class-balanced (the DkNN paper: the same count per class) and
+stratified (proportional to the class frequencies, so that the calibration set
+is distributed like the training data and, on exchangeable data, like the test
+data). :func:`label_shift` measures how far the calibration set's class
+frequencies are from the training set's: the most by which the marginal coverage
+of the prediction sets can miss its guarantee on data distributed like the
+training set.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,22 @@ from numbers import Integral
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.model_selection import StratifiedShuffleSplit
 
-__all__ = ["balanced_calibration_split"]
+__all__ = [
+    "CALIBRATION_SPLITS",
+    "IMBALANCE_THRESHOLD",
+    "balanced_calibration_split",
+    "label_shift",
+    "stratified_calibration_split",
+]
+
+#: Values of ``DeepKNNClassifier(calibration_split=...)``.
+CALIBRATION_SPLITS = ("balanced", "stratified")
+
+#: A balanced calibration set whose :func:`label_shift` from the training set
+#: exceeds this is "imbalanced": the coverage may be off by more than 5 points.
+IMBALANCE_THRESHOLD = 0.05
 
 
 def _per_class_sizes(total: int, n_classes: int, rng: np.random.RandomState) -> NDArray:
@@ -52,6 +75,113 @@ def balanced_calibration_split(
     """
     n_samples = y.shape[0]
     n_classes = int(y.max()) + 1
+    total = _calibration_total(calibration_size, n_samples)
+    sizes = _per_class_sizes(total, n_classes, rng)
+    counts = np.bincount(y, minlength=n_classes)
+    short = np.flatnonzero(counts <= sizes)
+    if short.size:
+        j = int(short[0])
+        raise ValueError(
+            f"Class {_name(j, classes)!r} has {counts[j]} samples, too few for its "
+            f"share of {sizes[j]} class-balanced calibration points plus at least one "
+            f"indexed point; lower calibration_size (now {calibration_size!r}) or add "
+            "samples."
+        )
+    calibration = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y == j), size=sizes[j], replace=False)
+            for j in range(n_classes)
+        ]
+    )
+    return _complement(n_samples, calibration)
+
+
+def stratified_calibration_split(
+    y: NDArray[np.intp],
+    calibration_size: float,
+    rng: np.random.RandomState,
+    classes: NDArray | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Hold out a calibration set with the class proportions of ``y``.
+
+    The per-class counts are those of
+    :class:`sklearn.model_selection.StratifiedShuffleSplit` (the class
+    frequencies times the size, rounded so that they add up).
+
+    Parameters
+    ----------
+    y : ndarray of int, shape (n_samples,)
+        Encoded labels ``0 .. C - 1``.
+    calibration_size : int or float
+        Number of calibration points (int), or fraction of the samples (float in
+        (0, 1)).
+    rng : numpy.random.RandomState
+        Source of randomness.
+    classes : ndarray, default=None
+        The user's class labels, only to name a class in error messages.
+
+    Returns
+    -------
+    index_rows, calibration_rows : ndarray of int
+        Sorted row indices of the points to index and of the calibration points.
+        A class so rare that its share rounds to zero has no calibration point.
+
+    Raises
+    ------
+    ValueError
+        When the calibration set would be empty or hold fewer points than there
+        are classes, would leave fewer indexed points than classes, or a class
+        has a single sample (it cannot be both indexed and calibrated).
+    """
+    n_samples = y.shape[0]
+    total = _calibration_total(calibration_size, n_samples)
+    counts = np.bincount(y)
+    n_classes = counts.size
+    if counts.min() < 2:
+        j = int(np.argmin(counts))
+        raise ValueError(
+            f"Class {_name(j, classes)!r} has {counts[j]} sample; "
+            "calibration_split='stratified' needs at least 2 per class (to index "
+            "and to calibrate). Use calibration_split='balanced' or add samples."
+        )
+    if min(total, n_samples - total) < n_classes:
+        raise ValueError(
+            f"calibration_size={calibration_size!r} splits {n_samples} samples into "
+            f"{n_samples - total} indexed and {total} calibration points; "
+            f"calibration_split='stratified' needs at least one point per class "
+            f"({n_classes}) on each side."
+        )
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=total, random_state=rng)
+    _, calibration = next(splitter.split(np.zeros((n_samples, 1)), y))
+    return _complement(n_samples, calibration)
+
+
+def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> float:
+    """Total variation distance between the class frequencies of ``y`` and of the
+    calibration rows: half the sum over classes of their absolute differences.
+
+    Prediction sets calibrated on one class mix and used on data with another
+    (each class's inputs distributed alike) cover within this distance of the
+    guarantee: the coverage is the class frequencies' average of the per-class
+    coverages, and moving a share ``d`` of the mass changes it by at most ``d``.
+
+    Examples
+    --------
+    A 90/10 training set calibrated on 50/50:
+
+    >>> y = np.array([0] * 90 + [1] * 10)
+    >>> label_shift(y, np.r_[0:5, 90:95])
+    0.4
+    """
+    n_classes = int(y.max()) + 1
+    train = np.bincount(y, minlength=n_classes) / y.size
+    calibration = np.bincount(y[calibration_rows], minlength=n_classes)
+    calibration = calibration / calibration.sum()
+    return round(float(np.abs(train - calibration).sum()) / 2, 12)
+
+
+def _calibration_total(calibration_size: float, n_samples: int) -> int:
+    """Number of calibration points; raise unless it leaves some to index."""
     if isinstance(calibration_size, Integral):
         total = int(calibration_size)
     else:
@@ -67,23 +197,16 @@ def balanced_calibration_split(
             f"points but there are only {n_samples} samples; the calibration set must "
             "leave samples for the neighbour indexes."
         )
-    sizes = _per_class_sizes(total, n_classes, rng)
-    counts = np.bincount(y, minlength=n_classes)
-    short = np.flatnonzero(counts <= sizes)
-    if short.size:
-        j = int(short[0])
-        name = np.asarray(classes)[j].tolist() if classes is not None else j
-        raise ValueError(
-            f"Class {name!r} has {counts[j]} samples, too few for its share of "
-            f"{sizes[j]} class-balanced calibration points plus at least one indexed "
-            f"point; lower calibration_size (now {calibration_size!r}) or add samples."
-        )
-    calibration = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(y == j), size=sizes[j], replace=False)
-            for j in range(n_classes)
-        ]
-    )
+    return total
+
+
+def _complement(
+    n_samples: int, calibration: NDArray[np.intp]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     mask = np.zeros(n_samples, dtype=bool)
     mask[calibration] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _name(j: int, classes: NDArray | None) -> object:
+    return np.asarray(classes)[j].tolist() if classes is not None else j

@@ -24,7 +24,13 @@ from torch import nn
 
 from . import conformal
 from ._activations import LayerActivations
-from ._calibration import balanced_calibration_split
+from ._calibration import (
+    CALIBRATION_SPLITS,
+    IMBALANCE_THRESHOLD,
+    balanced_calibration_split,
+    label_shift,
+    stratified_calibration_split,
+)
 from ._network import (
     build_network,
     initialize_network,
@@ -61,9 +67,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     the label with the largest p-value, its **credibility** that p-value and its
     **confidence** one minus the second largest.
 
-    ``fit`` holds out a class-balanced calibration set, trains the network on the
-    remaining rows (unless it is prefit), indexes their activations in one neighbour
-    backend per layer and computes the calibration nonconformity scores.
+    ``fit`` holds out a calibration set (class-balanced, as in the paper, or
+    stratified), trains the network on the remaining rows (unless it is prefit),
+    indexes their activations in one neighbour backend per layer and computes the
+    calibration nonconformity scores.
 
     Parameters
     ----------
@@ -94,8 +101,31 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Distance between activations; ``cosine`` is the euclidean distance between
         L2-normalised activations.
     calibration_size : int or float, default=750
-        Size of the class-balanced calibration set (int) or its fraction of the
-        training rows (float in (0, 1)). The paper uses 750 (75 per class).
+        Size of the calibration set (int) or its fraction of the training rows
+        (float in (0, 1)). The paper uses 750 (75 per class).
+    calibration_split : {"balanced", "stratified"}, default="balanced"
+        How the calibration rows are drawn. ``"balanced"`` (the paper): the same
+        count per class, whatever the class frequencies. ``"stratified"``: counts
+        proportional to the class frequencies of ``y``, so that the calibration set
+        is distributed like the training data; the marginal coverage guarantee of
+        :meth:`predict_set` then holds on test data distributed like it too. On
+        imbalanced classes (see Warns) a balanced calibration set does not.
+    mondrian : bool, default=False
+        Label-conditional (Mondrian) p-values: the p-value of class ``j`` is
+        computed against the calibration scores of the calibration points of
+        class ``j`` only, so that the coverage of :meth:`predict_set` holds within
+        every class (at least ``1 - significance - 1 / (n_j + 1)`` for a class with
+        ``n_j`` calibration points), whatever the split.
+    p_value : {"dknn", "conformal", "smoothed"}, default="dknn"
+        The p-value form, with ``ge``, ``gt`` and ``eq`` the calibration scores
+        ``>=``, ``>`` and ``==`` alpha_j(x) among ``n``: ``"dknn"`` (the paper)
+        ``ge / n``; ``"conformal"`` ``(ge + 1) / (n + 1)``, whose sets cover with
+        probability at least ``1 - significance``; ``"smoothed"``
+        ``(gt + U (eq + 1)) / (n + 1)`` with ``U`` uniform, whose sets cover with
+        probability exactly ``1 - significance``. ``U`` is drawn afresh for
+        every call from a seed drawn at ``fit`` (from ``random_state``), so a
+        fitted model gives the same p-values for the same ``X``; a row's ``U``
+        depends on its position in ``X``. See :func:`skdknn.conformal.p_values`.
     input_shape : tuple of int, default=None
         Shape ``(channels, height, width)`` to which flat rows are reshaped before
         the network. Inferred from ``X`` when it is a stack of images.
@@ -116,8 +146,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     n_jobs : int, default=None
         Layers queried in parallel (threads). ``None`` means 1.
     random_state : int, RandomState instance or None, default=None
-        Seeds the calibration split and the network's initialisation and shuffling.
-        The same integer gives identical predictions and credibilities.
+        Seeds the calibration split, the network's initialisation and shuffling,
+        and the draws of ``p_value="smoothed"``. The same integer gives identical
+        predictions and credibilities.
     verbose : int, default=0
         Training log and progress bars when positive.
 
@@ -143,8 +174,22 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Rows of the training ``X`` held out for calibration.
     calibration_nonconformity_ : ndarray of shape (n_calibration,)
         Sorted nonconformity ``alpha_y(x)`` of the calibration points' true labels.
+    calibration_labels_ : ndarray of shape (n_calibration,)
+        Labels (from ``classes_``) of the calibration points, aligned with
+        ``calibration_nonconformity_`` (what Mondrian p-values need).
     skdknn_version_ : str
         Version of skdknn that fitted the model.
+
+    Warns
+    -----
+    UserWarning
+        At ``fit``, when ``calibration_split="balanced"`` and ``mondrian=False``
+        on imbalanced classes: the class frequencies of the calibration set and of
+        ``y`` differ by more than 0.05 in total variation distance (half the sum of
+        the absolute differences; e.g. a 60/40 training set, calibrated 50/50, is
+        at 0.1). That distance is the most by which the prediction sets' coverage,
+        on data distributed like ``y``, can miss its guarantee; the message names
+        ``calibration_split="stratified"`` and ``mondrian=True``.
 
     See Also
     --------
@@ -158,11 +203,15 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     (p-values are coarser than counts): the one with more neighbours wins, and
     equal counts go to the first class in ``classes_``. So ``predict`` agrees with
     ``predict_proba(X).argmax(axis=1)`` always, and with ``p_values(X).argmax(axis=1)``
-    except on such p-value ties.
+    except on such p-value ties. With ``mondrian=True`` each class's p-value has its
+    own calibration scores, so the class with the most neighbours need not have the
+    largest p-value: ``predict`` still returns it, and ``credibility`` is still the
+    largest p-value.
 
     A prefit network must not have seen the calibration points: refitting with
     ``FrozenEstimator(clf.net_)`` keeps them unseen only with the same ``X``,
-    ``calibration_size`` and ``random_state`` as the fit that trained it.
+    ``calibration_size``, ``calibration_split`` and ``random_state`` as the fit that
+    trained it.
 
     References
     ----------
@@ -196,6 +245,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
             Interval(RealNotInt, 0, 1, closed="neither"),
         ],
+        "calibration_split": [StrOptions(set(CALIBRATION_SPLITS))],
+        "mondrian": ["boolean"],
+        "p_value": [StrOptions(set(conformal.P_VALUE_FORMS))],
         "input_shape": [list, tuple, None],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -215,6 +267,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         backend: Any = "exact",
         metric: str = "euclidean",
         calibration_size: float = 750,
+        calibration_split: str = "balanced",
+        mondrian: bool = False,
+        p_value: str = "dknn",
         input_shape: tuple[int, ...] | None = None,
         max_epochs: int = 10,
         lr: float = 1e-3,
@@ -231,6 +286,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         self.backend = backend
         self.metric = metric
         self.calibration_size = calibration_size
+        self.calibration_split = calibration_split
+        self.mondrian = mondrian
+        self.p_value = p_value
         self.input_shape = input_shape
         self.max_epochs = max_epochs
         self.lr = lr
@@ -273,9 +331,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"({self.classes_[0]!r})."
             )
         rng = check_random_state(self.random_state)
-        train_rows, calibration_rows = balanced_calibration_split(
-            y_encoded, self.calibration_size, rng, classes=self.classes_
-        )
+        train_rows, calibration_rows = self._calibration_split(y_encoded, rng)
         if train_rows.size < self.n_neighbors:
             raise ValueError(
                 f"n_neighbors={self.n_neighbors} exceeds the {train_rows.size} samples "
@@ -294,11 +350,55 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         self.calibration_indices_ = calibration_rows
         self._y_index = y_encoded[train_rows]
         counts = self._counts([acts[calibration_rows] for acts in activations])
-        self.calibration_nonconformity_ = conformal.calibration_scores(
-            counts, y_encoded[calibration_rows], self.n_neighbors
+        y_calibration = y_encoded[calibration_rows]
+        scores = conformal.calibration_scores(
+            counts, y_calibration, self.n_neighbors, sort=False
         )
+        order = np.argsort(scores, kind="stable")
+        self.calibration_nonconformity_ = scores[order]
+        self.calibration_labels_ = self.classes_[y_calibration[order]]
+        # drawn last, so that the split and the network are those of earlier versions
+        self._smoothing_seed = int(rng.randint(np.iinfo(np.int32).max))
         self.skdknn_version_ = __version__
         return self
+
+    def _calibration_split(
+        self, y: NDArray[np.intp], rng: np.random.RandomState
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """Index and calibration rows; warn or raise when coverage would suffer."""
+        split = (
+            balanced_calibration_split
+            if self.calibration_split == "balanced"
+            else stratified_calibration_split
+        )
+        train_rows, calibration_rows = split(
+            y, self.calibration_size, rng, classes=self.classes_
+        )
+        missing = np.setdiff1d(np.arange(self.classes_.size), y[calibration_rows])
+        if self.mondrian and missing.size:
+            raise ValueError(
+                f"mondrian=True needs calibration points of every class, but class "
+                f"{self.classes_[missing[0]]!r} has none: its share of "
+                f"calibration_size={self.calibration_size!r} rounds to zero with "
+                f"calibration_split={self.calibration_split!r}. Raise "
+                "calibration_size or use calibration_split='balanced'."
+            )
+        shift = label_shift(y, calibration_rows)
+        balanced = self.calibration_split == "balanced" and not self.mondrian
+        if balanced and shift > IMBALANCE_THRESHOLD:
+            frequencies = np.bincount(y) / y.size
+            warnings.warn(
+                f"The classes are imbalanced (frequencies from "
+                f"{frequencies.min():.1%} to {frequencies.max():.1%}) but "
+                "calibration_split='balanced' calibrates on equal counts per "
+                "class: on data distributed like y, the coverage of the "
+                f"prediction sets can miss its guarantee by up to {shift:.2f}. "
+                "Use calibration_split='stratified' (coverage over all data) "
+                "or mondrian=True (coverage within each class).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return train_rows, calibration_rows
 
     def _fit_net(self, X: NDArray, y: NDArray, rng: np.random.RandomState) -> Any:
         """Build the network, check the layer names, then train it (unless prefit).
@@ -441,6 +541,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     def p_values(self, X: Any) -> NDArray[np.float64]:
         """Conformal p-value of every class: share of calibration scores >= alpha_j.
 
+        In the form ``p_value`` (``"dknn"``: ``ge / n``), against all calibration
+        scores or, with ``mondrian=True``, against those of the class's own
+        calibration points.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, ...) as in ``fit``
@@ -450,8 +554,24 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         p : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        alpha = conformal.nonconformity(self.neighbor_counts(X), self.n_neighbors)
-        return conformal.p_values(alpha, self.calibration_nonconformity_)
+        return self._p_values_from_counts(self.neighbor_counts(X))
+
+    def _p_values_from_counts(self, counts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """p-values of the form ``p_value`` (Mondrian or not) from neighbour counts."""
+        alpha = conformal.nonconformity(counts, self.n_neighbors)
+        uniform = None
+        if self.p_value == "smoothed":
+            uniform = np.random.default_rng(self._smoothing_seed).random(alpha.shape)
+        labels = None
+        if self.mondrian:
+            labels = np.searchsorted(self.classes_, self.calibration_labels_)
+        return conformal.p_values(
+            alpha,
+            self.calibration_nonconformity_,
+            form=self.p_value,
+            calibration_labels=labels,
+            uniform=uniform,
+        )
 
     def credibility(self, X: Any) -> NDArray[np.float64]:
         """Credibility of the prediction: the largest p-value.
@@ -485,8 +605,13 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     def predict_set(self, X: Any, significance: float = 0.1) -> NDArray[np.bool_]:
         """Conformal prediction sets {j : p_j(x) > significance}.
 
-        On data exchangeable with the calibration set, a set holds the true label
-        with probability at least ``1 - significance - 1 / (n_calibration + 1)``.
+        On data exchangeable with the calibration set (``calibration_split=
+        "stratified"`` on data distributed like the training set), a set holds the
+        true label with probability at least ``1 - significance - 1 /
+        (n_calibration + 1)`` (``p_value="dknn"``) or ``1 - significance``
+        (``"conformal"``, ``"smoothed"``); with ``mondrian=True`` within every
+        class, with ``n_calibration`` that class's calibration points. See
+        ``docs/conformal-guarantees.md``.
 
         Parameters
         ----------

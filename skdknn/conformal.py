@@ -14,9 +14,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+#: The p-value forms of :func:`p_values` (``form=``).
+P_VALUE_FORMS = ("dknn", "conformal", "smoothed")
+
 __all__ = [
+    "P_VALUE_FORMS",
     "calibration_scores",
     "confidence",
+    "coverage_bound",
     "credibility",
     "neighbor_label_counts",
     "neighbor_proba",
@@ -105,7 +110,9 @@ def nonconformity(counts: ArrayLike, n_neighbors: int) -> NDArray[np.int64]:
     return n_layers * int(n_neighbors) - counts_arr.sum(axis=1)
 
 
-def calibration_scores(counts: ArrayLike, y: ArrayLike, n_neighbors: int) -> NDArray:
+def calibration_scores(
+    counts: ArrayLike, y: ArrayLike, n_neighbors: int, *, sort: bool = True
+) -> NDArray:
     """Nonconformity of the true label of each calibration point: alpha_y(x).
 
     Zero scores (all neighbours in every layer agree with the label) are kept, as in
@@ -119,17 +126,21 @@ def calibration_scores(counts: ArrayLike, y: ArrayLike, n_neighbors: int) -> NDA
         Encoded true labels of the calibration points.
     n_neighbors : int
         Number of neighbours ``k`` per layer.
+    sort : bool, default=True
+        Sort the scores in increasing order; if False, ``scores[i]`` is the score
+        of the point ``i`` (to keep it with its label, e.g. for Mondrian p-values).
 
     Returns
     -------
     scores : ndarray of int64, shape (n_calibration,)
-        Sorted in increasing order (the form :func:`p_values` searches).
 
     Examples
     --------
     >>> counts = [[[3, 0]], [[1, 2]], [[0, 3]]]
     >>> calibration_scores(counts, y=[0, 0, 1], n_neighbors=3)
     array([0, 0, 2])
+    >>> calibration_scores(counts, y=[0, 0, 1], n_neighbors=3, sort=False)
+    array([0, 2, 0])
     """
     alpha = nonconformity(counts, n_neighbors)
     y_arr = np.asarray(y, dtype=np.int64)
@@ -139,11 +150,42 @@ def calibration_scores(counts: ArrayLike, y: ArrayLike, n_neighbors: int) -> NDA
         )
     if y_arr.size and (y_arr.min() < 0 or y_arr.max() >= alpha.shape[1]):
         raise ValueError(f"y must be encoded as integers in [0, {alpha.shape[1] - 1}].")
-    return np.sort(alpha[np.arange(alpha.shape[0]), y_arr])
+    scores = alpha[np.arange(alpha.shape[0]), y_arr]
+    return np.sort(scores) if sort else scores
 
 
-def p_values(alpha: ArrayLike, calibration: ArrayLike) -> NDArray[np.float64]:
-    """Empirical p-values: p_j(x) = |{a in A : a >= alpha_j(x)}| / |A|.
+def p_values(
+    alpha: ArrayLike,
+    calibration: ArrayLike,
+    *,
+    form: str = "dknn",
+    calibration_labels: ArrayLike | None = None,
+    uniform: ArrayLike | None = None,
+) -> NDArray[np.float64]:
+    """p-value of every candidate label against the calibration scores.
+
+    With ``A`` the calibration scores, ``ge``, ``gt`` and ``eq`` the numbers of
+    scores ``>=``, ``>`` and ``==`` alpha_j(x), and ``U`` uniform on [0, 1]:
+
+    - ``"dknn"`` (the DkNN paper): p_j(x) = ge / |A|;
+    - ``"conformal"``: p_j(x) = (ge + 1) / (|A| + 1), the standard (split)
+      conformal p-value: on data exchangeable with the calibration set,
+      P(p_y(x) <= eps) <= eps for the true label y, so prediction sets
+      ``{j : p_j(x) > eps}`` cover with probability at least 1 - eps;
+    - ``"smoothed"``: p_j(x) = (gt + U (eq + 1)) / (|A| + 1), which is exactly
+      uniform for the true label on exchangeable data: the sets cover with
+      probability exactly 1 - eps (Vovk et al., 2005), ties and all.
+
+    The ``"dknn"`` form drops the ``+ 1`` terms. It is never larger than the
+    ``"conformal"`` form (equal only when every score is >= alpha), so its sets
+    are never larger either, and they cover with probability at least
+    1 - eps - 1 / (|A| + 1) only. ``"smoothed"`` is never larger than
+    ``"conformal"`` either.
+
+    **Mondrian** (label-conditional) p-values: with ``calibration_labels``, the
+    p-value of label ``j`` uses only ``A_j``, the scores of the calibration
+    points whose label is ``j``, in the formulas above. The guarantee then holds
+    within each class: P(p_y(x) <= eps | y = j) <= eps (``"conformal"``).
 
     Parameters
     ----------
@@ -151,10 +193,32 @@ def p_values(alpha: ArrayLike, calibration: ArrayLike) -> NDArray[np.float64]:
         Nonconformity of every candidate label, from :func:`nonconformity`.
     calibration : array-like, shape (n_calibration,)
         Calibration nonconformity scores ``A`` (need not be sorted).
+    form : {"dknn", "conformal", "smoothed"}, default="dknn"
+        The p-value form (see above).
+    calibration_labels : array-like of int, shape (n_calibration,), default=None
+        Encoded labels (``0 .. n_classes - 1``) of the calibration points, aligned
+        with ``calibration``; given, the p-values are Mondrian (label-conditional).
+    uniform : array-like, shape (n_queries, n_classes), default=None
+        The draws ``U`` in [0, 1] of ``form="smoothed"`` (required by it, ignored
+        otherwise), e.g. ``np.random.default_rng(seed).random(alpha.shape)``.
 
     Returns
     -------
     p : ndarray of float64, shape (n_queries, n_classes)
+
+    Raises
+    ------
+    ValueError
+        If ``calibration`` is empty, ``form`` is unknown, ``uniform`` is missing
+        or misshaped for ``form="smoothed"``, or (Mondrian) a label has no
+        calibration score.
+
+    References
+    ----------
+    V. Vovk, A. Gammerman and G. Shafer, "Algorithmic Learning in a Random
+    World", Springer, 2005 (smoothed and Mondrian conformal predictors).
+    H. Papadopoulos, "Inductive Conformal Prediction: Theory and Application to
+    Neural Networks", 2008 (the (count + 1) / (n + 1) form).
 
     Examples
     --------
@@ -163,14 +227,90 @@ def p_values(alpha: ArrayLike, calibration: ArrayLike) -> NDArray[np.float64]:
 
     >>> p_values([[2, 0, 6]], calibration=[5, 0, 2, 0])
     array([[0.5, 1. , 0. ]])
+    >>> p_values([[2, 0, 6]], calibration=[5, 0, 2, 0], form="conformal")
+    array([[0.6, 1. , 0.2]])
+
+    Smoothed, with U = 0.5: alpha = 2 has one score above and one equal, so
+    (1 + 0.5 * 2) / 5; alpha = 0 has two above and two equal, (2 + 0.5 * 3) / 5.
+
+    >>> p_values([[2, 0, 6]], calibration=[5, 0, 2, 0], form="smoothed",
+    ...          uniform=[[0.5, 0.5, 0.5]])
+    array([[0.4, 0.7, 0.1]])
+
+    Mondrian: label 0 against its scores {0, 2}, label 1 against {0, 5}.
+
+    >>> p_values([[2, 2]], calibration=[5, 0, 2, 0], calibration_labels=[1, 0, 0, 1])
+    array([[0.5, 0.5]])
     """
-    scores = np.sort(np.asarray(calibration).ravel())
+    if form not in P_VALUE_FORMS:
+        raise ValueError(f"form must be one of {P_VALUE_FORMS}; got {form!r}.")
+    scores = np.asarray(calibration).ravel()
     if scores.size == 0:
         raise ValueError("calibration must hold at least one nonconformity score.")
     alpha_arr = np.asarray(alpha)
-    # number of scores strictly below alpha; the rest are >= alpha
-    below = np.searchsorted(scores, alpha_arr, side="left")
-    return (scores.size - below) / scores.size
+    theta = None
+    if form == "smoothed":
+        if uniform is None:
+            raise ValueError('form="smoothed" needs uniform, the draws U in [0, 1].')
+        theta = np.asarray(uniform, dtype=np.float64)
+        if theta.shape != alpha_arr.shape:
+            raise ValueError(
+                f"uniform must have the shape of alpha, {alpha_arr.shape}; got "
+                f"{theta.shape}."
+            )
+    if calibration_labels is None:
+        return _p_values(alpha_arr, np.sort(scores), form, theta)
+    labels = np.asarray(calibration_labels).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(
+            f"calibration_labels must have the shape of calibration, {scores.shape}; "
+            f"got {labels.shape}."
+        )
+    p = np.empty(alpha_arr.shape, dtype=np.float64)
+    for j in range(alpha_arr.shape[-1]):
+        scores_j = np.sort(scores[labels == j])
+        if scores_j.size == 0:
+            raise ValueError(
+                f"Mondrian p-values need calibration scores of every label; label {j} "
+                "has none."
+            )
+        p[..., j] = _p_values(
+            alpha_arr[..., j], scores_j, form, None if theta is None else theta[..., j]
+        )
+    return p
+
+
+def _p_values(
+    alpha: NDArray, scores: NDArray, form: str, theta: NDArray | None
+) -> NDArray[np.float64]:
+    """p-values of ``alpha`` against the sorted ``scores`` (see :func:`p_values`)."""
+    n = scores.size
+    # scores strictly below alpha, and at most alpha: the rest are >= / > alpha
+    at_least = n - np.searchsorted(scores, alpha, side="left")
+    if form == "dknn":
+        return at_least / n
+    if form == "conformal":
+        return (at_least + 1) / (n + 1)
+    above = n - np.searchsorted(scores, alpha, side="right")
+    assert theta is not None
+    return (above + theta * (at_least - above + 1)) / (n + 1)
+
+
+def coverage_bound(significance: float, n_calibration: int) -> float:
+    """Lower bound on the coverage of conformal prediction sets: 1 - eps - 1/(n+1).
+
+    On data exchangeable with the ``n_calibration`` calibration points, the sets
+    ``{j : p_j(x) > eps}`` hold the true label with at least this probability for
+    every p-value form of :func:`p_values` (``"conformal"`` and ``"smoothed"``
+    also reach 1 - eps itself). For Mondrian p-values, use each class's number of
+    calibration points: the bound then holds within the class.
+
+    Examples
+    --------
+    >>> round(coverage_bound(0.1, 99), 4)
+    0.89
+    """
+    return 1.0 - float(significance) - 1.0 / (int(n_calibration) + 1)
 
 
 def predict_from_counts(counts: ArrayLike) -> NDArray[np.intp]:

@@ -110,8 +110,8 @@ def predictions_from_counts(
 ) -> tuple[NDArray, NDArray[np.float64]]:
     """Predictions and credibility of a fitted DkNN from its neighbour counts."""
     y_pred = dknn.classes_[conformal.predict_from_counts(counts)]
-    alpha = conformal.nonconformity(counts, dknn.n_neighbors)
-    p = conformal.p_values(alpha, dknn.calibration_nonconformity_)
+    # the classifier's own p-values: its p_value form, Mondrian or not
+    p = dknn._p_values_from_counts(counts)
     return y_pred, conformal.credibility(p)
 
 
