@@ -209,4 +209,5 @@ def _complement(
 
 
 def _name(j: int, classes: NDArray | None) -> object:
-    return np.asarray(classes)[j].tolist() if classes is not None else j
+    # a plain Python value (not np.int64(1)), whatever the dtype of classes
+    return np.asarray(classes)[[j]].tolist()[0] if classes is not None else j

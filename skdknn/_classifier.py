@@ -378,7 +378,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         if self.mondrian and missing.size:
             raise ValueError(
                 f"mondrian=True needs calibration points of every class, but class "
-                f"{self.classes_[missing[0]]!r} has none: its share of "
+                f"{self.classes_[missing[:1]].tolist()[0]!r} has none: its share of "
                 f"calibration_size={self.calibration_size!r} rounds to zero with "
                 f"calibration_split={self.calibration_split!r}. Raise "
                 "calibration_size or use calibration_split='balanced'."
