@@ -321,7 +321,7 @@ def test_prediction_set_coverage_on_exchangeable_data(eps):
     rng = np.random.default_rng(20180313)
     n_layers, k, n_classes, q = 3, 10, 5, 0.4
     n_cal, n_test, repeats = 300, 2000, 25
-    coverages, sizes = [], []
+    coverages, sizes, in_sample = [], [], []
     for _ in range(repeats):
         cal_counts, y_cal = _simulate(rng, n_cal, n_layers, k, n_classes, q)
         counts, y = _simulate(rng, n_test, n_layers, k, n_classes, q)
@@ -330,9 +330,15 @@ def test_prediction_set_coverage_on_exchangeable_data(eps):
         sets = prediction_sets(p, eps)
         coverages.append(sets[np.arange(n_test), y].mean())
         sizes.append(sets.sum(axis=1).mean())
+        # the calibration points' coverage of themselves, ties included
+        own = (scores[None, :] >= scores[:, None]).mean(axis=1)
+        in_sample.append(np.mean(own > eps))
     sd = np.sqrt(eps * (1 - eps) * (1 / n_cal + 1 / n_test) / repeats)
     bound = 1 - eps - 1 / (n_cal + 1) - 4 * sd
     assert np.mean(coverages) >= bound
+    # two-sided: not more than exchangeability gives (all p-values 1 would pass
+    # the lower bound alone)
+    assert abs(np.mean(coverages) - np.mean(in_sample)) <= 4 * sd
     # the sets are informative (not always every class), so coverage is not trivial
     assert np.mean(sizes) < n_classes - 0.5
 
