@@ -44,9 +44,6 @@ WIRING = [
     "credibility",
     "confidence",
     "predict_set",
-    "predict_with_credibility",
-    "_calibrate",
-    "_p_values",
 ]
 
 # mutmut's separator in the names of a method's mutants (class name, method name)
