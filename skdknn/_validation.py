@@ -109,7 +109,9 @@ def check_fitted_shape(
     without its batch axis (``(28, 28)`` or ``(3, 32, 32)``). Flat rows of the
     right width are always accepted.
     """
-    shape = tuple(int(s) for s in (X.shape if sp.issparse(X) else np.shape(X)))
+    # X.shape, not np.shape(X): array-likes may refuse numpy's array functions
+    shape = getattr(X, "shape", None)
+    shape = tuple(int(s) for s in (np.asarray(X).shape if shape is None else shape))
     if image_shape is None:
         valid = fitted_shape is None or len(shape) != 2 or shape[1] == n_features
     else:
