@@ -175,3 +175,46 @@ def test_advknn_leaves_each_training_point_out_of_its_own_neighbours(fitted, tab
         attack.neighbor_distribution(X[cal], exclude_self=True),
         attack.neighbor_distribution(X[cal]),
     )
+
+
+# -- the split's edges and messages ---------------------------------------------------
+
+
+def test_smallest_and_largest_calibration_sets():
+    y = _labels([10, 10])
+    index_rows, cal_rows = _split(y, 1, 0)
+    assert cal_rows.size == 1 and index_rows.size == 19
+    # 18 of 20: every class keeps exactly one indexed point
+    index_rows, cal_rows = _split(y, 18, 0)
+    np.testing.assert_array_equal(np.bincount(y[index_rows]), [1, 1])
+
+
+@pytest.mark.parametrize(
+    ("y", "size", "message"),
+    [
+        (
+            _labels([10, 10]),
+            0.04,
+            "calibration_size=0.04 leaves no calibration point for 20 samples; use "
+            "a larger size.",
+        ),
+        (
+            _labels([10, 10]),
+            20,
+            "calibration_size=20 asks for 20 calibration points but there are only "
+            "20 samples; the calibration set must leave samples for the neighbour "
+            "indexes.",
+        ),
+        (
+            _labels([10, 3, 2]),
+            9,
+            "Class 1 has 3 samples, too few for its share of 3 class-balanced "
+            "calibration points plus at least one indexed point; lower "
+            "calibration_size (now 9) or add samples.",
+        ),
+    ],
+)
+def test_split_errors_in_full(y, size, message):
+    with pytest.raises(ValueError) as info:
+        _split(y, size, 0)
+    assert str(info.value) == message

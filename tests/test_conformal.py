@@ -507,3 +507,58 @@ def test_calibration_labels_out_of_range(bad_label):
     counts = [[[3, 0]], [[1, 2]]]
     with pytest.raises(ValueError, match=r"integers in \[0, 1\]"):
         conformal.calibration_scores(counts, [0, bad_label], n_neighbors=3)
+
+
+# ---------------------------------------------------------------------------------
+# Exact messages and output dtypes (what a user reads and what the docstrings say)
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: neighbor_label_counts(np.zeros((4, 3), dtype=int), n_classes=3),
+            r"neighbor_labels must have shape (n_queries, n_layers, n_neighbors); "
+            r"got an array with 2 dimension(s).",
+        ),
+        (
+            lambda: nonconformity([[1, 2], [3, 4]], 3),
+            "counts must have shape (n_queries, n_layers, n_classes); got an array "
+            "with 2 dimension(s).",
+        ),
+        (
+            lambda: calibration_scores(CAL_COUNTS, CAL_Y[:3], n_neighbors=K),
+            "y must have shape (4,) to match counts; got (3,).",
+        ),
+        (
+            lambda: p_values([[1, 2]], calibration=[]),
+            "calibration must hold at least one nonconformity score.",
+        ),
+        (
+            lambda: credibility([0.3, 0.9]),
+            "p-values must have shape (n_queries, n_classes) with at least 2 "
+            "classes; got shape (2,).",
+        ),
+    ],
+)
+def test_error_messages_in_full(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_output_dtypes_whatever_the_input_dtype():
+    # float counts are counted as integers; integer p-values give float results
+    float_counts = COUNTS.astype(np.float64)
+    alpha = nonconformity(float_counts, K)
+    assert alpha.dtype == np.int64
+    np.testing.assert_array_equal(alpha, ALPHA)
+    assert predict_from_counts(float_counts).tolist() == [0, 2, 0]
+    scores = calibration_scores(CAL_COUNTS, np.asarray(CAL_Y, dtype=float), K)
+    np.testing.assert_array_equal(scores, calibration_scores(CAL_COUNTS, CAL_Y, K))
+    assert scores.dtype == np.int64
+    p_int = np.array([[0, 1], [1, 1]])
+    assert credibility(p_int).dtype == np.float64
+    assert confidence(p_int).dtype == np.float64
+    np.testing.assert_array_equal(confidence(p_int), [1.0, 0.0])
+    assert neighbor_proba(COUNTS).dtype == np.float64
+    assert p_values(ALPHA, CALIBRATION).dtype == np.float64
