@@ -218,3 +218,22 @@ def test_split_errors_in_full(y, size, message):
     with pytest.raises(ValueError) as info:
         _split(y, size, 0)
     assert str(info.value) == message
+
+
+def test_every_indexed_point_may_be_a_neighbour(tabular):
+    # 90 rows, 30 held out: k = 60 indexed points is the largest k allowed
+    X, y = tabular
+    clf = tiny(n_neighbors=60, calibration_size=30, max_epochs=1)
+    with pytest.warns(UserWarning, match="can never fill a neighbourhood"):
+        clf.fit(X[:90], y[:90])
+    counts = clf.neighbor_counts(X[90:95])
+    np.testing.assert_array_equal(
+        counts[:, 0], np.tile(np.bincount(y[clf.train_indices_], minlength=3), (5, 1))
+    )
+    with pytest.raises(ValueError) as info:
+        tiny(n_neighbors=61, calibration_size=30).fit(X[:90], y[:90])
+    assert str(info.value) == (
+        "n_neighbors=61 exceeds the 60 samples left for the neighbour indexes after "
+        "holding out 30 calibration points; lower n_neighbors or calibration_size, "
+        "or add samples."
+    )
