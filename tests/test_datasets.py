@@ -177,9 +177,7 @@ def test_shuffle_permutes_image_label_pairs_reproducibly() -> None:
     np.testing.assert_array_equal(load_mnist(return_X_y=True, random_state=0)[1], y)
     assert not np.array_equal(load_mnist(return_X_y=True, random_state=1)[1], y)
     rng = np.random.RandomState(0)
-    np.testing.assert_array_equal(
-        load_mnist(return_X_y=True, random_state=rng)[1], y
-    )
+    np.testing.assert_array_equal(load_mnist(return_X_y=True, random_state=rng)[1], y)
 
 
 @pytest.mark.parametrize("loader", ["mnist", "fashion", "svhn"])
