@@ -251,7 +251,7 @@ def explain(
     pred, cred = dknn_outputs(dknn, x[None])
     _, indices = dknn.kneighbors(x[None])
     figure, _ = plotting.plot_explanation(
-        dknn, x, data.X_train, n_neighbors=n_neighbors
+        dknn, x, data.X_train, n_neighbors=n_neighbors, label=y[index]
     )
     figure.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(figure)

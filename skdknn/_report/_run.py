@@ -199,6 +199,7 @@ def _draw_figures(
         models.dknn,
         data.X_test[i],
         data.X_train,
+        data.y_test[i],
         "explanation_clean",
         f"Test image {i} (label {data.y_test[i]}, DkNN prediction "
         f"{clean.dknn_pred[i]}) and its nearest training images at every layer.",
@@ -213,6 +214,7 @@ def _draw_figures(
         models.dknn,
         sets["bim_dknnb_cl"][0][j],
         data.X_train,
+        data.y_test[j],
         "explanation_adversarial",
         f"AdvKNN BIM (DkNNB+CL) version of test image {j} (label "
         f"{data.y_test[j]}, DkNN prediction "
