@@ -120,7 +120,20 @@ def _plot_curves(
         if from_zero:
             panel.set_xlim(left=0.0)
         panel.grid(alpha=0.3)
-        panel.legend(fontsize="small")
+        if ax is not None:
+            panel.legend(fontsize="small")
+    if ax is None:
+        # one legend for every panel, under them: inside, it covered the curves
+        unique: dict[str, Any] = {}
+        for panel in axes:
+            for line in panel.get_lines():
+                unique.setdefault(str(line.get_label()), line)
+        fig.legend(
+            handles=list(unique.values()),
+            loc="outside lower center",
+            ncol=len(unique),
+            frameon=False,
+        )
     axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
     return fig, axes
 
@@ -149,7 +162,9 @@ def plot_accuracy_vs_eps(
     -------
     fig : matplotlib Figure
     axes : ndarray of matplotlib Axes
-        One per attack, in the order of ``accuracy``; one line per model.
+        One per attack, in the order of ``accuracy``; one line per model, in the
+        colours of :data:`skdknn.plotting.PALETTE`. The legend sits under the
+        panels (with ``ax`` given, one legend per panel).
 
     Examples
     --------
@@ -193,7 +208,9 @@ def plot_accuracy_vs_distortion(
     -------
     fig : matplotlib Figure
     axes : ndarray of matplotlib Axes
-        One per attack, in the order of ``accuracy``; one line per model.
+        One per attack, in the order of ``accuracy``; one line per model, in the
+        colours of :data:`skdknn.plotting.PALETTE`. The legend sits under the
+        panels (with ``ax`` given, one legend per panel).
 
     Examples
     --------

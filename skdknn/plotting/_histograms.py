@@ -126,8 +126,10 @@ def plot_credibility_histograms(
     -------
     fig : matplotlib Figure
     ax : matplotlib Axes, or ndarray of Axes with ``reference``
-        One ``StepPatch`` per set drawn in ``ax.patches`` (with ``reference``: per
-        panel, the reference's then the set's), legend "name (n=..., mean=...)".
+        One ``StepPatch`` per set drawn in ``ax.patches``, labelled "name (n=...,
+        mean=...)" (the legend); with ``reference``, one panel per other set
+        holding the reference's patch then the set's, titled with the set's name,
+        n and mean, and a figure legend for the reference.
 
     Raises
     ------
@@ -146,7 +148,7 @@ def plot_credibility_histograms(
     >>> fig, axes = plot_credibility_histograms(
     ...     {"clean": [0.9, 0.8], "FGSM": [0.1, 0.3], "BIM": [0.0, 0.2]},
     ...     reference="clean")
-    >>> [a.get_title() for a in axes]
+    >>> [a.get_title().splitlines()[0] for a in axes]
     ['FGSM', 'BIM']
     >>> import matplotlib.pyplot as plt; plt.close("all")
     """
@@ -169,12 +171,23 @@ def plot_credibility_histograms(
     colors = input_colors(arrays, reference=reference)
     others = [name for name in arrays if name != reference]
     fig, axes = _grid(len(others), int(ncols))
+    ref = arrays[reference]
     for panel, name in zip(axes, others, strict=True):
-        pair = {reference: arrays[reference], name: arrays[name]}
+        pair = {reference: ref, name: arrays[name]}
         _draw(panel, pair, edges, colors, filled=reference)
-        panel.set_title(name)
-        panel.legend(fontsize="x-small", loc="upper left")
+        # n and means in the title: a legend inside would cover the bars
+        panel.set_title(
+            f"{name}\n(n={arrays[name].size}, mean={arrays[name].mean():.3f})",
+            fontsize="medium",
+        )
         panel.grid(alpha=0.3)
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles=handles[:1],
+        labels=[f"{reference} (n={ref.size}, mean={ref.mean():.3f}), in every panel"],
+        loc="outside lower center",
+        frameon=False,
+    )
     for panel in axes:
         if panel.get_subplotspec().is_last_row() or panel is axes[-1]:
             panel.set_xlabel(xlabel)
@@ -277,5 +290,11 @@ def plot_ood(
         colors = input_colors(sets, reference=reference, kind="out-of-distribution")
         _draw(ax, sets, edges, colors, notes, filled=reference)
         ax.set(title=kind, xlabel=kind, ylabel="density")
-        ax.legend(fontsize="small")
+        # below the axes: inside, it covered the histograms
+        ax.legend(
+            fontsize="small",
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.18),
+            frameon=False,
+        )
     return fig, panel_axes
