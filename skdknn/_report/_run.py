@@ -244,7 +244,7 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         f"{d['n_calibration']:,} calibration), {d['n_test']:,} held-out test images. "
         f"The DkNN paper CNN, {config.max_epochs} epochs; DkNN on "
         f"`{', '.join(results['layers'])}`, k = {config.n_neighbors}, "
-        f"{config.metric} distance. Attacks at eps = {config.eps:g} (BIM: step "
+        f"{config.metric} distance, neighbour search `{config.backend}`. Attacks at eps = {config.eps:g} (BIM: step "
         f"{config.step:g}, {config.n_iter} iterations), DkNNB lambda = "
         f"{config.lam:g} on `{config.attacked_layer}`. Machine: "
         f"{results['machine']['platform']}, {results['machine']['cores']} cores, "
