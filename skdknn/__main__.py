@@ -98,7 +98,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="directory with the MNIST or Fashion-MNIST IDX files",
+        help="directory with the MNIST or Fashion-MNIST IDX files (default: none; "
+        "the embedded sample needs none)",
     )
     data.add_argument(
         "--train-size",
