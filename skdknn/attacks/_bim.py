@@ -102,6 +102,9 @@ class BIMAttack(GradientAttack):
     def _check_params(self) -> None:
         check_step(self.step, self.eps)
 
+    def _budgets(self) -> dict[str, float]:
+        return {"eps": self.eps, "step": self.step}
+
     def _perturb(
         self,
         x: torch.Tensor,
