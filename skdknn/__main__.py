@@ -42,8 +42,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: ...)`` after every option that has a default value."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or isinstance(
-            action, argparse._CountAction | argparse._VersionAction
+        if (
+            action.default is None
+            or action.default is False
+            or isinstance(action, argparse._CountAction | argparse._VersionAction)
+            or action.default == argparse.SUPPRESS
         ):
             return action.help
         return super()._get_help_string(action)
@@ -300,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument(
         "--adversarial",
         metavar="FILE",
-        help="take the image from this adversarial set (.npz) instead of the test set",
+        help="take the image from this adversarial set (.npz) (default: from the "
+        "test set)",
     )
     explain_cmd.add_argument(
         "--n-neighbors",
