@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InconsistentVersionWarning"]
+__all__ = ["InconsistentVersionWarning", "ShardLostError"]
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -32,3 +32,12 @@ class InconsistentVersionWarning(UserWarning):
             "This might lead to breaking code or invalid results. Use at your own "
             "risk; refit the model under the current version if you can."
         )
+
+
+class ShardLostError(RuntimeError):
+    """A shard of a :class:`~skdknn.neighbors.ShardedBackend` is gone with its worker.
+
+    Raised by a query rather than answering from the remaining shards; the message
+    names the lost shards and the rows they held. Refit the backend, or restore a
+    saved model and send it to a cluster again with ``ShardedBackend.scatter``.
+    """
