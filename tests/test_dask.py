@@ -242,3 +242,22 @@ def test_killed_worker_is_a_clear_error(client, dknn):
     match = r"shard 0 of 2 \(rows 0 to \d+\), shard 1 of 2 .* were lost"
     with pytest.raises(ShardLostError, match=match):
         sharded.predict(X[360:])
+
+
+@pytest.mark.slow
+def test_docs_example_runs():
+    # docs/scaling-out.md's session, in a process of its own (its own cluster)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs/_examples/scaling_out.py"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "same neighbours and distances as one process: True" in result.stdout

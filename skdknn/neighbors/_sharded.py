@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..exceptions import ShardLostError
 from ._base import NeighborsBackend
 from ._exact import sort_by_distance_then_index
-from ._registry import make_backend
+from ._registry import make_inner_backend
 
 __all__ = ["ShardedBackend", "merge_kneighbors", "shard_bounds"]
 
@@ -352,13 +352,7 @@ class ShardedBackend(NeighborsBackend):
 
     # -- fitting ----------
     def _inner(self) -> Any:
-        inner = make_backend(self.backend)
-        params = inner.get_params(deep=False)
-        if "n_neighbors" in params:
-            inner.set_params(n_neighbors=self.n_neighbors)
-        if "metric" in params:
-            inner.set_params(metric="euclidean")
-        return inner
+        return make_inner_backend(self.backend, self.n_neighbors)
 
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
         """Split the rows into shards and fit one backend per shard.
