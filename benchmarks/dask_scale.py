@@ -2,8 +2,9 @@
 
 The DkNN paper CNN's four layers (12,544 / 3,200 / 128 / 10 features) at 60,000
 indexed points and 10,000 queries, k = 75. Features: the activations of 5,000 real
-MNIST images through the CNN (trained one epoch), replicated with a little gaussian
-noise (scale 1 % of each layer's spread) up to the numbers of points and queries.
+MNIST images through the CNN (trained one epoch on 1,500 of them), replicated with
+a little gaussian noise (1 % of each layer's spread) up to the numbers of points
+(from the first 4,000 images) and queries (from the other 1,000).
 
 For each layer: ``ExactBackend`` in this process (torch on both cores), then
 ``ShardedBackend("exact", n_shards)`` with 1, 2 and 4 shards on a
@@ -46,27 +47,28 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-_SAMPLER: dict[str, Any] = {}
+def _start_sampling(dask_worker: Any) -> int:
+    """On a worker: sample this process's RSS every 20 ms; return the idle RSS.
 
-
-def _start_sampling() -> int:
-    """On a worker: sample this process's RSS every 20 ms; return the idle RSS."""
+    (The state lives on the worker object: this module is pickled by value.)
+    """
     stop = threading.Event()
-    state = {"peak": _rss(), "stop": stop}
+    state: dict[str, Any] = {"peak": _rss(), "stop": stop}
 
     def sample() -> None:
         while not stop.wait(0.02):
             state["peak"] = max(state["peak"], _rss())
 
     threading.Thread(target=sample, daemon=True).start()
-    _SAMPLER.update(state)
+    dask_worker.skdknn_memory_sampler = state
     return int(state["peak"])
 
 
-def _stop_sampling() -> int:
+def _stop_sampling(dask_worker: Any) -> int:
     """On a worker: stop sampling; return the peak RSS."""
-    _SAMPLER["stop"].set()
-    return int(max(_SAMPLER["peak"], _rss()))
+    state = dask_worker.skdknn_memory_sampler
+    state["stop"].set()
+    return int(max(state["peak"], _rss()))
 
 
 def _trim() -> None:
@@ -82,8 +84,8 @@ def layer_features(n_train: int, n_query: int, seed: int) -> dict[str, Any]:
     """Per layer: (indexed rows, query rows), replicated real activations."""
     X, y = load_mnist(return_X_y=True)
     clf = DeepKNNClassifier(
-        n_neighbors=K, calibration_size=750, max_epochs=1, random_state=seed
-    ).fit(X[:4000], y[:4000])
+        n_neighbors=K, calibration_size=250, max_epochs=1, random_state=seed
+    ).fit(X[:1500], y[:1500])
     module = clf.module_.eval()
     captured: dict[str, torch.Tensor] = {}
     hooks = [
