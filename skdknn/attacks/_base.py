@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -345,6 +345,14 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+
+        Warns
+        -----
+        UserWarning
+            When ``eps`` (or ``step``) is wider than the clip box, e.g. ``eps=8``
+            meant as 8/255.
+        InputRangeWarning
+            When X lies far outside the values the attacked DkNN was fitted on.
         """
         self._validate_params()
         self._check_params()
@@ -382,6 +390,13 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_adv : ndarray of the shape and dtype of X
+            ``|X_adv - X|_inf <= eps`` and the box hold exactly in X's dtype.
+
+        Warns
+        -----
+        UserWarning
+            When inputs had an exactly zero loss gradient at every step (they
+            come back unmoved); their count is ``n_zero_gradient_``.
         """
         check_is_fitted(self, "target_")
         X_arr = X if hasattr(X, "dtype") else np.asarray(X)
@@ -401,8 +416,12 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float32
         x = np.asarray(X_arr, dtype=dtype).reshape(X_net.shape)
         clip_min, clip_max = self._bounds(X_net.shape[1:])
-        X_adv = land_in_dtype(x, X_adv, X_net, self._ball(), clip_min, clip_max)
-        return X_adv.reshape(np.shape(X_arr))
+        out = np.empty_like(x)
+        for rows in gen_batches(len(X_net), self.batch_size):  # bounded temporaries
+            out[rows] = land_in_dtype(
+                x[rows], X_adv[rows], X_net[rows], self._ball(), clip_min, clip_max
+            )
+        return out.reshape(np.shape(X_arr))
 
     # -- internals ------------------------------------------------------------------
     def _validate_input(self, X: Any, *, reset: bool) -> NDArray[np.float32]:
