@@ -19,8 +19,18 @@ from .._activations import forward_to_layers
 from .._classifier import DeepKNNClassifier
 from ._base import GradientAttack, bim, fgsm
 from ._bim import check_step
+from ._cw import CarliniWagnerL2Attack, carlini_wagner_l2
 
 __all__ = ["AdvKNNAttack", "dknnb_loss"]
+
+# CarliniWagnerL2Attack's settings that AdvKNNAttack(method="cw") shares
+_CW_PARAMS = (
+    "confidence",
+    "initial_const",
+    "binary_search_steps",
+    "learning_rate",
+    "abort_early",
+)
 
 
 def dknnb_loss(
@@ -68,16 +78,17 @@ class _Heads(nn.Module):
 
 
 class AdvKNNAttack(GradientAttack):
-    """AdvKNN: FGSM or BIM through a deep kNN block imitating the DkNN's kNN.
+    """AdvKNN: FGSM, BIM or CW through a deep kNN block imitating the DkNN's kNN.
 
     A kNN has no useful gradient, so AdvKNN (Li et al., 2019) trains a small
     differentiable head h_l on a layer's activations to imitate the kNN's output
     distribution p(x) = n_{l,.}(x) / k, with the consistency-learning loss
     ``lam * CE(q, argmax p) + KL(p || q)``, q = softmax(h_l(phi_l(x))). The attack
     then runs FGSM or BIM through x -> phi_l(x) -> h_l, pushing each input away from
-    the kNN's clean prediction. With several layers, one head per layer is trained
-    jointly so that the average of their outputs imitates the layer-averaged
-    distribution of the DkNN.
+    the kNN's clean prediction (or, with ``method="cw"``, the Carlini-Wagner L2
+    attack on the head's log-probabilities). With several layers, one head per
+    layer is trained jointly so that the average of their outputs imitates the
+    layer-averaged distribution of the DkNN.
 
     Parameters
     ----------
@@ -86,14 +97,20 @@ class AdvKNNAttack(GradientAttack):
     layer : str or "all", default="all"
         The attacked layer (one of the DkNN's ``layers_``; the papers attack the
         third), or ``"all"`` for every DkNN layer.
-    method : {"fgsm", "bim"}, default="fgsm"
-        Gradient attack run through the head.
+    method : {"fgsm", "bim", "cw"}, default="fgsm"
+        Gradient attack run through the head: FGSM, BIM, or the Carlini-Wagner L2
+        attack (see :class:`CarliniWagnerL2Attack`; its margin is taken on the
+        head's log-probabilities log q, whose differences are the head's logit
+        differences for one layer).
     eps : float, default=0.25
-        L-infinity budget.
+        L-infinity budget of FGSM and BIM (CW has none).
     step : float, default=0.01
         BIM step size (at most ``eps``).
     n_iter : int, default=100
-        BIM iterations.
+        BIM iterations; for CW, Adam iterations per binary-search step.
+    confidence, initial_const, binary_search_steps, learning_rate, abort_early
+        The CW settings (``method="cw"`` only), as in
+        :class:`CarliniWagnerL2Attack`: defaults 0.0, 1e-2, 5, 1e-2, True.
     lam : float, default=0.3
         Weight of the cross-entropy term of the head's loss.
     consistency : bool, default=True
@@ -159,7 +176,7 @@ class AdvKNNAttack(GradientAttack):
     _parameter_constraints: dict[str, Any] = {
         **GradientAttack._parameter_constraints,
         "layer": [str],
-        "method": [StrOptions({"fgsm", "bim"})],
+        "method": [StrOptions({"fgsm", "bim", "cw"})],
         "step": [Interval(Real, 0, None, closed="neither")],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "lam": [Interval(Real, 0, None, closed="left")],
@@ -169,6 +186,10 @@ class AdvKNNAttack(GradientAttack):
         "head_lr": [Interval(Real, 0, None, closed="neither")],
         "head_batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        **{
+            name: CarliniWagnerL2Attack._parameter_constraints[name]
+            for name in _CW_PARAMS
+        },
     }
 
     def __init__(
@@ -187,6 +208,11 @@ class AdvKNNAttack(GradientAttack):
         head_lr: float = 1e-3,
         head_batch_size: int = 128,
         validation_fraction: float = 0.1,
+        confidence: float = 0.0,
+        initial_const: float = 1e-2,
+        binary_search_steps: int = 5,
+        learning_rate: float = 1e-2,
+        abort_early: bool = True,
         clip_min: Any = 0.0,
         clip_max: Any = 1.0,
         batch_size: int = 256,
@@ -215,6 +241,11 @@ class AdvKNNAttack(GradientAttack):
         self.head_lr = head_lr
         self.head_batch_size = head_batch_size
         self.validation_fraction = validation_fraction
+        self.confidence = confidence
+        self.initial_const = initial_const
+        self.binary_search_steps = binary_search_steps
+        self.learning_rate = learning_rate
+        self.abort_early = abort_early
 
     def _check_params(self) -> None:
         if self.method == "bim":
@@ -385,4 +416,14 @@ class AdvKNNAttack(GradientAttack):
         self.heads_.to(x.device)
         if self.method == "fgsm":
             return fgsm(self._logits, x, t, self.eps, lo, hi)
+        if self.method == "cw":
+            return carlini_wagner_l2(
+                self._logits,
+                x,
+                t,
+                lo,
+                hi,
+                n_iter=self.n_iter,
+                **{name: getattr(self, name) for name in _CW_PARAMS},
+            )
         return bim(self._logits, x, t, self.eps, self.step, self.n_iter, lo, hi)
