@@ -56,7 +56,7 @@ def generator_seed(random_state: int) -> int:
     return int(np.random.RandomState(random_state).randint(2**31 - 1))
 
 
-# -- Carlini-Wagner L2 ------------------------------------------------------------------
+# -- Carlini-Wagner L2 -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("c, steps", [(1.0, 20), (10.0, 40)])
@@ -248,7 +248,7 @@ def test_cw_statistics_beside_art():
     assert 1 / 1.25 < l2_ours / l2_art < 1.25, (l2_ours, l2_art)
 
 
-# -- PGD: BIM with random starts and restarts --------------------------------------------
+# -- PGD: BIM with random starts and restarts ------------------------------------------
 
 
 def test_bim_equals_torchattacks_pgd_and_art_bim_without_random_start():
@@ -362,7 +362,7 @@ def test_restarts_need_a_random_start():
         BIMAttack(tiny_cnn(), n_restarts=0, random_start=True).fit(X)
 
 
-# -- AdvKNN with CW through the DkNNB head ------------------------------------------------
+# -- AdvKNN with CW through the DkNNB head ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -407,3 +407,20 @@ def test_advknn_cw_crosses_the_head_and_moves_the_knn(tabular_dknn):
     assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
     # the CW settings are parameters (clonable, grid-searchable)
     assert clone(attack).get_params()["binary_search_steps"] == 5
+
+
+def test_advknn_boundary_copies_are_an_option(tabular_dknn):
+    dknn, X_train, X_test = tabular_dknn
+    base = AdvKNNAttack(
+        FrozenEstimator(dknn), layer="relu2", head_epochs=20, random_state=0
+    )
+    paper = clone(base).fit(X_train)
+    again = clone(base).set_params(boundary_eps=0.0).fit(X_train)
+    boundary = clone(base).set_params(boundary_eps=0.2).fit(X_train)
+    assert paper.get_params()["boundary_eps"] == 0.0  # the paper's recipe by default
+    np.testing.assert_array_equal(paper.loss_curve_, again.loss_curve_)
+    # more (and harder) training rows: a different head, still imitating the kNN
+    assert not np.allclose(paper.loss_curve_, boundary.loss_curve_)
+    assert boundary.agreement_ > 0.7, (paper.agreement_, boundary.agreement_)
+    with pytest.raises(ValueError, match="boundary_eps"):
+        clone(base).set_params(boundary_eps=-0.1).fit(X_train)

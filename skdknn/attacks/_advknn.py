@@ -15,9 +15,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import conformal
-from .._activations import forward_to_layers
+from .._activations import eval_mode, forward_to_layers
 from .._classifier import DeepKNNClassifier
-from ._base import GradientAttack, bim, fgsm
+from ._base import GradientAttack, _loss_gradient_sign, bim, fgsm
 from ._bim import check_step
 from ._cw import CarliniWagnerL2Attack, carlini_wagner_l2
 
@@ -128,6 +128,16 @@ class AdvKNNAttack(GradientAttack):
     validation_fraction : float, default=0.1
         Share of ``X`` held out to measure how often the heads agree with the kNN
         (``agreement_``); 0 trains on everything and leaves ``agreement_`` as NaN.
+    boundary_eps : float, default=0.0
+        Also train the heads on one perturbed copy of each training row,
+        ``clip(x + u * boundary_eps * sign(grad_x CE(f(x), t)))`` with ``u``
+        uniform in [0, 1] per row and ``t`` the kNN's label of ``x`` (FGSM through
+        the network at a random strength), with the kNN distributions of the
+        copies as targets. A training point's leave-one-out distribution is
+        almost one-hot, so a head trained on those alone learns little about
+        where the kNN's distribution changes; the copies sample the way to the
+        boundary. A copy's own source point may count among its neighbours (a
+        bias of at most 1/k). ``0`` (the default) is the paper's recipe.
     clip_min, clip_max : float or array-like, default=0.0, 1.0
         Box of valid inputs.
     batch_size : int, default=256
@@ -186,6 +196,7 @@ class AdvKNNAttack(GradientAttack):
         "head_lr": [Interval(Real, 0, None, closed="neither")],
         "head_batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "boundary_eps": [Interval(Real, 0, None, closed="left")],
         **{
             name: CarliniWagnerL2Attack._parameter_constraints[name]
             for name in _CW_PARAMS
@@ -208,6 +219,7 @@ class AdvKNNAttack(GradientAttack):
         head_lr: float = 1e-3,
         head_batch_size: int = 128,
         validation_fraction: float = 0.1,
+        boundary_eps: float = 0.0,
         confidence: float = 0.0,
         initial_const: float = 1e-2,
         binary_search_steps: int = 5,
@@ -241,6 +253,7 @@ class AdvKNNAttack(GradientAttack):
         self.head_lr = head_lr
         self.head_batch_size = head_batch_size
         self.validation_fraction = validation_fraction
+        self.boundary_eps = boundary_eps
         self.confidence = confidence
         self.initial_const = initial_const
         self.binary_search_steps = binary_search_steps
@@ -325,12 +338,23 @@ class AdvKNNAttack(GradientAttack):
         n_val = round(self.validation_fraction * len(p))
         order = rng.permutation(len(p))
         val, train = order[:n_val], order[n_val:]
+        head_seed = int(rng.randint(2**31 - 1))
+        train_acts = [a[train] for a in acts]
+        train_p = p[train]
+        if self.boundary_eps > 0:
+            # copies of the training rows only: agreement_ stays on clean rows
+            X_copy = self._boundary_copies(X_net[train], train_p.argmax(1), rng)
+            copy_acts = dknn._activations(X_copy, self.layers_)
+            copy_p = self._distribution(copy_acts, exclude_self=False)
+            pairs = zip(train_acts, copy_acts, strict=True)
+            train_acts = [np.concatenate(pair) for pair in pairs]
+            train_p = np.concatenate([train_p, copy_p])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.randint(2**31 - 1)))
+            torch.manual_seed(head_seed)
             self.heads_ = self._new_heads([a.shape[1] for a in acts], p.shape[1])
             self.loss_curve_ = self._train_heads(
-                [torch.from_numpy(a[train]) for a in acts],
-                torch.from_numpy(p[train]).float(),
+                [torch.from_numpy(a) for a in train_acts],
+                torch.from_numpy(train_p).float(),
             )
         self.agreement_ = float("nan")
         if n_val:
@@ -339,6 +363,31 @@ class AdvKNNAttack(GradientAttack):
             self.agreement_ = float(
                 np.mean(q_log.argmax(1).numpy() == p[val].argmax(axis=1))
             )
+
+    def _boundary_copies(
+        self, X_net: NDArray[np.float32], t: NDArray[np.int64], rng: Any
+    ) -> NDArray[np.float32]:
+        """One perturbed copy per row, toward the network's boundary away from t.
+
+        x + u * boundary_eps * sign(grad_x CE(f(x), t)), u ~ U(0, 1) per row,
+        clipped to the box: FGSM through the network at a random strength, so the
+        copies sample the way from each point to (and past) the boundary.
+        """
+        strength = rng.uniform(size=len(X_net)) * self.boundary_eps
+        lo, hi = self._box(X_net)
+        module = self.target_.module
+        device = self.target_.device
+        out = np.empty_like(X_net)
+        with eval_mode(module):
+            for start in range(0, len(X_net), self.batch_size):
+                stop = start + self.batch_size
+                x = torch.from_numpy(X_net[start:stop]).to(device)
+                labels = torch.from_numpy(t[start:stop]).to(device)
+                eps = torch.from_numpy(strength[start:stop]).float().to(device)
+                eps = eps.view(-1, *([1] * (x.dim() - 1)))
+                x_copy = x + eps * _loss_gradient_sign(module, x, labels)
+                out[start:stop] = torch.clamp(x_copy, lo, hi).cpu().numpy()
+        return out
 
     def head_proba(self, X: Any) -> NDArray[np.float64]:
         """The deep kNN block's output distribution q(x) (the heads' average).
