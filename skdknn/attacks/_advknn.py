@@ -264,6 +264,11 @@ class AdvKNNAttack(GradientAttack):
         if self.method == "bim":
             check_step(self.step, self.eps)
 
+    def _budgets(self) -> dict[str, float]:
+        if self.method == "bim":
+            return {"eps": self.eps, "step": self.step}
+        return {"eps": self.eps}
+
     # -- fitting the heads ------------------------------------------------------------
     def _dknn(self) -> DeepKNNClassifier:
         dknn = self.target_.dknn

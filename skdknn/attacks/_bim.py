@@ -121,6 +121,9 @@ class BIMAttack(GradientAttack):
                 "random start every restart gives the same result."
             )
 
+    def _budgets(self) -> dict[str, float]:
+        return {"eps": self.eps, "step": self.step}
+
     def _perturb(
         self,
         x: torch.Tensor,
