@@ -8,6 +8,8 @@ the test says why.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +191,23 @@ def test_cw_leaves_the_network_parameters_alone():
     CarliniWagnerL2Attack(net, n_iter=5, binary_search_steps=2).fit(X).transform(X)
     assert all(p.grad is None for p in net.parameters())
     assert not net.training
+
+
+def test_cw_keeps_float64_input_in_its_box_and_failed_rows_exact():
+    net = tiny_cnn(logit_shift=5.0)
+    X = images().astype(np.float64)
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=1.0, binary_search_steps=1, n_iter=20
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no budget, so no budget warning
+        X_adv = attack.fit(X).transform(X)
+    assert X_adv.dtype == np.float64
+    assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
+    t = clean_labels(net, X.astype(np.float32)).numpy()
+    failed = logits_of(net, X_adv.astype(np.float32)).argmax(1) == t
+    assert 0 < failed.sum() < len(X)
+    np.testing.assert_array_equal(X_adv[failed], X[failed])
 
 
 def test_cw_parameters():

@@ -267,7 +267,12 @@ class AdvKNNAttack(GradientAttack):
     def _budgets(self) -> dict[str, float]:
         if self.method == "bim":
             return {"eps": self.eps, "step": self.step}
+        if self.method == "cw":
+            return {}  # eps and step play no part
         return {"eps": self.eps}
+
+    def _ball(self) -> float | None:
+        return None if self.method == "cw" else float(self.eps)
 
     # -- fitting the heads ------------------------------------------------------------
     def _dknn(self) -> DeepKNNClassifier:

@@ -252,6 +252,12 @@ class CarliniWagnerL2Attack(GradientAttack):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _budgets(self) -> dict[str, float]:
+        return {}  # no budget to check against the box
+
+    def _ball(self) -> float | None:
+        return None  # an L2 attack: no L-infinity projection of the result
+
     def _perturb(
         self,
         x: torch.Tensor,
