@@ -266,6 +266,7 @@ def test_n_neighbors_above_the_smallest_indexed_class_warns(tabular):
 
 def test_eps_or_step_larger_than_the_box_warns():
     X = np.random.default_rng(0).uniform(0, 1, size=(10, 4)).astype(np.float32)
+    torch.manual_seed(0)
     net = nn.Linear(4, 3)
     with pytest.warns(UserWarning, match=r"eps=8.*clip box.*8/255"):
         FGSMAttack(net, eps=8).fit(X)
@@ -273,7 +274,7 @@ def test_eps_or_step_larger_than_the_box_warns():
         BIMAttack(net, eps=8, step=2, n_iter=1).fit(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        FGSMAttack(net, eps=8, clip_max=255.0).fit(X * 255).transform(X * 255)
+        FGSMAttack(net, eps=8, clip_max=255.0).fit(X * 255)
         BIMAttack(net, eps=0.3, step=0.1, n_iter=2).fit(X).transform(X)
         # a per-feature box: budgets are compared with its widest side
         FGSMAttack(net, eps=1.5, clip_max=[1, 1, 1, 2]).fit(X)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -401,8 +401,12 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float32
         x = np.asarray(X_arr, dtype=dtype).reshape(X_net.shape)
         clip_min, clip_max = self._bounds(X_net.shape[1:])
-        X_adv = land_in_dtype(x, X_adv, X_net, self._ball(), clip_min, clip_max)
-        return X_adv.reshape(np.shape(X_arr))
+        out = np.empty_like(x)
+        for rows in gen_batches(len(X_net), self.batch_size):  # bounded temporaries
+            out[rows] = land_in_dtype(
+                x[rows], X_adv[rows], X_net[rows], self._ball(), clip_min, clip_max
+            )
+        return out.reshape(np.shape(X_arr))
 
     # -- internals ------------------------------------------------------------------
     def _validate_input(self, X: Any, *, reset: bool) -> NDArray[np.float32]:
