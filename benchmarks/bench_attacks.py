@@ -817,6 +817,7 @@ def run_timing(args: argparse.Namespace, report: dict[str, Any]) -> None:
     cw = CarliniWagnerL2Attack(
         module,
         initial_const=args.cw_const,
+        learning_rate=0.01,  # torchattacks' default lr
         binary_search_steps=1,
         n_iter=steps,
         abort_early=False,

@@ -77,6 +77,7 @@ def test_cw_equals_torchattacks_without_binary_search(c, steps):
     ours = (
         CarliniWagnerL2Attack(
             net,
+            learning_rate=0.01,
             initial_const=c,
             binary_search_steps=1,
             n_iter=steps,
@@ -98,7 +99,9 @@ def test_cw_margin_uses_the_largest_other_logit_even_when_negative():
     X = images()
     assert logits_of(net, X).max() < 0
     ours = (
-        CarliniWagnerL2Attack(net, initial_const=1.0, binary_search_steps=3, n_iter=50)
+        CarliniWagnerL2Attack(
+            net, initial_const=1.0, binary_search_steps=3, n_iter=50, learning_rate=0.01
+        )
         .fit(X)
         .transform(X)
     )
@@ -125,7 +128,7 @@ def test_cw_binary_search_finds_the_minimal_l2_of_a_linear_model():
     margin = X @ w + b
     minimal = np.abs(margin) / np.linalg.norm(w)  # distance to the hyperplane
     one_step = CarliniWagnerL2Attack(
-        net, initial_const=1e-3, binary_search_steps=1, n_iter=200
+        net, initial_const=1e-3, binary_search_steps=1, n_iter=200, learning_rate=0.01
     ).fit(X)
     searched = clone(one_step).set_params(binary_search_steps=8).fit(X)
     # c = 1e-3 alone is too weak to cross the boundary; the search raises it
@@ -142,7 +145,9 @@ def test_cw_confidence_is_a_margin():
     X = images()
     t = clean_labels(net, X).numpy()
     X_adv = (
-        CarliniWagnerL2Attack(net, confidence=0.05, initial_const=10.0, n_iter=50)
+        CarliniWagnerL2Attack(
+            net, confidence=0.05, initial_const=10.0, n_iter=50, learning_rate=0.01
+        )
         .fit(X)
         .transform(X)
     )
@@ -179,7 +184,12 @@ def test_cw_result_does_not_depend_on_the_batch():
     net = tiny_cnn(logit_shift=5.0)
     X = images()
     make = lambda bs: CarliniWagnerL2Attack(  # noqa: E731
-        net, initial_const=1.0, binary_search_steps=3, n_iter=30, batch_size=bs
+        net,
+        initial_const=1.0,
+        binary_search_steps=3,
+        n_iter=30,
+        learning_rate=0.01,
+        batch_size=bs,
     ).fit(X)
     # per-row early abort: the batch changes only the convolution's rounding
     np.testing.assert_allclose(make(16).transform(X), make(5).transform(X), atol=1e-6)
@@ -197,7 +207,7 @@ def test_cw_keeps_float64_input_in_its_box_and_failed_rows_exact():
     net = tiny_cnn(logit_shift=5.0)
     X = images().astype(np.float64)
     attack = CarliniWagnerL2Attack(
-        net, initial_const=1.0, binary_search_steps=1, n_iter=20
+        net, initial_const=1.0, binary_search_steps=1, n_iter=20, learning_rate=0.01
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no budget, so no budget warning
@@ -225,7 +235,9 @@ def test_cw_true_labels_through_generate():
     net = tiny_cnn(logit_shift=5.0)
     X = images()
     t = clean_labels(net, X).numpy()
-    attack = CarliniWagnerL2Attack(net, initial_const=1.0, n_iter=20).fit(X)
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=1.0, n_iter=20, learning_rate=0.01
+    ).fit(X)
     np.testing.assert_array_equal(attack.generate(X, t), attack.transform(X))
     other = (t + 1) % 3
     assert not np.array_equal(attack.generate(X, other), attack.transform(X))
@@ -241,7 +253,13 @@ def test_cw_statistics_beside_art():
     X = images()
     t = clean_labels(net, X).numpy()
     ours = (
-        CarliniWagnerL2Attack(net, initial_const=1.0, binary_search_steps=4, n_iter=30)
+        CarliniWagnerL2Attack(
+            net,
+            initial_const=1.0,
+            binary_search_steps=4,
+            n_iter=30,
+            learning_rate=0.01,
+        )
         .fit(X)
         .transform(X)
     )
@@ -407,6 +425,7 @@ def test_advknn_cw_crosses_the_head_and_moves_the_knn(tabular_dknn):
         layer="relu2",
         method="cw",
         initial_const=1.0,
+        learning_rate=0.01,
         n_iter=50,
         head_epochs=20,
         random_state=0,

@@ -61,7 +61,7 @@ changed = dknn.predict(X_cw) != dknn.predict(X_test)
 print(f"CW found {found.mean():.2f} of the inputs, mean L2 {l2[found].mean():.2f}")
 print(f"DkNN under CW: {dknn.score(X_cw, y_test):.3f}, changed {changed.mean():.2f}")
 
-cw_margin = clone(cw).set_params(confidence=5.0).fit(X_train)
+cw_margin = CarliniWagnerL2Attack(dknn, confidence=5.0).fit(X_train)
 X_cw5 = cw_margin.transform(X_test)
 l2_5 = np.linalg.norm((X_cw5 - X_test).reshape(len(X_test), -1), axis=1)
 changed = dknn.predict(X_cw5) != dknn.predict(X_test)
@@ -92,7 +92,8 @@ X_adv_all = advknn_all.fit(X_train).transform(X_test)
 print(advknn_all.layers_, f"agreement {advknn_all.agreement_:.3f}")
 print(f"DkNN under BIM through all heads: {dknn.score(X_adv_all, y_test):.3f}")
 
-advknn_cw = clone(advknn).set_params(method="cw").fit(X_train)  # the same head
+advknn_cw = AdvKNNAttack(knn3, layer="relu3", method="cw", random_state=0)
+advknn_cw.fit(X_train)  # the same head as advknn's: same data, same random_state
 X_adv_cw = advknn_cw.transform(X_test)
 l2_adv = np.linalg.norm((X_adv_cw - X_test).reshape(len(X_test), -1), axis=1)
 print(

@@ -110,7 +110,7 @@ class AdvKNNAttack(GradientAttack):
         BIM iterations; for CW, Adam iterations per binary-search step.
     confidence, initial_const, binary_search_steps, learning_rate, abort_early
         The CW settings (``method="cw"`` only), as in
-        :class:`CarliniWagnerL2Attack`: defaults 0.0, 1e-2, 5, 1e-2, True.
+        :class:`CarliniWagnerL2Attack`: defaults 0.0, 1e-2, 5, 1e-1, True.
     lam : float, default=0.3
         Weight of the cross-entropy term of the head's loss.
     consistency : bool, default=True
@@ -223,7 +223,7 @@ class AdvKNNAttack(GradientAttack):
         confidence: float = 0.0,
         initial_const: float = 1e-2,
         binary_search_steps: int = 5,
-        learning_rate: float = 1e-2,
+        learning_rate: float = 1e-1,
         abort_early: bool = True,
         clip_min: Any = 0.0,
         clip_max: Any = 1.0,

@@ -38,7 +38,7 @@ def carlini_wagner_l2(
     initial_const: float = 1e-2,
     binary_search_steps: int = 5,
     n_iter: int = 100,
-    learning_rate: float = 1e-2,
+    learning_rate: float = 1e-1,
     abort_early: bool = True,
 ) -> torch.Tensor:
     """Untargeted Carlini-Wagner L2 attack on one batch (away from the labels ``t``).
@@ -153,8 +153,12 @@ class CarliniWagnerL2Attack(GradientAttack):
     n_iter : int, default=100
         Adam iterations per binary-search step (``steps`` in torchattacks,
         ``max_iter`` in ART).
-    learning_rate : float, default=1e-2
-        Adam's learning rate on ``w`` (``lr`` in torchattacks).
+    learning_rate : float, default=1e-1
+        Adam's learning rate on ``w`` (``lr`` in torchattacks). The authors' 1e-2
+        goes with 10,000 iterations; with 100, pixels at the box's edge (most of
+        an MNIST image), where tanh is flat, barely move: on our MNIST CNN, 50
+        images, 5 x 100 steps, 1e-2 changed 40 % of the predictions (mean L2
+        1.98), 1e-1 all of them (mean L2 1.61).
     abort_early : bool, default=True
         Stop optimising an input once its loss stops decreasing (checked every
         ``n_iter // 10`` iterations), as in the authors' code.
@@ -185,10 +189,11 @@ class CarliniWagnerL2Attack(GradientAttack):
     Notes
     -----
     Differences from other implementations: torchattacks' ``CW`` has no binary
-    search (it equals ``binary_search_steps=1`` with ``c = initial_const``, up to
-    its early stop, which compares the whole batch's loss), judges success
-    without the margin ``confidence`` and leaves inputs that lie exactly on the box's
-    boundary fixed there (their ``atanh`` is infinite); ART's
+    search (it equals ``binary_search_steps=1``, ``c = initial_const`` and
+    ``learning_rate = lr``, up to its early stop, which compares the whole
+    batch's loss), judges success without the margin ``confidence``, counts
+    negative logits as 0 in its margin (its issue #184) and leaves inputs that lie
+    exactly on the box's boundary fixed there (their ``atanh`` is infinite); ART's
     ``CarliniL2Method`` replaces Adam by a gradient step with a line search.
 
     Examples
@@ -229,7 +234,7 @@ class CarliniWagnerL2Attack(GradientAttack):
         initial_const: float = 1e-2,
         binary_search_steps: int = 5,
         n_iter: int = 100,
-        learning_rate: float = 1e-2,
+        learning_rate: float = 1e-1,
         abort_early: bool = True,
         clip_min: Any = 0.0,
         clip_max: Any = 1.0,
