@@ -21,6 +21,7 @@ __all__ = [
     "CALIBRATION_SPLITS",
     "IMBALANCE_THRESHOLD",
     "balanced_calibration_split",
+    "class_imbalance",
     "label_shift",
     "stratified_calibration_split",
 ]
@@ -28,8 +29,8 @@ __all__ = [
 #: Values of ``DeepKNNClassifier(calibration_split=...)``.
 CALIBRATION_SPLITS = ("balanced", "stratified")
 
-#: A balanced calibration set whose :func:`label_shift` from the training set
-#: exceeds this is "imbalanced": the coverage may be off by more than 5 points.
+#: Classes whose :func:`class_imbalance` exceeds this are "imbalanced": with a
+#: balanced calibration set, the coverage may be off by more than 5 points.
 IMBALANCE_THRESHOLD = 0.05
 
 
@@ -178,6 +179,22 @@ def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> floa
     calibration = np.bincount(y[calibration_rows], minlength=n_classes)
     calibration = calibration / calibration.sum()
     return round(float(np.abs(train - calibration).sum()) / 2, 12)
+
+
+def class_imbalance(y: NDArray[np.intp]) -> float:
+    """Total variation distance between the class frequencies of ``y`` and equal
+    frequencies (those of a class-balanced calibration set).
+
+    Unlike :func:`label_shift` of an actual balanced split, it ignores the
+    rounding of small calibration sets (4 points over 3 classes are 2/1/1).
+
+    Examples
+    --------
+    >>> class_imbalance(np.array([0] * 90 + [1] * 10))
+    0.4
+    """
+    frequencies = np.bincount(y) / y.size
+    return round(float(np.abs(frequencies - 1 / frequencies.size).sum()) / 2, 12)
 
 
 def _calibration_total(calibration_size: float, n_samples: int) -> int:

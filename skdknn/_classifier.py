@@ -28,7 +28,7 @@ from ._calibration import (
     CALIBRATION_SPLITS,
     IMBALANCE_THRESHOLD,
     balanced_calibration_split,
-    label_shift,
+    class_imbalance,
     stratified_calibration_split,
 )
 from ._network import (
@@ -202,12 +202,13 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     -----
     UserWarning
         At ``fit``, when ``calibration_split="balanced"`` and ``mondrian=False``
-        on imbalanced classes: the class frequencies of the calibration set and of
-        ``y`` differ by more than 0.05 in total variation distance (half the sum of
-        the absolute differences; e.g. a 60/40 training set, calibrated 50/50, is
-        at 0.1). That distance is the most by which the prediction sets' coverage,
-        on data distributed like ``y``, can miss its guarantee; the message names
-        ``calibration_split="stratified"`` and ``mondrian=True``.
+        on imbalanced classes: the class frequencies of ``y`` differ from equal
+        frequencies (those of the balanced calibration set) by more than 0.05 in
+        total variation distance (half the sum of the absolute differences; e.g.
+        a 60/40 training set is at 0.1). That distance is the most by which the
+        prediction sets' coverage, on data distributed like ``y``, can miss its
+        guarantee; the message names ``calibration_split="stratified"`` and
+        ``mondrian=True``.
 
     See Also
     --------
@@ -419,7 +420,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"calibration_split={self.calibration_split!r}. Raise "
                 "calibration_size or use calibration_split='balanced'."
             )
-        shift = label_shift(y, calibration_rows)
+        shift = class_imbalance(y)
         balanced = self.calibration_split == "balanced" and not self.mondrian
         if balanced and shift > IMBALANCE_THRESHOLD:
             frequencies = np.bincount(y) / y.size

@@ -103,11 +103,15 @@ def test_no_warning_when_coverage_is_taken_care_of(data, params):
         tiny(max_epochs=1, **params).fit(*data)
 
 
-def test_no_warning_on_balanced_classes():
-    X, y = make_classification(n_samples=300, n_features=8, random_state=0)
+@pytest.mark.parametrize("calibration_size", [100, 4])
+def test_no_warning_on_balanced_classes(calibration_size):
+    # 4 calibration points over 3 classes are 2/1/1: rounding, not imbalance
+    X, y = make_classification(
+        n_samples=300, n_features=8, n_informative=4, n_classes=3, random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        tiny(max_epochs=1).fit(X, y)
+        tiny(max_epochs=1, n_neighbors=3, calibration_size=calibration_size).fit(X, y)
 
 
 def test_stratified_split_follows_the_class_frequencies(data):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from skdknn._calibration import (
     balanced_calibration_split,
+    class_imbalance,
     label_shift,
     stratified_calibration_split,
 )
@@ -349,3 +350,9 @@ def test_label_shift_is_the_total_variation_distance():
         (0.6 - 1 / 3 + 1 / 3 - 0.3 + 1 / 3 - 0.1) / 2
     )
     assert label_shift(y, np.arange(10)) == 0.0
+
+
+def test_class_imbalance_is_the_distance_to_equal_frequencies():
+    assert class_imbalance(np.repeat([0, 1], [90, 10])) == pytest.approx(0.4)
+    assert class_imbalance(np.repeat([0, 1], [60, 40])) == pytest.approx(0.1)
+    assert class_imbalance(np.repeat([0, 1, 2], [10, 10, 10])) == 0.0
