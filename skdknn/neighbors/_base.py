@@ -170,8 +170,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         if self.metric == "cosine":
             return _l2_normalize(np.asarray(X, dtype=np.float32))
         X = np.array(X, dtype=np.float32, order="C", copy=copy or None)
-        # torch cannot wrap read-only memory (e.g. a memmap) without a warning
-        return X if X.flags.writeable else X.copy()
+        # torch cannot wrap read-only memory (e.g. a memmap) without a warning;
+        # misaligned floats (e.g. unpickled from a Dask frame) take numpy's and
+        # BLAS's other code paths, which round differently
+        return X if X.flags.writeable and X.flags.aligned else X.copy()
 
     def fit(self, X: Any, y: Any = None) -> NeighborsBackend:
         """Build the neighbour index.
