@@ -155,6 +155,8 @@ class PyNNDescentBackend(NeighborsBackend):
 
     # the index keeps its own copy of the rows, in its search order
     _keeps_rows = False
+    # copies of a row form cliques in the graph that a walk cannot leave
+    _index_distinct = True
 
     def __init__(
         self,
@@ -217,33 +219,29 @@ class PyNNDescentBackend(NeighborsBackend):
         index.prepare()
         self._index = index
 
-    def _exact(
-        self, X: NDArray[np.float32], n_neighbors: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        """Exact search among the indexed rows, in their original order."""
+    def _indexed_rows(self) -> NDArray[np.float32]:
         if self._index is None:
-            return exact_search(self._fit_X, X, n_neighbors)
-        dist, ind = exact_search(self._index._raw_data, X, n_neighbors)
-        return dist, self._index._vertex_order[ind].astype(np.intp)
+            return self._fit_X
+        # _raw_data[j] is row _vertex_order[j]
+        rows = np.empty_like(self._index._raw_data)
+        rows[self._index._vertex_order] = self._index._raw_data
+        return rows
 
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         if self._index is None:
-            return self._exact(X, n_neighbors)
+            return exact_search(self._fit_X, X, n_neighbors)
+        # queries the graph walk answers short (-1) are answered exactly by the
+        # base class
         ind, dist = self._index.query(X, k=n_neighbors, epsilon=self.epsilon)
-        ind = ind.astype(np.intp, copy=False)
-        dist = dist.astype(np.float32, copy=False)
-        short = (ind < 0).any(axis=1)
-        if short.any():
-            dist[short], ind[short] = self._exact(X[short], n_neighbors)
-        return dist, ind
+        return dist.astype(np.float32, copy=False), ind.astype(np.intp, copy=False)
 
     def _search_fitted(
         self, n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         if self._index is None:
-            return self._exact(self._fit_X, n_neighbors)
+            return exact_search(self._fit_X, self._fit_X, n_neighbors)
         # query the stored rows in the index's order, then put the answers back
         # in the original order of the rows
         dist, ind = self._search(self._index._raw_data, n_neighbors)
