@@ -7,10 +7,14 @@ of the model; :func:`load_model` maps those files into memory, so that loading a
 model with paper-scale indexes (gigabytes) is instant and several processes share
 the pages of one index.
 
+Every file's SHA-256 checksum is stored in the manifest and verified on load, so
+that a file changed after saving (a disk error, a partial copy, bytes overwritten)
+is refused with an error naming it, instead of being searched as NaN rows.
+
 Directory layout::
 
     model/
-        skdknn-model.json     # format, versions, and what each index holds
+        skdknn-model.json     # format, versions, checksums, what each index holds
         model.pkl             # the estimator, indexes left out
         index-0.fit_X.npy     # ExactBackend: the indexed points
         index-0.sq_norms.npy
@@ -20,20 +24,26 @@ Directory layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from sklearn.utils import assert_all_finite
 
 from ._version import __version__
 from .neighbors import NeighborsBackend
 
 __all__ = ["load_model", "save_model"]
 
-#: Version of the directory layout written by :func:`save_model`.
-FORMAT_VERSION = 1
+#: Version of the directory layout written by :func:`save_model` (2: checksums).
+FORMAT_VERSION = 2
+#: Formats :func:`load_model` reads (1: written before checksums, not verifiable).
+READABLE_FORMATS = (1, 2)
 MANIFEST = "skdknn-model.json"
 MODEL_FILE = "model.pkl"
 _PID_TAG = "skdknn.neighbors-index"
@@ -47,6 +57,29 @@ def _index_description(backend: NeighborsBackend) -> dict[str, Any]:
         "n_features": int(backend.n_features_in_),
         "n_samples": int(backend.n_samples_fit_),
     }
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hexadecimal SHA-256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_checksum(path: Path, expected: str | None) -> None:
+    """Refuse a file whose content is not the one saved."""
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"The file {os.fspath(path)!r} is not the file that was saved: its "
+            f"SHA-256 checksum is {actual}, the manifest records {expected}. It was "
+            "changed or damaged after saving; save the model again. (load_model("
+            "..., verify=False) skips this check.)"
+        )
 
 
 class _ModelPickler(pickle.Pickler):
@@ -69,6 +102,7 @@ class _ModelPickler(pickle.Pickler):
         files = sorted(set(os.listdir(self.directory)) - before)
         description = _index_description(obj)
         description["files"] = {f: os.path.getsize(self.directory / f) for f in files}
+        description["sha256"] = {f: file_sha256(self.directory / f) for f in files}
         self.indexes[name] = description
         # the class, the state without the index, and what the files must hold
         pid = (_PID_TAG, name, type(obj), state, description)
@@ -85,11 +119,13 @@ class _ModelUnpickler(pickle.Unpickler):
         directory: Path,
         manifest: dict[str, Any],
         mmap: bool,
+        verify: bool,
     ) -> None:
         super().__init__(file)
         self.directory = directory
         self.manifest = manifest
         self.mmap = mmap
+        self.verify = verify
         self._loaded: dict[str, NeighborsBackend] = {}
 
     def persistent_load(self, pid: Any) -> Any:
@@ -99,6 +135,10 @@ class _ModelUnpickler(pickle.Unpickler):
         if name in self._loaded:
             return self._loaded[name]
         _check_index_files(self.directory, name, expected, self.manifest)
+        if self.verify:
+            checksums = self.manifest["indexes"][name].get("sha256", {})
+            for file in expected["files"]:
+                _verify_checksum(self.directory / file, checksums.get(file))
         backend = cls.__new__(cls)
         backend.__setstate__(state)
         try:
@@ -108,8 +148,25 @@ class _ModelUnpickler(pickle.Unpickler):
                 f"Cannot load the neighbour index {name!r} from "
                 f"{os.fspath(self.directory)!r}: {exc}"
             ) from exc
+        if self.verify and expected["files"]:
+            _check_finite_rows(backend, self.directory, name)
         self._loaded[name] = backend
         return backend
+
+
+def _check_finite_rows(backend: NeighborsBackend, directory: Path, name: str) -> None:
+    """Refuse an index whose rows hold NaN or infinite values (a damaged file)."""
+    try:
+        rows = backend._indexed_rows()
+    except NotImplementedError:
+        return
+    try:
+        assert_all_finite(rows, input_name=name)
+    except ValueError as exc:
+        raise ValueError(
+            f"The neighbour index {name!r} in {os.fspath(directory)!r} holds rows "
+            f"that are not finite: {exc} Its files are damaged; save the model again."
+        ) from None
 
 
 def _check_index_files(
@@ -215,11 +272,14 @@ def save_model(
         "model": type(estimator).__name__,
         "indexes": pickler.indexes,
     }
+    manifest["model_sha256"] = file_sha256(directory / MODEL_FILE)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
 
-def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
+def load_model(
+    directory: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True
+) -> Any:
     """Load a model saved by :func:`save_model`.
 
     Parameters
@@ -231,6 +291,12 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
         loading is instant and pages are read when searched. The files must stay
         in place while the model is used. ``False`` reads the indexes into memory
         (Annoy always maps its file; ``False`` reads it all up front).
+    verify : bool, default=True
+        Check every file against the SHA-256 checksum recorded in the manifest
+        when saving, and every index for rows that are not finite, before using
+        it. Both read every byte of the files once: ``False`` skips them, for
+        very large memory-mapped indexes whose files you trust to be intact (a
+        damaged file is then searched as it is).
 
     Returns
     -------
@@ -240,9 +306,10 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
     Raises
     ------
     ValueError
-        When an index file is truncated or belongs to another model (other
-        backend, number of points, width or metric), or the directory was written
-        by a newer format.
+        When a file's checksum is not the one recorded (the file was changed or
+        damaged after saving), an index holds non-finite rows, an index file is
+        truncated or belongs to another model (other backend, number of points,
+        width or metric), or the directory was written by a newer format.
     FileNotFoundError
         When the directory, its manifest or an index file is missing.
     """
@@ -254,11 +321,20 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             "missing)."
         )
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT_VERSION:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise ValueError(
             f"{os.fspath(directory)!r} was saved in format {manifest.get('format')!r} "
-            f"(by skdknn {manifest.get('skdknn_version')}); this skdknn reads format "
-            f"{FORMAT_VERSION}."
+            f"(by skdknn {manifest.get('skdknn_version')}); this skdknn reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}."
         )
+    if verify and manifest["format"] < 2:
+        warnings.warn(
+            f"{os.fspath(directory)!r} was saved before skdknn stored checksums "
+            "(format 1): its files cannot be verified. Save the model again.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if verify:
+        _verify_checksum(directory / MODEL_FILE, manifest.get("model_sha256"))
     with open(directory / MODEL_FILE, "rb") as file:
-        return _ModelUnpickler(file, directory, manifest, mmap).load()
+        return _ModelUnpickler(file, directory, manifest, mmap, verify).load()
