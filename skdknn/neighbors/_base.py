@@ -479,6 +479,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     #: Fitted array attributes that ``save_model`` writes to ``.npy`` files.
     _index_arrays: tuple[str, ...] = ()
 
+    #: Whether the index files load without running code (not pickles): only
+    #: such backends can be saved with ``save_model(..., format="skops")``.
+    _index_loads_safely = True
+
     def _state(self) -> dict[str, Any]:
         """A copy of the pickled state (``BaseEstimator.__getstate__``)."""
         return dict(cast(dict[str, Any], BaseEstimator.__getstate__(self)))

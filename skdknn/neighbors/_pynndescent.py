@@ -60,8 +60,16 @@ class PyNNDescentBackend(NeighborsBackend):
     a tree leaf and walks the graph best-first; ``epsilon`` widens the walk (higher
     recall, slower queries). The AdvKNN thesis compared it with Annoy and FALCONN.
 
-    PyNNDescent compiles its routines with numba: the first build in a process
-    takes about half a minute more (the compiled search is cached on disk).
+    PyNNDescent compiles its routines with numba the first time they run in a
+    process. Measured on 2 cores (``benchmarks/pynndescent_first_call.py``): 125 s
+    of CPU with an empty numba cache, 35 s once numba's on-disk cache holds what it
+    can, and several times that in wall time when other jobs share the cores. numba
+    keeps the functions pynndescent compiles with ``cache=True`` in ``__pycache__``
+    beside pynndescent, in a user-wide cache directory when that is read-only, or
+    in ``NUMBA_CACHE_DIR`` when set (set it to a persistent, writable directory in
+    containers and CI jobs); the functions that take the distance function as an
+    argument are compiled again in every process (numba puts the function's
+    address in their type, so a cached copy never matches another process).
 
     Parameters
     ----------
@@ -117,7 +125,10 @@ class PyNNDescentBackend(NeighborsBackend):
     Notes
     -----
     A query that the graph walk answers with fewer than ``n_neighbors`` points (tiny
-    or disconnected indexes) is answered again by exact search.
+    or disconnected indexes) is answered again by exact search. Each distinct row
+    is indexed once and the answers list every copy of a row: copies (e.g. the
+    all-zero rows of dead ReLU units) form cliques in the graph that a walk cannot
+    leave, and a query then got k copies of one far point.
 
     References
     ----------
@@ -266,6 +277,9 @@ class PyNNDescentBackend(NeighborsBackend):
         super().__setstate__(state)
 
     # -- persistence -----------------------------------------------------------------
+    #: the graph and trees are saved with joblib (a pickle)
+    _index_loads_safely = False
+
     def _save_index(self, prefix: Path) -> dict[str, Any]:
         state = self._state()
         # the graph, the trees and the rows (or the rows alone for tiny indexes)
