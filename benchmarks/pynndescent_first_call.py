@@ -100,17 +100,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the same run")
     parser.parse_args()
-    print(f"date      {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    print(f"date      {now:%Y-%m-%d %H:%M} UTC")
     print(f"machine   {cpu_model()}, {os.cpu_count()} cores, load {load_average()}")
-    print(f"versions  skdknn {skdknn_revision()}, pynndescent {pynndescent.__version__}")
-    print(f"          numba {numba.__version__}, Python {platform.python_version()}")
-    print("step                   cold cache (cpu / wall s)   warm cache (cpu / wall s)")
+    print(f"versions  skdknn {skdknn_revision()}")
+    print(f"          pynndescent {pynndescent.__version__}, numba {numba.__version__}")
+    print(f"          Python {platform.python_version()}")
+    cold_head, warm_head = "cold cache: cpu / wall s", "warm cache: cpu / wall s"
+    print(f"{'step':<22} {cold_head:>27} {warm_head:>27}")
     with tempfile.TemporaryDirectory() as cache_dir:
         cold = run_child(cache_dir)
         warm = run_child(cache_dir)
     for step in ("import", "first fit + query", "second fit + query"):
         (c_cpu, c_wall), (w_cpu, w_wall) = cold[step], warm[step]
-        print(f"{step:<22} {c_cpu:>12.1f} / {c_wall:<12.1f} {w_cpu:>12.1f} / {w_wall:.1f}")
+        print(
+            f"{step:<22} {c_cpu:>14.1f} / {c_wall:<10.1f} {w_cpu:>14.1f} / {w_wall:.1f}"
+        )
     for kind, what in (
         ("loaded", "cached functions loaded"),
         ("compiled", "cacheable, compiled"),

@@ -90,7 +90,7 @@ def default_trusted() -> list[str]:
     return sorted({dotted_name(cls) for cls in classes})
 
 
-def resolve(name: str, trusted: Iterable[str], base: type) -> type:
+def resolve(name: str, trusted: Iterable[str], base: type) -> Any:
     """The class called ``name``, imported only if trusted, and a subclass of
     ``base``. torch's own modules (``torch.nn.modules.*``) are trusted."""
     trusted = set(trusted)
@@ -169,7 +169,8 @@ def encode(obj: Any, index_reference: Callable[[Any], dict[str, Any]]) -> Any:
         elif type(value) in (list, tuple, set):
             out = type(value)(visit(item) for item in value)
         elif _is_plain_object(value):
-            out = type(value).__new__(type(value))
+            cls: Any = type(value)
+            out = cls.__new__(cls)
             memo[id(value)] = value, out
             out.__dict__.update(visit(dict(vars(value))))
         else:
