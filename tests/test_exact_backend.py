@@ -606,3 +606,16 @@ def test_sklearn_working_memory_sizes_the_blocks(topk_calls):
     with sklearn.config_context(working_memory=ten_rows_mb):
         backend.kneighbors(Q)
     assert [rows for _, rows in topk_calls] == [20, 17]
+
+
+def test_exact_search_without_a_fitted_backend_is_the_backends_answer():
+    # the approximate backends' fallback: neighbours among ``data`` without a copy
+    from skdknn.neighbors._exact import exact_search
+
+    X, Q = _data()
+    data = X.astype(np.float32)
+    dist, ind = exact_search(data, Q.astype(np.float32), 6)
+    want_dist, want_ind = ExactBackend(n_neighbors=6).fit(data).kneighbors(Q)
+    np.testing.assert_array_equal(ind, want_ind)
+    np.testing.assert_array_equal(dist, want_dist)
+    assert dist.dtype == np.float32 and ind.dtype == np.intp

@@ -65,6 +65,17 @@ class Module:
 
 
 _CLASSIFIER_TESTS = ["tests/test_classifier.py", "tests/test_calibration.py"]
+_ATTACK_FILES = [
+    "skdknn/attacks/_base.py",
+    "skdknn/attacks/_bim.py",
+    "skdknn/attacks/_fgsm.py",
+]
+_ATTACK_TESTS = [
+    "tests/test_attack_steps.py",
+    "tests/test_attack_precision.py",
+    "tests/test_attacks.py",
+    "tests/test_misuse.py",
+]
 MODULES: dict[str, Module] = {
     "conformal": Module(
         ["skdknn/conformal.py"],
@@ -81,19 +92,49 @@ MODULES: dict[str, Module] = {
         _CLASSIFIER_TESTS,
         [f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}{m}__*" for m in WIRING],
     ),
+    # the attack steps and the batching / labels / box pipeline around them
     "attacks": Module(
+        _ATTACK_FILES,
+        _ATTACK_TESTS,
         [
-            "skdknn/attacks/_base.py",
-            "skdknn/attacks/_bim.py",
-            "skdknn/attacks/_fgsm.py",
+            *(
+                f"skdknn.attacks._base.x_{f}__*"
+                for f in ("_loss_gradient_sign", "fgsm", "bim")
+            ),
+            *(
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}{m}__*"
+                for m in (
+                    "fit",
+                    "transform",
+                    "generate",
+                    "_logits",
+                    "_clean_labels",
+                    "_ball",
+                    "_bounds",
+                    "_box",
+                    "_perturb_batches",
+                    "_rng",
+                )
+            ),
+            "skdknn.attacks._bim.*",
+            "skdknn.attacks._fgsm.*",
         ],
+    ),
+    # applying the float32 step exactly in the input's dtype, and the misuse warnings
+    "attack-precision": Module(
+        _ATTACK_FILES,
+        _ATTACK_TESTS,
         [
-            "tests/test_attack_steps.py",
-            "tests/test_attack_precision.py",
-            "tests/test_attacks.py",
-            "tests/test_misuse.py",
+            *(
+                f"skdknn.attacks._base.x_{f}__*"
+                for f in ("_exceeds", "_round_inward", "_ball_bound", "land_in_dtype")
+            ),
+            f"skdknn.attacks._base.x{_SEP}_ZeroGradientRows{_SEP}*",
+            *(
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}{m}__*"
+                for m in ("_validate_input", "_check_budgets", "_report_zero_gradient")
+            ),
         ],
-        ["skdknn.attacks._base.*", "skdknn.attacks._bim.*", "skdknn.attacks._fgsm.*"],
     ),
     "exact": Module(
         ["skdknn/neighbors/_exact.py"],
