@@ -165,6 +165,17 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.partition(p_arr, -2, )",
         "the default axis -1 is axis 1 of the 2-D p-values",
     ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "suspect = sq_dist <= 1e-2 *",
+        "a pair exactly on the threshold is recomputed exactly: the same distance "
+        "up to float32 rounding, never a different neighbour",
+    ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "suspect = sq_dist < 1.01 *",
+        "a larger threshold only recomputes more pairs exactly (slower, same result)",
+    ),
 ]
 
 
