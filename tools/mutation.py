@@ -176,6 +176,17 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "suspect = sq_dist < 1.01 *",
         "a larger threshold only recomputes more pairs exactly (slower, same result)",
     ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "tol = 1.00001 *",
+        "a wider tolerance only re-ranks more candidates exactly (slower, same result)",
+    ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "within = scores[rows] < (values[rows, -1] + tol)",
+        "a score exactly at the k-th plus the tolerance is farther than the k-th by "
+        "more than the expansion's error: it is never among the k nearest",
+    ),
 ]
 
 
