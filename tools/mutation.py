@@ -269,6 +269,8 @@ def score(name: str) -> tuple[int, int, list[str], list[str]]:
         if any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
     }
     killed_codes = {1, 3, 36, -24, 24, 152, 255}
+    # an interrupted run leaves mutants unchecked: they count neither way
+    codes = {mutant: code for mutant, code in codes.items() if code is not None}
     killed, survivors, equivalents = 0, [], []
     for mutant, code in sorted(codes.items()):
         if code in killed_codes:
@@ -281,6 +283,13 @@ def score(name: str) -> tuple[int, int, list[str], list[str]]:
         else:
             survivors.append(f"{mutant} ({code}): {diff.strip()}")
     return killed, len(codes) - len(equivalents), survivors, equivalents
+
+
+def unchecked_count(name: str) -> int:
+    return sum(
+        code is None and any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
+        for mutant, code in results(workspace(name)).items()
+    )
 
 
 def main() -> int:
@@ -312,11 +321,14 @@ def main() -> int:
     worst = 1.0
     for module in modules:
         killed, total, survivors, equivalents = score(module)
+        unchecked = unchecked_count(module)
         rate = killed / total if total else 1.0
         worst = min(worst, rate)
         print(
             f"{module:12s} {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"
-            f"  ({len(equivalents)} equivalent)"
+            f"  ({len(equivalents)} equivalent"
+            + (f", {unchecked} not run: interrupted" if unchecked else "")
+            + ")"
         )
         for line in survivors:
             print(f"    survived  {line}")
