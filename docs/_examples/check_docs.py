@@ -31,6 +31,7 @@ PAGES = [
         "backends.md",
         "attacks.md",
         "persistence.md",
+        "scaling-out.md",
         "reproduction.md",
     )
 ]

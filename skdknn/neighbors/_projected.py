@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import NeighborsBackend, read_tensor
 from ._exact import torch_threads
-from ._registry import make_backend
+from ._registry import make_inner_backend
 
 __all__ = ["ProjectedBackend"]
 
@@ -219,13 +219,8 @@ class ProjectedBackend(NeighborsBackend):
         self.n_components_ = (
             d if self.components_ is None else self.components_.shape[1]
         )
-        inner = make_backend(self.backend)
-        params = inner.get_params(deep=False)
-        if "n_neighbors" in params:
-            inner.set_params(n_neighbors=self.n_neighbors)
-        if "metric" in params:
-            inner.set_params(metric="euclidean")
-        if params.get("random_state", "absent") is None:
+        inner = make_inner_backend(self.backend, self.n_neighbors)
+        if inner.get_params(deep=False).get("random_state", "absent") is None:
             inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
         self.backend_ = inner.fit(self._project(X))
 

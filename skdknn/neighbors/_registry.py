@@ -12,7 +12,7 @@ from ._faiss import FaissBackend
 from ._lsh import LSHBackend
 from ._pynndescent import PyNNDescentBackend
 
-__all__ = ["BACKENDS", "make_backend"]
+__all__ = ["BACKENDS", "make_backend", "make_inner_backend"]
 
 #: Backend classes by the names ``backend=`` accepts.
 BACKENDS: dict[str, type] = {
@@ -49,3 +49,19 @@ def make_backend(spec: Any) -> Any:
             f"methods; got {type(spec).__name__}."
         )
     return clone(spec)
+
+
+def make_inner_backend(spec: Any, n_neighbors: int) -> Any:
+    """The unfitted engine of a backend that wraps another one.
+
+    :func:`make_backend` with the wrapper's ``n_neighbors`` and the ``euclidean``
+    metric: the wrapper (:class:`ProjectedBackend`, :class:`ShardedBackend`)
+    applies the ``cosine`` metric itself, before handing rows over.
+    """
+    inner = make_backend(spec)
+    params = inner.get_params(deep=False)
+    if "n_neighbors" in params:
+        inner.set_params(n_neighbors=n_neighbors)
+    if "metric" in params:
+        inner.set_params(metric="euclidean")
+    return inner
