@@ -136,6 +136,11 @@ MODULES: dict[str, Module] = {
             ),
         ],
     ),
+    "sharded": Module(
+        ["skdknn/neighbors/_sharded.py"],
+        ["tests/test_sharded.py"],
+        ["skdknn.neighbors._sharded.*"],
+    ),
     "exact": Module(
         ["skdknn/neighbors/_exact.py"],
         ["tests/test_exact_backend.py"],
