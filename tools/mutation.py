@@ -148,6 +148,8 @@ MODULES: dict[str, Module] = {
     ),
 }
 
+_REFINE = "skdknn.neighbors._exact.x__refine_near_duplicates__*"
+
 # (glob of the mutated function, text of the mutated line, why it changes nothing)
 EQUIVALENT: list[tuple[str, str, str]] = [
     (
@@ -191,6 +193,40 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "within = scores[rows] < (values[rows, -1] + tol)",
         "a score exactly at the k-th plus the tolerance is farther than the k-th by "
         "more than the expansion's error: it is never among the k nearest",
+    ),
+    (
+        _REFINE,
+        "crowded = within.sum(dim=1) >= k",
+        "exactly k candidates within the tolerance are the k selected ones: "
+        "recomputing them exactly gives what the other path gives",
+    ),
+    *(
+        (_REFINE, text, "zip of two sequences that always have the same length")
+        for text in (
+            "within[crowded], strict=None)",
+            "within[crowded], strict=False)",
+            "within[crowded], )",
+        )
+    ),
+    *(
+        (
+            _REFINE,
+            text,
+            "only the order among exactly equal distances can change, and the "
+            "search orders ties itself afterwards (by index since the sharded "
+            "backend; unordered and documented so before)",
+        )
+        for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
+    ),
+    (
+        _REFINE,
+        "torch.sort(sub_dist, stable=True)",
+        "torch.sort's default dim -1 is dim 1 of the 2-D distances",
+    ),
+    (
+        _REFINE,
+        "suspect[row] = True",
+        "the crowded rows are dropped from ``rows`` before ``suspect`` is read again",
     ),
 ]
 
