@@ -219,6 +219,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
     ),
     (
+        "skdknn.neighbors._exact.x\u01c1ExactBackend\u01c1_block_rows__*",
+        "int(budget_mb * 2**20 / bytes_per_row)",
+        "int(a / b) is a // b for positive a, b (up to one row where a / b rounds "
+        "up to an integer): the block size is a memory budget, not a result",
+    ),
+    (
         _REFINE,
         "torch.sort(sub_dist, stable=True)",
         "torch.sort's default dim -1 is dim 1 of the 2-D distances",
