@@ -33,7 +33,14 @@ from ._network import (
     torch_module,
     train_network,
 )
-from ._validation import as_flat_rows, check_input_shape
+from ._validation import (
+    as_flat_rows,
+    check_fitted_shape,
+    check_input_shape,
+    check_neighbors_per_class,
+    check_value_range,
+    value_range,
+)
 from ._version import __version__
 from .exceptions import InconsistentVersionWarning
 from .neighbors import make_backend
@@ -71,6 +78,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         a skorch ``NeuralNet`` is cloned and trained with its own settings. A
         prefit skorch net or torch module wrapped in
         :class:`sklearn.frozen.FrozenEstimator` is used as is and never retrained.
+        A trained network passed without ``FrozenEstimator`` is retrained (a
+        skorch net from scratch, a module copy fine-tuned): that warns
+        (:class:`~skdknn.exceptions.RetrainingWarning`) when it is detectable, for an
+        initialized skorch net and for a module in eval mode or holding gradients.
         The module must return logits.
     layers : list of str, default=None
         Names of the tensors of the forward pass that are searched, as
@@ -131,6 +142,11 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Number of values per input row (``C * H * W`` for images).
     input_shape_ : tuple of int or None
         Shape of one network input, or None for flat rows.
+    input_range_ : ndarray of shape (2,)
+        Smallest and largest value of the training ``X``. Every method that takes
+        ``X`` warns (:class:`~skdknn.exceptions.InputRangeWarning`) when its values
+        lie more than the width of this range (at least 1) outside it, e.g. pixels
+        in [0, 255] given to a model fitted on [0, 1].
     net_ : skorch net or FrozenEstimator
         The trained (or prefit) network. Its own ``predict`` returns class indices
         into ``classes_``, not the labels.
@@ -269,6 +285,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         X_flat, image_shape = as_flat_rows(X)
         X_flat, y = validate_data(self, X_flat, y, dtype=np.float32)
         check_classification_targets(y)
+        self.input_range_ = value_range(X_flat)
         self.input_shape_ = check_input_shape(
             self.input_shape, image_shape, X_flat.shape[1]
         )
@@ -289,13 +306,17 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"{calibration_rows.size} calibration points; lower n_neighbors or "
                 "calibration_size, or add samples."
             )
+        check_neighbors_per_class(
+            y_encoded[train_rows], self.n_neighbors, self.classes_
+        )
+        backend = self._make_layer_backend()  # a bad backend fails before training
         X_net = self._network_input(X_flat)
         self.net_ = self._fit_net(X_net, train_rows, y_encoded[train_rows], rng)
         self.train_indices_ = train_rows
         self.calibration_indices_ = calibration_rows
         self.y_index_ = y_encoded[train_rows]
         train, calibration = self._fit_sources(X_net, train_rows, calibration_rows)
-        self.backends_ = fit_indexes(self._make_layer_backend(), train)
+        self.backends_ = fit_indexes(backend, train)
         counts, _, _ = self._search(calibration)
         self.calibration_nonconformity_ = conformal.calibration_scores(
             counts, y_encoded[calibration_rows], self.n_neighbors
@@ -396,17 +417,11 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         """Validated network input for a fitted model."""
         check_is_fitted(self)
         X_flat, image_shape = as_flat_rows(X)
-        if image_shape is not None and image_shape != self.input_shape_:
-            raise ValueError(
-                f"X holds images of shape {image_shape}, but this "
-                f"{type(self).__name__} was fitted on "
-                + (
-                    f"images of shape {self.input_shape_}."
-                    if self.input_shape_ is not None
-                    else f"flat rows of {self.n_features_in_} features."
-                )
-            )
+        name = type(self).__name__
+        check_fitted_shape(X, image_shape, self.input_shape_, self.n_features_in_, name)
         X_flat = validate_data(self, X_flat, dtype=np.float32, reset=False)
+        # models pickled before input_range_ existed skip the check
+        check_value_range(X_flat, getattr(self, "input_range_", None), name)
         return self._network_input(X_flat)
 
     def _search(

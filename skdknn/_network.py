@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
+from .exceptions import RetrainingWarning
 from .nets import MLP, DkNNPaperCNN
 
 __all__ = [
@@ -54,6 +56,49 @@ def _net_type_message(net: Any) -> str:
         "or a prefit net (skorch net or torch module) wrapped in "
         f"sklearn.frozen.FrozenEstimator; got {type(net).__name__}."
     )
+
+
+def _trained_evidence(net: Any) -> str | None:
+    """Why ``net`` looks already trained, or None.
+
+    Detected: a skorch net that is initialized (``initialized_``; fitted when its
+    history has epochs), and a torch module in eval mode or whose parameters hold
+    gradients (what a training loop leaves behind). A module whose weights were
+    loaded from a file and left in training mode cannot be told from a fresh one.
+    """
+    if isinstance(net, NeuralNet) and getattr(net, "initialized_", False):
+        epochs = len(getattr(net, "history", []))
+        state = f"fitted ({epochs} epochs in its history)" if epochs else "initialized"
+        return (
+            f"net is a {state} skorch {type(net).__name__}; DeepKNNClassifier clones "
+            "it, which discards its weights, and trains it again from scratch"
+        )
+    if isinstance(net, nn.Module):
+        if not net.training:
+            reason = "is in eval mode"
+        elif any(p.grad is not None for p in net.parameters()):
+            reason = "holds gradients from training"
+        else:
+            return None
+        return (
+            f"net is a torch module that {reason}; DeepKNNClassifier trains a copy "
+            "of it further (fine-tuning) for max_epochs epochs"
+        )
+    return None
+
+
+def _warn_if_trained(net: Any, max_epochs: int) -> None:
+    """Warn before (re)training a network that looks trained already."""
+    if isinstance(net, nn.Module) and max_epochs == 0:
+        return  # a module copy trained for no epoch is used as it is
+    evidence = _trained_evidence(net)
+    if evidence is not None:
+        warnings.warn(
+            f"{evidence}. Wrap a trained network in sklearn.frozen."
+            "FrozenEstimator(net) to use it as is, without training.",
+            RetrainingWarning,
+            stacklevel=4,
+        )
 
 
 def _default_module(
@@ -110,6 +155,7 @@ def build_network(
     if is_prefit(net):
         torch_module(net)  # fails early on an uninitialized or foreign net
         return net
+    _warn_if_trained(net, max_epochs)
     if isinstance(net, NeuralNet):
         return clone(net)
     module_kwargs: dict[str, Any] = {}

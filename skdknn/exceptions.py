@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InconsistentVersionWarning"]
+__all__ = ["InconsistentVersionWarning", "InputRangeWarning", "RetrainingWarning"]
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -32,3 +32,23 @@ class InconsistentVersionWarning(UserWarning):
             "This might lead to breaking code or invalid results. Use at your own "
             "risk; refit the model under the current version if you can."
         )
+
+
+class InputRangeWarning(UserWarning):
+    """Inputs lie far outside the range of values the model was fitted on.
+
+    Typically images with pixels in [0, 255] given to a model fitted on [0, 1]: its
+    predictions, p-values and credibility on such inputs mean little. Raised by every
+    method of a fitted :class:`~skdknn.DeepKNNClassifier` that takes ``X`` (and by
+    attacks on one), see ``input_range_``.
+    """
+
+
+class RetrainingWarning(UserWarning):
+    """A network that looks trained is about to be trained again.
+
+    :class:`~skdknn.DeepKNNClassifier` trains the ``net`` it is given (a skorch net
+    is cloned, which discards its weights; a torch module is copied and fine-tuned).
+    Wrap a trained network in :class:`sklearn.frozen.FrozenEstimator` to use it as
+    is.
+    """

@@ -153,13 +153,32 @@ def test_coverage_of_prediction_sets():
     clf = tiny(calibration_size=400, n_neighbors=15, max_epochs=5)
     clf.fit(X[:1600], y[:1600])
     p = clf.p_values(X[1600:])
-    n_cal = clf.calibration_nonconformity_.size
+    A = clf.calibration_nonconformity_
+    n_cal = A.size
+    set_sizes = []
     for eps in (0.05, 0.1, 0.2):
         sets = conformal.prediction_sets(p, eps)
         coverage = sets[np.arange(800), y[1600:]].mean()
         # guarantee 1 - eps - 1/(|A|+1); 3 standard errors of an 800-point estimate
         slack = 3 * np.sqrt(eps * (1 - eps) / 800)
         assert coverage >= 1 - eps - 1 / (n_cal + 1) - slack, (eps, coverage)
+        # and not more than the calibration points cover themselves (the integer
+        # scores tie, so this can exceed 1 - eps): 4 standard errors of the two
+        # samples (800 test, 400 calibration points)
+        expected = in_sample_coverage(A, eps)
+        sd = np.sqrt(expected * (1 - expected) * (1 / 800 + 1 / n_cal))
+        assert abs(coverage - expected) <= 4 * sd, (eps, coverage, expected)
+        set_sizes.append(sets.sum(axis=1).mean())
+    # informative sets: fewer classes than all three, fewer at a larger eps
+    assert set_sizes[0] < 3 and set_sizes[2] < 2
+    assert set_sizes[0] > set_sizes[1] > set_sizes[2]
+
+
+def in_sample_coverage(scores, eps):
+    """Share of the calibration points whose own p-value exceeds eps: what a point
+    exchangeable with them is covered with, ties of the integer scores included."""
+    p_own = (scores[None, :] >= scores[:, None]).mean(axis=1)
+    return np.mean(p_own > eps)
 
 
 def test_images_and_flat_rows_with_input_shape(mnist_small):

@@ -358,3 +358,39 @@ def test_one_forward_pass_gives_what_the_public_methods_give(report_dir):
         pred, cred = dknn_outputs(model, X)
         np.testing.assert_array_equal(out.model(name)[0], pred)
         np.testing.assert_array_equal(out.model(name)[1], cred)
+
+
+def test_attack_table_cells_recomputed_from_the_saved_sets(report_dir):
+    """Every cell of Table 2 for the kNN and the DkNN follows from the saved model,
+    the saved adversarial set and the test split (not only lies in [0, 1])."""
+    from pathlib import Path
+
+    from skdknn._report._commands import load_trained
+    from skdknn._report._models import fit_models
+
+    results = json.loads((report_dir / "results.json").read_text())
+    table = results["attack_table"]
+    config, data, _ = load_trained(str(report_dir))
+    models = fit_models(config, data, Path(report_dir))
+    X, y = data.X_test, data.y_test
+    for name, model in (("knn", models.knn), ("dknn", models.dknn)):
+        clean_pred = model.predict(X)
+        for column, cell in table[name].items():
+            X_adv = X
+            if column != "clean":
+                path = report_dir / "adversarial" / f"{column}_eps0.25.npz"
+                X_adv = load_adversarial(path).X_adv
+            pred = model.predict(X_adv)
+            success = pred != clean_pred
+            assert cell["accuracy"] == pytest.approx(np.mean(pred == y)), column
+            assert cell["success_rate"] == pytest.approx(np.mean(success)), column
+            assert cell["mean_credibility"] == pytest.approx(
+                model.credibility(X_adv).mean()
+            )
+            l2 = np.linalg.norm((X_adv - X).reshape(len(X), -1), axis=1)
+            if success.any():
+                assert cell["mean_l2_successful"] == pytest.approx(
+                    l2[success].mean(), rel=1e-5
+                )
+    # the attacks did something: some cells differ from the clean column
+    assert table["dknn"]["bim_origin"]["accuracy"] < table["dknn"]["clean"]["accuracy"]

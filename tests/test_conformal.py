@@ -321,7 +321,7 @@ def test_prediction_set_coverage_on_exchangeable_data(eps):
     rng = np.random.default_rng(20180313)
     n_layers, k, n_classes, q = 3, 10, 5, 0.4
     n_cal, n_test, repeats = 300, 2000, 25
-    coverages, sizes = [], []
+    coverages, sizes, in_sample = [], [], []
     for _ in range(repeats):
         cal_counts, y_cal = _simulate(rng, n_cal, n_layers, k, n_classes, q)
         counts, y = _simulate(rng, n_test, n_layers, k, n_classes, q)
@@ -330,9 +330,15 @@ def test_prediction_set_coverage_on_exchangeable_data(eps):
         sets = prediction_sets(p, eps)
         coverages.append(sets[np.arange(n_test), y].mean())
         sizes.append(sets.sum(axis=1).mean())
+        # the calibration points' coverage of themselves, ties included
+        own = (scores[None, :] >= scores[:, None]).mean(axis=1)
+        in_sample.append(np.mean(own > eps))
     sd = np.sqrt(eps * (1 - eps) * (1 / n_cal + 1 / n_test) / repeats)
     bound = 1 - eps - 1 / (n_cal + 1) - 4 * sd
     assert np.mean(coverages) >= bound
+    # two-sided: not more than exchangeability gives (all p-values 1 would pass
+    # the lower bound alone)
+    assert abs(np.mean(coverages) - np.mean(in_sample)) <= 4 * sd
     # the sets are informative (not always every class), so coverage is not trivial
     assert np.mean(sizes) < n_classes - 0.5
 
@@ -501,3 +507,58 @@ def test_calibration_labels_out_of_range(bad_label):
     counts = [[[3, 0]], [[1, 2]]]
     with pytest.raises(ValueError, match=r"integers in \[0, 1\]"):
         conformal.calibration_scores(counts, [0, bad_label], n_neighbors=3)
+
+
+# ---------------------------------------------------------------------------------
+# Exact messages and output dtypes (what a user reads and what the docstrings say)
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: neighbor_label_counts(np.zeros((4, 3), dtype=int), n_classes=3),
+            r"neighbor_labels must have shape (n_queries, n_layers, n_neighbors); "
+            r"got an array with 2 dimension(s).",
+        ),
+        (
+            lambda: nonconformity([[1, 2], [3, 4]], 3),
+            "counts must have shape (n_queries, n_layers, n_classes); got an array "
+            "with 2 dimension(s).",
+        ),
+        (
+            lambda: calibration_scores(CAL_COUNTS, CAL_Y[:3], n_neighbors=K),
+            "y must have shape (4,) to match counts; got (3,).",
+        ),
+        (
+            lambda: p_values([[1, 2]], calibration=[]),
+            "calibration must hold at least one nonconformity score.",
+        ),
+        (
+            lambda: credibility([0.3, 0.9]),
+            "p-values must have shape (n_queries, n_classes) with at least 2 "
+            "classes; got shape (2,).",
+        ),
+    ],
+)
+def test_error_messages_in_full(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_output_dtypes_whatever_the_input_dtype():
+    # float counts are counted as integers; integer p-values give float results
+    float_counts = COUNTS.astype(np.float64)
+    alpha = nonconformity(float_counts, K)
+    assert alpha.dtype == np.int64
+    np.testing.assert_array_equal(alpha, ALPHA)
+    assert predict_from_counts(float_counts).tolist() == [0, 2, 0]
+    scores = calibration_scores(CAL_COUNTS, np.asarray(CAL_Y, dtype=float), K)
+    np.testing.assert_array_equal(scores, calibration_scores(CAL_COUNTS, CAL_Y, K))
+    assert scores.dtype == np.int64
+    p_int = np.array([[0, 1], [1, 1]])
+    assert credibility(p_int).dtype == np.float64
+    assert confidence(p_int).dtype == np.float64
+    np.testing.assert_array_equal(confidence(p_int), [1.0, 0.0])
+    assert neighbor_proba(COUNTS).dtype == np.float64
+    assert p_values(ALPHA, CALIBRATION).dtype == np.float64

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -464,3 +466,143 @@ def test_fit_copies_but_the_classifier_hands_over_its_rows():
     np.testing.assert_array_equal(
         owned.kneighbors(rows[:5])[1], public.kneighbors(rows[:5])[1]
     )
+
+
+# ---------------------------------------------------------------------------------
+# Near-duplicate clusters: the expansion's cancellation error, refined exactly
+# ---------------------------------------------------------------------------------
+def _check_kth_distances(X, queries, k):
+    """The k distances returned are the k smallest, in float64 on the same values,
+    sorted, and are the distances of the indices returned."""
+    dist, ind = ExactBackend(n_neighbors=k).fit(X).kneighbors(queries)
+    X64, q64 = X.astype(np.float64), queries.astype(np.float64)
+    full = np.sqrt(((q64[:, None, :] - X64[None, :, :]) ** 2).sum(axis=2))
+    expected = np.sort(full, axis=1)[:, :k]
+    np.testing.assert_allclose(dist, expected, rtol=1e-4, atol=1e-6)
+    assert (np.diff(dist, axis=1) >= 0).all()
+    np.testing.assert_allclose(
+        dist, np.take_along_axis(full, ind, axis=1), rtol=1e-4, atol=1e-6
+    )
+
+
+@st.composite
+def _near_duplicate_clusters(draw):
+    """A few centres far from 0 (large norms: the expansion's error is large) and
+    points on each a tiny distance apart, so that many pairs are closer than the
+    float32 error of |q|^2 - 2 q.t + |t|^2 and several rows tie in float32."""
+    d = draw(st.integers(1, 4))
+    n_centres = draw(st.integers(1, 3))
+    centre = st.floats(-10, 10, width=32, allow_subnormal=False)
+    centres = draw(hnp.arrays(np.float32, (n_centres, d), elements=centre))
+    n = draw(st.integers(3, 30))
+    which = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n_centres - 1)))
+    scale = draw(st.sampled_from([0.0, 1e-5, 1e-3, 1e-2, 0.1]))
+    offset = st.floats(-1, 1, width=32, allow_subnormal=False)
+    offsets = draw(hnp.arrays(np.float32, (n, d), elements=offset))
+    X = (centres[which] + scale * offsets).astype(np.float32)
+    extra = draw(hnp.arrays(np.float32, (draw(st.integers(0, 3)), d), elements=offset))
+    queries = np.vstack([X, (centres[0] + scale * extra).astype(np.float32)])
+    return X, queries, draw(st.integers(1, n))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_near_duplicate_clusters())
+# From the issue (mutation testing): three near-duplicate pairs in 1-D, k = 3; a
+# refinement that compares with the first instead of the k-th selected score, or
+# re-sorts the distances but not the indices, returns the wrong neighbours.
+@example(
+    (
+        np.array(
+            [[8.69087], [7.790757], [8.68187], [8.68097], [7.799757], [7.789857]],
+            dtype=np.float32,
+        ),
+        np.array(
+            [[8.69087], [7.790757], [8.68187], [8.68097], [7.799757], [7.789857]],
+            dtype=np.float32,
+        ),
+        3,
+    )
+)
+def test_kth_distance_is_kth_smallest_in_near_duplicate_clusters(problem):
+    _check_kth_distances(*problem)
+
+
+def test_pinned_near_duplicates_return_the_exact_neighbours():
+    X = np.array(
+        [[8.69087], [7.790757], [8.68187], [8.68097], [7.799757], [7.789857]],
+        dtype=np.float32,
+    )
+    dist, ind = ExactBackend(n_neighbors=3).fit(X).kneighbors(X)
+    X64 = X.astype(np.float64)
+    full = np.abs(X64 - X64.T)
+    np.testing.assert_array_equal(ind, np.argsort(full, axis=1, kind="stable")[:, :3])
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :3], rtol=1e-4, atol=0)
+    np.testing.assert_array_equal(dist[:, 0], 0.0)  # each point is its own nearest
+
+
+# ---------------------------------------------------------------------------------
+# Threads and the memory budget during a search
+# ---------------------------------------------------------------------------------
+@pytest.fixture
+def topk_calls(monkeypatch):
+    """(torch threads, rows) of every torch.topk call the search makes."""
+    calls = []
+    real = torch.topk
+
+    def spy(block, *args, **kwargs):
+        calls.append((torch.get_num_threads(), block.shape[0]))
+        return real(block, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "topk", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count no search below asks for
+    yield calls
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "threads"), [(None, 3), (1, 1), (2, 2), (-1, os.cpu_count())]
+)
+def test_n_jobs_sets_torch_threads_only_during_the_search(topk_calls, n_jobs, threads):
+    X, Q = _data()
+    backend = ExactBackend(n_neighbors=4, n_jobs=n_jobs).fit(X)
+    backend.kneighbors(Q)
+    backend.kneighbors()
+    assert {t for t, _ in topk_calls} == {threads}
+    assert torch.get_num_threads() == 3  # restored
+
+
+def test_torch_threads_restored_when_the_search_fails(monkeypatch):
+    X, Q = _data()
+    backend = ExactBackend(n_neighbors=4, n_jobs=1).fit(X)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("search failed")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    monkeypatch.setattr(torch, "topk", broken)
+    try:
+        with pytest.raises(RuntimeError, match="search failed"):
+            backend.kneighbors(Q)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_sklearn_working_memory_sizes_the_blocks(topk_calls):
+    X, Q = _data()  # 120 indexed rows, 37 queries
+    ten_rows_mb = 10 * 4 * 120 / 2**20
+    backend = ExactBackend(n_neighbors=4).fit(X)
+    expected = backend.kneighbors(Q)
+    with sklearn.config_context(working_memory=ten_rows_mb):
+        blocked = backend.kneighbors(Q)
+    assert [rows for _, rows in topk_calls] == [37, 10, 10, 10, 7]
+    for got, want in zip(blocked, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # the parameter wins over the global setting
+    topk_calls.clear()
+    backend.set_params(working_memory=2 * ten_rows_mb).fit(X)
+    with sklearn.config_context(working_memory=ten_rows_mb):
+        backend.kneighbors(Q)
+    assert [rows for _, rows in topk_calls] == [20, 17]

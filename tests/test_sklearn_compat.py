@@ -72,10 +72,20 @@ def test_pipeline_with_preprocessing(data):
     X, y = data
     pipe = make_pipeline(StandardScaler(), small()).fit(X[:300], y[:300])
     assert pipe.score(X[300:], y[300:]) > 0.6
-    assert pipe.predict_proba(X[300:]).shape == (60, 3)
-    # credibility through the pipeline's fitted steps
+    # values, not only shapes: the layer-averaged neighbour label shares of the
+    # scaled rows, and the largest p-value from the calibration scores
     scaled = pipe[0].transform(X[300:])
-    assert pipe[-1].credibility(scaled).shape == (60,)
+    clf = pipe[-1]
+    counts = clf.neighbor_counts(scaled)
+    proba = pipe.predict_proba(X[300:])
+    np.testing.assert_allclose(proba, counts.sum(axis=1) / (len(clf.layers_) * 5))
+    np.testing.assert_array_equal(pipe.predict(X[300:]), proba.argmax(axis=1))
+    alpha = len(clf.layers_) * 5 - counts.sum(axis=1)
+    A = clf.calibration_nonconformity_
+    p = (A[None, None, :] >= alpha[:, :, None]).mean(axis=2)
+    np.testing.assert_allclose(clf.credibility(scaled), p.max(axis=1))
+    # the scaler is applied: the raw rows give other neighbours
+    assert not np.array_equal(clf.neighbor_counts(X[300:]), counts)
 
 
 class ForwardCounter(nn.Module):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from math import prod
 from numbers import Integral, Real
 from typing import Any
 
@@ -13,17 +16,17 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from tqdm.auto import tqdm
 
 from .._activations import eval_mode, module_device
-from .._validation import as_flat_rows
+from .._validation import as_flat_rows, check_fitted_shape, check_value_range
 from ._target import AttackTarget, resolve_target
 
-__all__ = ["GradientAttack", "bim", "fgsm"]
+__all__ = ["GradientAttack", "bim", "fgsm", "land_in_dtype"]
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,12 +48,125 @@ def on_device(module: nn.Module, device: str | None) -> Iterator[None]:
         module.to(original)
 
 
+class _ZeroGradientRows:
+    """Rows of a batch whose loss gradient was exactly zero at every step so far."""
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None
+        self.valid = True
+
+    def update(self, grad: torch.Tensor) -> None:
+        zero = grad.flatten(1).eq(0).all(dim=1)
+        if self.rows is None:
+            self.rows = zero
+        elif self.rows.shape == zero.shape:
+            self.rows = self.rows & zero
+        else:  # a step on a subset of the rows: rows no longer line up
+            self.valid = False
+
+
+# Set by GradientAttack around each batch, so that every attack step computed by
+# _loss_gradient_sign is counted without changing the attack functions' signatures.
+_ZERO_GRADIENT: contextvars.ContextVar[_ZeroGradientRows | None] = (
+    contextvars.ContextVar("skdknn_zero_gradient", default=None)
+)
+
+
 def _loss_gradient_sign(logits_fn: LogitsFn, x: torch.Tensor, t: torch.Tensor) -> Any:
     """sign(grad_x CE(logits(x), t)), without touching the parameters' gradients."""
     x = x.detach().requires_grad_(True)
     loss = F.cross_entropy(logits_fn(x), t, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
+    counter = _ZERO_GRADIENT.get()
+    if counter is not None:
+        counter.update(grad)
     return grad.sign()
+
+
+def _exceeds(a: NDArray, b: NDArray, bound: float) -> NDArray[np.bool_]:
+    """Where a - b > bound holds for the real numbers, not only after rounding.
+
+    In float64, ``d = fl(a - b)`` and TwoSum (Knuth) recovers its exact error
+    ``e``; a - b = d + e exactly, which exceeds the float ``bound`` when d > bound,
+    or d == bound and e > 0. Exact for float16, float32 and float64 inputs.
+    """
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    d = a - b
+    shift = d - a
+    e = (a - (d - shift)) + (-b - shift)
+    return (d > bound) | ((d == bound) & (e > 0))
+
+
+def _round_inward(
+    values: NDArray[np.float64], dtype: np.dtype, *, up: bool
+) -> NDArray[np.floating]:
+    """``values`` in ``dtype``, moved one step up (or down) where the cast went the
+    other way, so that the result is >= (or <=) the real values."""
+    cast = np.asarray(values).astype(dtype)
+    outward = cast < values if up else cast > values
+    return np.where(
+        outward, np.nextafter(cast, dtype.type(np.inf if up else -np.inf)), cast
+    )
+
+
+def _ball_bound(x: NDArray, eps: float, *, up: bool) -> NDArray[np.floating]:
+    """x + eps (up) or x - eps in x's dtype, never past the real value."""
+    x64 = x.astype(np.float64)
+    bound = (x64 + eps if up else x64 - eps).astype(x.dtype)
+    for _ in range(4):  # one step fixes a float32 / float64 rounding; loop for safety
+        past = _exceeds(bound, x, eps) if up else _exceeds(x, bound, eps)
+        if not past.any():
+            break
+        towards_x = x.dtype.type(-np.inf if up else np.inf)
+        bound = np.where(past, np.nextafter(bound, towards_x), bound)
+    return bound
+
+
+def land_in_dtype(
+    x: NDArray[np.floating],
+    x_step: NDArray,
+    x_step_start: NDArray,
+    eps: float | None,
+    clip_min: NDArray,
+    clip_max: NDArray,
+) -> NDArray[np.floating]:
+    """Apply a perturbation to ``x`` in x's dtype: exactly in the eps-ball and box.
+
+    The attack computes its step in float32 (``x_step`` from ``x_step_start``, the
+    float32 version of ``x``); the perturbation ``x_step - x_step_start`` is then
+    added to ``x`` itself, projected onto ``|x' - x|_inf <= eps`` and clipped to
+    ``[clip_min, clip_max]`` in x's dtype, with the bounds rounded inward. So the
+    promises hold for the real numbers in any float dtype (float64 rows no longer
+    exceed eps by float32 rounding), and a coordinate the attack did not move keeps
+    its exact bits, unless the input itself lay outside the box (within the
+    tolerated rounding), where the box wins.
+
+    Parameters
+    ----------
+    x : ndarray of float dtype
+        The clean inputs, in the dtype the result takes.
+    x_step, x_step_start : ndarray of the shape of x
+        The attack's result and its starting point (x in the attack's dtype).
+    eps : float or None
+        L-infinity budget; None skips the projection (attacks without one).
+    clip_min, clip_max : ndarray of float64, broadcastable to x
+        The box.
+
+    Returns
+    -------
+    x_adv : ndarray of x's shape and dtype
+    """
+    step = np.asarray(x_step, np.float64) - np.asarray(x_step_start, np.float64)
+    moved = (x.astype(np.float64) + step).astype(x.dtype)
+    lower = _round_inward(np.asarray(clip_min, np.float64), x.dtype, up=True)
+    upper = _round_inward(np.asarray(clip_max, np.float64), x.dtype, up=False)
+    if eps is not None:
+        lower = np.maximum(_ball_bound(x, eps, up=False), lower)
+        upper = np.minimum(_ball_bound(x, eps, up=True), upper)
+    x_adv = np.where(step == 0, x, moved)
+    # max then min: should the two bounds cross (an input outside the box by
+    # more than eps), the box wins
+    return np.minimum(np.maximum(x_adv, lower), upper)
 
 
 def fgsm(
@@ -126,6 +242,23 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         Seeds any randomness of the attack (e.g. a random start).
     verbose : int, default=0
         Progress bar over batches when positive.
+
+    Attributes
+    ----------
+    n_zero_gradient_ : int
+        Set by each :meth:`transform` / :meth:`generate`: how many inputs had an
+        exactly zero loss gradient at every step (e.g. a softmax saturated in
+        float32, or dead ReLUs), so the attack could not move them; they come back
+        unchanged (or at their random start), and a warning says how many.
+
+    Notes
+    -----
+    The gradient steps run in float32; the perturbation is then applied to the
+    input in its own dtype, projected onto the eps-ball and clipped to the box
+    there (bounds rounded inward), so that ``|x' - x|_inf <= eps`` and
+    ``clip_min <= x' <= clip_max`` hold exactly for float64 input too, and
+    coordinates the attack did not move keep their exact bits. An ``eps`` (or
+    ``step``) wider than the box, e.g. ``eps=8`` meant as 8/255, warns at fit.
     """
 
     _parameter_constraints: dict[str, Any] = {
@@ -175,6 +308,14 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         """Labels to push away from: the attacked model's clean predictions."""
         return self.target_.predict_indices(X_net, self.batch_size)
 
+    def _budgets(self) -> dict[str, float]:
+        """Step sizes and budgets in input units, checked against the box at fit."""
+        return {"eps": self.eps}
+
+    def _ball(self) -> float | None:
+        """L-infinity radius of the result's projection; None when there is none."""
+        return float(self.eps)
+
     @abstractmethod
     def _perturb(
         self,
@@ -209,6 +350,7 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         self._check_params()
         self.target_: AttackTarget = resolve_target(self.estimator)
         X_net = self._validate_input(X, reset=True)
+        self._check_budgets(*self._bounds(X_net.shape[1:]))
         self._fit(X_net, y)
         return self
 
@@ -254,31 +396,55 @@ class GradientAttack(TransformerMixin, BaseEstimator):
                 )
         with on_device(self.target_.module, self.device):
             lo, hi = self._box(X_net)
-            X_adv = self._perturb_batches(X_net, t, lo, hi)
+            X_adv, zero_gradient = self._perturb_batches(X_net, t, lo, hi)
+        self._report_zero_gradient(zero_gradient)
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float32
-        return X_adv.reshape(np.shape(X_arr)).astype(dtype, copy=False)
+        x = np.asarray(X_arr, dtype=dtype).reshape(X_net.shape)
+        clip_min, clip_max = self._bounds(X_net.shape[1:])
+        out = np.empty_like(x)
+        for rows in gen_batches(len(X_net), self.batch_size):  # bounded temporaries
+            out[rows] = land_in_dtype(
+                x[rows], X_adv[rows], X_net[rows], self._ball(), clip_min, clip_max
+            )
+        return out.reshape(np.shape(X_arr))
 
     # -- internals ------------------------------------------------------------------
     def _validate_input(self, X: Any, *, reset: bool) -> NDArray[np.float32]:
         X_flat, image_shape = as_flat_rows(X)
+        dknn = self.target_.dknn
+        if not reset:
+            check_fitted_shape(
+                X,
+                image_shape,
+                self.input_shape_,
+                self.n_features_in_,
+                type(self).__name__,
+            )
+        elif dknn is not None:
+            # the attacked DkNN knows its input layout: never reinterpret X's
+            shape = dknn.input_shape_
+            n_features = prod(shape) if shape is not None else dknn.n_features_in_
+            check_fitted_shape(X, image_shape, shape, n_features, "attacked DkNN")
         X_flat = validate_data(self, X_flat, dtype=np.float32, reset=reset)
-        shape = self.target_.input_shape or image_shape
+        if dknn is not None:
+            check_value_range(
+                X_flat, getattr(dknn, "input_range_", None), "attacked DkNN"
+            )
         if reset:
-            self.input_shape_ = shape
-        elif image_shape is not None and image_shape != self.input_shape_:
-            raise ValueError(
-                f"X holds images of shape {image_shape}, but the attack was fitted on "
-                f"inputs of shape {self.input_shape_}."
+            self.input_shape_: tuple[int, ...] | None = (
+                self.target_.input_shape or image_shape
             )
         if self.input_shape_ is None:
             return X_flat
         return X_flat.reshape(X_flat.shape[0], *self.input_shape_)
 
-    def _box(self, X_net: NDArray[np.float32]) -> tuple[torch.Tensor, torch.Tensor]:
-        sample_shape = X_net.shape[1:]
+    def _bounds(
+        self, sample_shape: tuple[int, ...]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """clip_min and clip_max broadcast to one sample's shape, checked."""
         try:
-            lo = np.broadcast_to(np.asarray(self.clip_min, np.float32), sample_shape)
-            hi = np.broadcast_to(np.asarray(self.clip_max, np.float32), sample_shape)
+            lo = np.broadcast_to(np.asarray(self.clip_min, np.float64), sample_shape)
+            hi = np.broadcast_to(np.asarray(self.clip_max, np.float64), sample_shape)
         except ValueError:
             raise ValueError(
                 "clip_min and clip_max must be scalars or broadcastable to one "
@@ -286,6 +452,38 @@ class GradientAttack(TransformerMixin, BaseEstimator):
             ) from None
         if np.any(lo >= hi):
             raise ValueError("clip_min must be smaller than clip_max everywhere.")
+        return lo, hi
+
+    def _check_budgets(self, lo: NDArray, hi: NDArray) -> None:
+        """Warn when a budget or step is wider than the whole box (a unit mistake)."""
+        width = float(np.max(hi - lo))
+        for name, value in self._budgets().items():
+            if value > width:
+                warnings.warn(
+                    f"{name}={value:g} exceeds the clip box [clip_min, clip_max] "
+                    f"(its widest side is {width:g}), so it does not limit the "
+                    f"attack. For pixels in [0, 1], did you mean {name}={value:g}/255? "
+                    "Otherwise set clip_min / clip_max to the inputs' range.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+    def _report_zero_gradient(self, zero_gradient: NDArray[np.bool_]) -> None:
+        self.n_zero_gradient_ = int(zero_gradient.sum())
+        if self.n_zero_gradient_:
+            warnings.warn(
+                f"{self.n_zero_gradient_} of {zero_gradient.size} inputs had an "
+                "exactly zero gradient of the loss at every step (e.g. a softmax "
+                "saturated in float32, or dead ReLUs): the attack could not move "
+                "them, and they are returned where it started (unchanged without a "
+                "random start). See n_zero_gradient_.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _box(self, X_net: NDArray[np.float32]) -> tuple[torch.Tensor, torch.Tensor]:
+        lo64, hi64 = self._bounds(X_net.shape[1:])
+        lo, hi = lo64.astype(np.float32), hi64.astype(np.float32)
         below = X_net < lo - _BOX_TOLERANCE
         above = X_net > hi + _BOX_TOLERANCE
         if below.any() or above.any():
@@ -305,8 +503,10 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         t: NDArray[np.int64],
         lo: torch.Tensor,
         hi: torch.Tensor,
-    ) -> NDArray[np.float32]:
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The attack on every batch, and the rows whose gradient was always 0."""
         out = np.empty_like(X_net)
+        zero_gradient = np.zeros(X_net.shape[0], dtype=bool)
         device = self.target_.device
         # a generator per call: the same random_state gives the same result
         generator = torch.Generator().manual_seed(int(self._rng().randint(2**31 - 1)))
@@ -318,9 +518,16 @@ class GradientAttack(TransformerMixin, BaseEstimator):
                 stop = start + self.batch_size
                 x = torch.from_numpy(X_net[start:stop]).to(device)
                 labels = torch.from_numpy(t[start:stop]).to(device)
-                x_adv = self._perturb(x, labels, lo, hi, generator)
+                counter = _ZeroGradientRows()
+                token = _ZERO_GRADIENT.set(counter)
+                try:
+                    x_adv = self._perturb(x, labels, lo, hi, generator)
+                finally:
+                    _ZERO_GRADIENT.reset(token)
                 out[start:stop] = x_adv.cpu().numpy()
-        return out
+                if counter.valid and counter.rows is not None:
+                    zero_gradient[start:stop] = counter.rows.cpu().numpy()
+        return out, zero_gradient
 
     def _rng(self) -> np.random.RandomState:
         return check_random_state(self.random_state)

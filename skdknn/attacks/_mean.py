@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import as_flat_rows
+from ._base import land_in_dtype
 
 __all__ = ["MeanAttack"]
 
@@ -27,6 +28,10 @@ class MeanAttack(TransformerMixin, BaseEstimator):
     Needs only ``predict``, so it attacks any classifier, gradients or not. Inputs
     whose prediction does not change at ``alpha = max_scale`` are returned unchanged
     (the attack failed within its budget).
+
+    The candidates are built in the input's own dtype and clipped to the box
+    there (bounds rounded inward), so that ``clip_min <= x' <= clip_max`` holds
+    exactly for float32 input too, and inputs left unchanged keep their bits.
 
     Parameters
     ----------
@@ -160,12 +165,11 @@ class MeanAttack(TransformerMixin, BaseEstimator):
             )
         source = self.estimator.predict(X_arr) if y is None else np.asarray(y)
         direction = self._toward_nearest_other_mean(X_flat, source)
-        scale = self._line_search(X_arr, X_flat, direction, source)
-        X_adv = np.clip(
-            X_flat + scale[:, None] * direction, self.clip_min_, self.clip_max_
-        )
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float64
-        return X_adv.reshape(X_arr.shape).astype(dtype)
+        # the candidates are built in X's own dtype, exactly inside the box
+        x = np.asarray(X_arr, dtype=dtype).reshape(X_flat.shape)
+        scale = self._line_search(X_arr.shape, x, X_flat, direction, source)
+        return self._candidate(x, X_flat, direction, scale).reshape(X_arr.shape)
 
     def _box(self, n_features: int) -> tuple[NDArray, NDArray]:
         """clip_min and clip_max as one bound per feature, checked.
@@ -198,33 +202,41 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         dist[source[:, None] == self.classes_[None, :]] = np.inf
         return self.means_[dist.argmin(axis=1)] - X_flat
 
+    def _candidate(
+        self, x: NDArray, X_flat: NDArray, direction: NDArray, scale: NDArray
+    ) -> NDArray:
+        """clip(x + scale * direction) in x's dtype; rows of scale 0 keep x's bits."""
+        step = X_flat + scale[:, None] * direction
+        return land_in_dtype(x, step, X_flat, None, self.clip_min_, self.clip_max_)
+
     def _flipped(
         self,
-        X_arr: Any,
+        shape: tuple[int, ...],
+        x: NDArray,
         X_flat: NDArray,
         direction: NDArray,
         scale: NDArray,
         source: NDArray,
     ) -> NDArray[np.bool_]:
-        candidate = np.clip(
-            X_flat + scale[:, None] * direction, self.clip_min_, self.clip_max_
-        )
-        pred = self.estimator.predict(
-            candidate.reshape(X_arr.shape).astype(X_arr.dtype)
-        )
-        return pred != source
+        candidate = self._candidate(x, X_flat, direction, scale)
+        return self.estimator.predict(candidate.reshape(shape)) != source
 
     def _line_search(
-        self, X_arr: Any, X_flat: NDArray, direction: NDArray, source: NDArray
+        self,
+        shape: tuple[int, ...],
+        x: NDArray,
+        X_flat: NDArray,
+        direction: NDArray,
+        source: NDArray,
     ) -> NDArray[np.float64]:
         """Smallest flipping scale per row by bisection (0 where none flips)."""
         n = X_flat.shape[0]
         high = np.full(n, float(self.max_scale))
-        success = self._flipped(X_arr, X_flat, direction, high, source)
+        success = self._flipped(shape, x, X_flat, direction, high, source)
         low = np.zeros(n)
         for _ in range(self.n_iter):
             mid = (low + high) / 2
-            flipped = self._flipped(X_arr, X_flat, direction, mid, source)
+            flipped = self._flipped(shape, x, X_flat, direction, mid, source)
             high = np.where(flipped, mid, high)
             low = np.where(flipped, low, mid)
         return np.where(success, high, 0.0)

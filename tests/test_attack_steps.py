@@ -1,0 +1,219 @@
+"""FGSM and BIM step by step against an independent float64 autograd loop.
+
+The model is non-linear on purpose: the sign of the input gradient flips along the
+attack path (checked), so a BIM that takes the gradient at the clean input, steps by
+``eps`` instead of ``step``, or projects on the eps-ball once after the loop gives a
+different answer (also checked, on the reference itself). Several batches with
+their own labels, and the edges of the box, are covered too.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skdknn.attacks import BIMAttack, FGSMAttack
+
+
+class Wavy(nn.Module):
+    """logits = A cos(omega x) + b: the loss gradient flips sign every pi / omega."""
+
+    def __init__(self, n_features: int = 4, n_classes: int = 3, omega: float = 12.0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.A = nn.Parameter(torch.randn(n_classes, n_features, generator=generator))
+        self.b = nn.Parameter(torch.randn(n_classes, generator=generator))
+        self.omega = omega
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cos(self.omega * x) @ self.A.T + self.b
+
+
+def reference_bim(
+    model,
+    X,
+    t,
+    eps,
+    step,
+    n_iter,
+    lo=0.0,
+    hi=1.0,
+    clean_gradient=False,
+    project_each_step=True,
+):
+    """x_{i+1} = clip(project_eps(x_i + step sign(grad CE(x_i, t)))) in float64.
+
+    Returns the adversarial examples and, per row, whether the gradient sign of some
+    feature changed along the path. ``clean_gradient`` and ``project_each_step``
+    build the wrong variants the test must tell apart.
+    """
+    model64 = copy.deepcopy(model).double()
+    x0 = torch.tensor(np.asarray(X), dtype=torch.float64)
+    labels = torch.as_tensor(np.asarray(t), dtype=torch.int64)
+    x, first_sign, flipped = x0.clone(), None, torch.zeros(len(x0), dtype=torch.bool)
+    for _ in range(n_iter):
+        at = (x0 if clean_gradient else x).detach().requires_grad_(True)
+        loss = F.cross_entropy(model64(at), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, at)
+        sign = grad.sign()
+        if first_sign is None:
+            first_sign = sign
+        flipped |= (sign != first_sign).any(dim=1)
+        x = x + step * sign
+        if project_each_step:
+            x = torch.clamp(torch.clamp(x, x0 - eps, x0 + eps), lo, hi)
+    x = torch.clamp(torch.clamp(x, x0 - eps, x0 + eps), lo, hi)
+    return x.numpy(), flipped.numpy()
+
+
+@pytest.fixture
+def X():
+    return np.random.default_rng(0).uniform(0.02, 0.98, size=(40, 4)).astype(np.float32)
+
+
+def clean_predictions(model, X):
+    with torch.no_grad():
+        return model(torch.from_numpy(X)).argmax(dim=1).numpy()
+
+
+def test_bim_follows_the_gradient_where_its_sign_flips(X):
+    model = Wavy()
+    eps, step, n_iter = 0.25, 0.01, 15
+    assert step * n_iter < eps  # the eps-ball never binds: only the path matters
+    t = clean_predictions(model, X)
+    expected, flipped = reference_bim(model, X, t, eps, step, n_iter)
+    assert flipped.mean() > 0.5  # the path is not a straight line for most rows
+    # the test tells the wrong BIMs apart from the right one
+    frozen, _ = reference_bim(model, X, t, eps, step, n_iter, clean_gradient=True)
+    big_steps, _ = reference_bim(model, X, t, eps, eps, n_iter)
+    assert np.abs(frozen - expected).max(axis=1).min() < 1e-12  # some rows agree
+    assert (np.abs(frozen - expected).max(axis=1) > 0.01).mean() > 0.5
+    assert (np.abs(big_steps - expected).max(axis=1) > 0.01).all()
+
+    attack = BIMAttack(model, eps=eps, step=step, n_iter=n_iter).fit(X)
+    np.testing.assert_allclose(attack.transform(X), expected, atol=1e-5)
+
+
+def test_bim_projects_on_the_eps_ball_at_every_step(X):
+    model = Wavy(omega=30.0)  # flips within the ball: the path comes back inside
+    eps, step, n_iter = 0.05, 0.02, 12
+    t = clean_predictions(model, X)
+    expected, _ = reference_bim(model, X, t, eps, step, n_iter)
+    once, _ = reference_bim(model, X, t, eps, step, n_iter, project_each_step=False)
+    assert (np.abs(once - expected).max(axis=1) > 0.01).mean() > 0.3
+    X_adv = BIMAttack(model, eps=eps, step=step, n_iter=n_iter).fit(X).transform(X)
+    np.testing.assert_allclose(X_adv, expected, atol=1e-5)
+    assert np.abs(X_adv - X).max() <= eps + 1e-6
+
+
+def test_fgsm_is_one_step_of_size_eps(X):
+    model = Wavy()
+    t = clean_predictions(model, X)
+    expected, _ = reference_bim(model, X, t, 0.1, 0.1, 1)
+    X_adv = FGSMAttack(model, eps=0.1).fit(X).transform(X)
+    np.testing.assert_allclose(X_adv, expected, atol=1e-6)
+    assert np.abs(X_adv - X).max() == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_every_batch_is_attacked_with_its_own_labels(X, batch_size):
+    """40 rows in batches of 7 (the last one short) against per-row labels."""
+    model = Wavy()
+    y = np.random.default_rng(1).integers(0, 3, size=len(X))
+    expected, _ = reference_bim(model, X, y, 0.2, 0.02, 6)
+    attack = BIMAttack(model, eps=0.2, step=0.02, n_iter=6, batch_size=batch_size)
+    attack.fit(X)
+    np.testing.assert_allclose(attack.generate(X, y), expected, atol=1e-5)
+    # untargeted: each batch pushes away from its rows' clean predictions
+    t = clean_predictions(model, X)
+    assert len(set(t[:7])) > 1 and not np.array_equal(t[:7], t[7:14])
+    expected, _ = reference_bim(model, X, t, 0.2, 0.02, 6)
+    np.testing.assert_allclose(attack.transform(X), expected, atol=1e-5)
+
+
+# -- the box ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("row", "col", "value"), [(0, 0, -0.01), (39, 3, 1.001)])
+def test_inputs_just_outside_the_box_are_rejected(X, row, col, value):
+    attack = FGSMAttack(Wavy(), eps=0.1).fit(X)
+    bad = X.copy()
+    bad[row, col] = value
+    with pytest.raises(ValueError, match="1 input values lie outside the clip box"):
+        attack.transform(bad)
+    # the same just outside a per-feature box [0.1, 0.9]
+    per_feature = FGSMAttack(Wavy(), eps=0.1, clip_min=0.1, clip_max=0.9)
+    inside = np.clip(X, 0.1, 0.9)
+    per_feature.fit(inside)
+    inside[row, col] = 0.09 if value < 0 else 0.901
+    with pytest.raises(ValueError, match="outside the clip box"):
+        per_feature.transform(inside)
+
+
+def test_inputs_on_the_box_edges_within_rounding_are_accepted(X):
+    edge = X.copy()
+    edge[0, :2] = [0.0, 1.0]
+    edge[1, :2] = [-1e-7, 1 + 1e-7]  # float rounding of values on the edges
+    X_adv = BIMAttack(Wavy(), eps=0.1, step=0.05, n_iter=3).fit(X).transform(edge)
+    assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("clip_min", "clip_max"),
+    [(0.5, 0.5), (0.0, np.array([1.0, 1.0, 0.0, 1.0])), (1.0, 0.0)],
+)
+def test_an_empty_box_is_rejected(X, clip_min, clip_max):
+    attack = FGSMAttack(Wavy(), clip_min=clip_min, clip_max=clip_max)
+    with pytest.raises(ValueError, match="clip_min must be smaller than clip_max"):
+        attack.fit(X).transform(np.full_like(X, 0.5))
+
+
+# -- random start, dtype, progress ------------------------------------------------
+
+
+class Flat(nn.Module):
+    """Logits that do not depend on x: the gradient is zero, sign(0) = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor([0.0, 1.0, 2.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.0 * x.sum(dim=1, keepdim=True) + self.b
+
+
+def test_random_start_is_uniform_on_the_eps_ball():
+    X = np.full((500, 4), 0.5, dtype=np.float32)
+    eps = 0.1
+    X_adv = BIMAttack(
+        Flat(), eps=eps, step=0.05, n_iter=3, random_start=True, random_state=0
+    ).fit(X)
+    with pytest.warns(UserWarning, match="zero gradient"):
+        delta = X_adv.transform(X) - X  # no gradient: only the random start moves x
+    assert np.abs(delta).max() <= eps + 1e-6
+    assert delta.min() < -0.95 * eps and delta.max() > 0.95 * eps
+    assert abs(delta.mean()) < 0.01
+    assert np.mean(np.abs(delta) < eps / 2) == pytest.approx(0.5, abs=0.05)
+    # without a random start nothing moves
+    with pytest.warns(UserWarning, match="zero gradient"):
+        plain = BIMAttack(Flat(), eps=eps, step=0.05, n_iter=3).fit(X).transform(X)
+    np.testing.assert_array_equal(plain, X)
+
+
+def test_integer_inputs_give_float32_and_floats_keep_their_dtype(X):
+    attack = FGSMAttack(Wavy(), eps=0.1).fit(X)
+    assert attack.transform(np.round(X).astype(np.int64)).dtype == np.float32
+    assert attack.transform(X.astype(np.float64)).dtype == np.float64
+    assert attack.transform(X).dtype == np.float32
+
+
+def test_progress_bar_only_when_verbose(X, capsys):
+    FGSMAttack(Wavy(), eps=0.1, batch_size=10).fit(X).transform(X)
+    assert capsys.readouterr().err == ""
+    FGSMAttack(Wavy(), eps=0.1, batch_size=10, verbose=1).fit(X).transform(X)
+    assert "FGSMAttack" in capsys.readouterr().err

@@ -1,0 +1,343 @@
+"""Silent misuse made loud: each case is a user mistake that once gave a quiet wrong
+answer or a confusing crash, and now gives a warning or a clear error."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.frozen import FrozenEstimator
+from sklearn.neighbors import KNeighborsClassifier
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from skdknn import DeepKNNClassifier
+from skdknn.attacks import AdvKNNAttack, BIMAttack, FGSMAttack, MeanAttack
+from skdknn.datasets import load_mnist
+from skdknn.exceptions import InputRangeWarning, RetrainingWarning
+from skdknn.nets import MLP
+
+
+def tiny(**params):
+    defaults = dict(
+        n_neighbors=5, calibration_size=40, max_epochs=5, batch_size=64, random_state=0
+    )
+    defaults.update(params)
+    return DeepKNNClassifier(**defaults)
+
+
+def flat_images_net(n_features, n_classes=10):
+    """The cheapest image network: flatten, then one linear layer."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))
+
+
+@pytest.fixture(scope="module")
+def tabular():
+    X, y = make_classification(
+        n_samples=300, n_features=6, n_informative=4, n_classes=3, random_state=0
+    )
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """400 real MNIST images (shuffled), pixels in [0, 1]."""
+    X, y = load_mnist(return_X_y=True)
+    rows = np.random.default_rng(0).permutation(len(y))[:400]
+    return X[rows], y[rows]
+
+
+@pytest.fixture(scope="module")
+def image_model(mnist):
+    X, y = mnist
+    return tiny(net=flat_images_net(784), calibration_size=50).fit(X, y)
+
+
+def every_method(clf, X):
+    """Every public method of a fitted DkNN that takes X."""
+    return {
+        "predict": lambda: clf.predict(X),
+        "predict_proba": lambda: clf.predict_proba(X),
+        "p_values": lambda: clf.p_values(X),
+        "credibility": lambda: clf.credibility(X),
+        "confidence": lambda: clf.confidence(X),
+        "predict_set": lambda: clf.predict_set(X, 0.1),
+        "kneighbors": lambda: clf.kneighbors(X),
+        "kneighbors_layer": lambda: clf.kneighbors(X, layer=clf.layers_[-1]),
+        "neighbor_counts": lambda: clf.neighbor_counts(X),
+    }
+
+
+# -- inputs far outside the value range seen at fit ------------------------------------
+
+
+def test_fit_records_the_value_range(image_model, tabular):
+    np.testing.assert_array_equal(image_model.input_range_, [0.0, 1.0])
+    X, y = tabular
+    clf = tiny().fit(X, y)
+    np.testing.assert_allclose(clf.input_range_, [X.min(), X.max()], rtol=1e-6)
+
+
+def test_images_in_0_255_warn_in_every_method(image_model, mnist):
+    X, y = mnist
+    X255 = (X[:20] * 255).astype(np.uint8)
+    for call in every_method(image_model, X255).values():
+        with pytest.warns(InputRangeWarning, match=r"\[0, 255\].*\[0, 1\]"):
+            call()
+    with pytest.warns(InputRangeWarning, match="divided by 255"):
+        image_model.score(X255, y[:20])
+
+
+def test_inputs_within_the_range_do_not_warn(image_model, mnist, tabular):
+    X, _ = mnist
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        # "far" means more than the fitted range's width outside it
+        image_model.predict(X[:20])
+        image_model.predict(np.clip(X[:20] * 1.9 - 0.4, -0.9, 1.9))
+        # tabular data: new points a little beyond the training extremes are normal
+        Xt, yt = tabular
+        clf = tiny().fit(Xt[:200], yt[:200])
+        clf.predict(Xt[200:] * 1.2)
+    with pytest.warns(InputRangeWarning):
+        image_model.predict(X[:20] - 2.5)  # far below
+
+
+def test_attack_inputs_checked_against_the_attacked_dknn_range(image_model, mnist):
+    X, _ = mnist
+    attack = FGSMAttack(image_model, eps=8.0, clip_max=255.0)
+    with pytest.warns(InputRangeWarning, match=r"\[0, 255\]"):
+        attack.fit(X[:20] * 255)
+
+
+# -- a trained network passed without FrozenEstimator ----------------------------------
+
+
+def test_fitted_skorch_net_without_frozen_estimator_warns(tabular):
+    X, y = tabular
+    X = X.astype(np.float32)
+    net = NeuralNetClassifier(
+        MLP,
+        module__n_features=6,
+        module__n_classes=3,
+        criterion=nn.CrossEntropyLoss,
+        max_epochs=2,
+        train_split=None,
+        verbose=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetrainingWarning)
+        tiny(net=net).fit(X, y)  # unfitted: training it is what the user asks
+    net.fit(X, y)
+    with pytest.warns(RetrainingWarning, match="FrozenEstimator"):
+        tiny(net=net).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetrainingWarning)
+        tiny(net=FrozenEstimator(net)).fit(X, y)
+
+
+def test_trained_torch_module_without_frozen_estimator_warns(tabular):
+    X, y = tabular
+    X = X.astype(np.float32)
+    fresh = MLP(n_features=6, n_classes=3, hidden_layer_sizes=(8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetrainingWarning)
+        tiny(net=fresh).fit(X, y)
+    # a training loop leaves gradients on the parameters
+    trained = MLP(n_features=6, n_classes=3, hidden_layer_sizes=(8,))
+    loss = nn.functional.cross_entropy(trained(torch.from_numpy(X)), torch.tensor(y))
+    loss.backward()
+    with pytest.warns(RetrainingWarning, match="fine-tun.*FrozenEstimator"):
+        tiny(net=trained).fit(X, y)
+    # a module put in eval mode was prepared for inference
+    evaluated = MLP(n_features=6, n_classes=3, hidden_layer_sizes=(8,)).eval()
+    with pytest.warns(RetrainingWarning, match="eval mode"):
+        tiny(net=evaluated).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetrainingWarning)
+        tiny(net=FrozenEstimator(evaluated)).fit(X, y)
+        tiny(net=evaluated, max_epochs=0).fit(X, y)  # nothing is trained
+
+
+# -- empty input -----------------------------------------------------------------------
+
+EMPTY = r"Found array with 0 sample\(s\)"
+
+
+def test_empty_input_gets_sklearns_message_for_images(image_model, mnist):
+    X, y = mnist
+    for call in every_method(image_model, X[:0]).values():
+        with pytest.raises(ValueError, match=EMPTY):
+            call()
+    with pytest.raises(ValueError, match=EMPTY):
+        image_model.score(X[:0], y[:0])
+    with pytest.raises(ValueError, match=EMPTY):
+        tiny().fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match=EMPTY):
+        tiny().fit(X[:0, 0], y[:0])  # (n, H, W) images
+    with pytest.raises(ValueError, match=EMPTY):
+        FGSMAttack(image_model).fit(X[:0])
+    attack = FGSMAttack(image_model).fit(X[:5])
+    with pytest.raises(ValueError, match=EMPTY):
+        attack.transform(X[:0])
+    with pytest.raises(ValueError, match=EMPTY):
+        MeanAttack(image_model).fit(X[:0], y[:0])
+
+
+def test_empty_input_gets_sklearns_message_for_rows(tabular):
+    X, y = tabular
+    clf = tiny().fit(X, y)
+    for call in every_method(clf, X[:0]).values():
+        with pytest.raises(ValueError, match=EMPTY):
+            call()
+
+
+# -- image layouts ---------------------------------------------------------------------
+
+
+def test_channels_last_images_at_fit_name_the_channel_order(mnist):
+    X, y = mnist
+    X_last = X.transpose(0, 2, 3, 1)  # (n, 28, 28, 1)
+    for net in (None, flat_images_net(784)):
+        with pytest.raises(
+            ValueError, match=r"\(28, 28, 1\).*channels-last.*\(n, C, H, W\)"
+        ):
+            tiny(net=net).fit(X_last, y)
+    rgb = np.zeros((40, 32, 32, 3), dtype=np.float32)
+    with pytest.raises(
+        ValueError, match=r"\(3, 32, 32\): pass np.moveaxis\(X, -1, 1\)"
+    ):
+        tiny().fit(rgb, np.arange(40) % 2)
+    # a network that really takes channels-last input says so with input_shape
+    clf = tiny(net=flat_images_net(784), input_shape=(28, 28, 1)).fit(X_last, y)
+    assert clf.input_shape_ == (28, 28, 1)
+
+
+def test_channels_last_images_at_predict_name_the_channel_order(image_model, mnist):
+    X, _ = mnist
+    with pytest.raises(ValueError, match=r"channels-last.*np.moveaxis\(X, -1, 1\)"):
+        image_model.predict(X[:3].transpose(0, 2, 3, 1))
+    # an attack must not read channels-last images as channels-first ones
+    with pytest.raises(ValueError, match="channels-last"):
+        FGSMAttack(image_model).fit(X[:3].transpose(0, 2, 3, 1))
+
+
+def test_single_image_asks_for_the_batch_axis(image_model, mnist):
+    X, _ = mnist
+    with pytest.raises(ValueError, match=r"single image.*batch axis.*X\[None\]"):
+        image_model.predict(X[0, 0])  # (28, 28)
+    attack = FGSMAttack(image_model).fit(X[:5])
+    with pytest.raises(ValueError, match="single image"):
+        attack.transform(X[0, 0])
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(size=(120, 3, 8, 8)).astype(np.float32)
+    clf = tiny(net=flat_images_net(192, 2), calibration_size=20).fit(
+        rgb, np.arange(120) % 2
+    )
+    with pytest.raises(
+        ValueError, match=r"X of shape \(3, 8, 8\) looks like a single image"
+    ):
+        clf.predict(rgb[0])
+
+
+# -- n_neighbors against the class sizes -----------------------------------------------
+
+
+def test_n_neighbors_above_the_smallest_indexed_class_warns(tabular):
+    X, y = tabular
+    rare = np.flatnonzero(y == 2)[:30]
+    rows = np.concatenate([np.flatnonzero(y != 2), rare])
+    # 30 samples of class 2, 5 of them held out for calibration: 25 indexed
+    with pytest.warns(UserWarning, match="n_neighbors=26 exceeds the 25 indexed "):
+        tiny(n_neighbors=26, calibration_size=15).fit(X[rows], y[rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny(n_neighbors=25, calibration_size=15).fit(X[rows], y[rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny(n_neighbors=10, calibration_size=15).fit(X[rows], y[rows])
+
+
+# -- attack budgets against the box ----------------------------------------------------
+
+
+def test_eps_or_step_larger_than_the_box_warns():
+    X = np.random.default_rng(0).uniform(0, 1, size=(10, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    with pytest.warns(UserWarning, match=r"eps=8.*clip box.*8/255"):
+        FGSMAttack(net, eps=8).fit(X)
+    with pytest.warns(UserWarning, match=r"step=2"):
+        BIMAttack(net, eps=8, step=2, n_iter=1).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FGSMAttack(net, eps=8, clip_max=255.0).fit(X * 255)
+        BIMAttack(net, eps=0.3, step=0.1, n_iter=2).fit(X).transform(X)
+        # a per-feature box: budgets are compared with its widest side
+        FGSMAttack(net, eps=1.5, clip_max=[1, 1, 1, 2]).fit(X)
+
+
+# -- inputs whose gradient is exactly zero ---------------------------------------------
+
+
+def half_dead_net():
+    """ReLU logits that are all zero (a flat loss) when x[0] > 0.5."""
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(
+            torch.tensor([[-1.0, 0, 0, 0], [-2, 0, 0, 0], [-3, 0, 0, 0]])
+        )
+        net[0].bias.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    return net
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        FGSMAttack(half_dead_net(), eps=0.1),
+        BIMAttack(half_dead_net(), eps=0.1, step=0.02, n_iter=5),
+    ],
+    ids=["fgsm", "bim"],
+)
+def test_zero_gradient_inputs_are_counted_and_reported(attack):
+    X = np.random.default_rng(0).uniform(0.05, 0.95, size=(40, 4)).astype(np.float32)
+    dead = X[:, 0] > 0.5
+    attack.fit(X)
+    with pytest.warns(UserWarning, match=rf"{dead.sum()} of 40 inputs.*zero gradient"):
+        X_adv = attack.transform(X)
+    assert attack.n_zero_gradient_ == dead.sum()
+    np.testing.assert_array_equal(X_adv[dead], X[dead])
+    assert np.all(np.any(X_adv[~dead] != X[~dead], axis=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attack.transform(X[~dead])
+    assert attack.n_zero_gradient_ == 0
+
+
+def test_zero_gradient_is_counted_through_advknn_heads(tabular):
+    X, y = tabular
+    X = (X - X.min()) / (X.max() - X.min())
+    dknn = tiny().fit(X, y)
+    attack = AdvKNNAttack(dknn, layer="relu2", eps=0.05, head_epochs=2, random_state=0)
+    attack.fit(X)
+    with torch.no_grad():
+        for p in attack.heads_.parameters():
+            p.zero_()  # a constant head: the loss has no gradient anywhere
+    with pytest.warns(UserWarning, match="30 of 30 inputs"):
+        X_adv = attack.transform(X[:30])
+    assert attack.n_zero_gradient_ == 30
+    np.testing.assert_array_equal(X_adv, X[:30])
+
+
+def test_mean_attack_and_knn_still_quiet():
+    """Estimators without a recorded range (e.g. scikit-learn's) are left alone."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (40, 4))
+    y = (X[:, 0] > 0.5).astype(int)
+    knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MeanAttack(knn).fit(X, y).transform(X)
