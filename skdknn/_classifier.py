@@ -280,6 +280,20 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : DeepKNNClassifier
             The fitted classifier.
+
+        Raises
+        ------
+        ValueError
+            Among others, for channels-last images ``(n, H, W, C)`` (the message
+            names the channel order; pass ``input_shape`` if the network really
+            takes them) and for an empty ``X``.
+
+        Warns
+        -----
+        RetrainingWarning
+            When ``net`` looks trained but is not wrapped in ``FrozenEstimator``.
+        UserWarning
+            When a class has fewer indexed points than ``n_neighbors``.
         """
         self._validate_params()
         X_flat, image_shape = as_flat_rows(X)
