@@ -58,7 +58,7 @@ def _net_type_message(net: Any) -> str:
     )
 
 
-def _trained_evidence(net: Any) -> str | None:
+def _trained_evidence(net: Any, max_epochs: int) -> str | None:
     """Why ``net`` looks already trained, or None.
 
     Detected: a skorch net that is initialized (``initialized_``; fitted when its
@@ -82,7 +82,7 @@ def _trained_evidence(net: Any) -> str | None:
             return None
         return (
             f"net is a torch module that {reason}; DeepKNNClassifier trains a copy "
-            "of it further (fine-tuning) for max_epochs epochs"
+            f"of it further (fine-tuning) for max_epochs={max_epochs} epochs"
         )
     return None
 
@@ -91,7 +91,7 @@ def _warn_if_trained(net: Any, max_epochs: int) -> None:
     """Warn before (re)training a network that looks trained already."""
     if isinstance(net, nn.Module) and max_epochs == 0:
         return  # a module copy trained for no epoch is used as it is
-    evidence = _trained_evidence(net)
+    evidence = _trained_evidence(net, max_epochs)
     if evidence is not None:
         warnings.warn(
             f"{evidence}. Wrap a trained network in sklearn.frozen."

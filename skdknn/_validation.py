@@ -123,8 +123,8 @@ def check_fitted_shape(
     ):
         raise ValueError(
             f"X of shape {shape} looks like a single image; {owner} takes a batch "
-            f"of images (n, C, H, W): add the batch axis with X[None] (shape "
-            f"{(1, *fitted_shape)})."
+            f"of images (n, C, H, W): add the batch axis with X[None] (one image "
+            f"of shape {fitted_shape})."
         )
     if image_shape is None:
         return

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["InconsistentVersionWarning", "InputRangeWarning", "RetrainingWarning"]
+__all__ = [
+    "InconsistentVersionWarning",
+    "InputRangeWarning",
+    "RetrainingWarning",
+    "ShardLostError",
+]
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -51,4 +56,13 @@ class RetrainingWarning(UserWarning):
     is cloned, which discards its weights; a torch module is copied and fine-tuned).
     Wrap a trained network in :class:`sklearn.frozen.FrozenEstimator` to use it as
     is.
+    """
+
+
+class ShardLostError(RuntimeError):
+    """A shard of a :class:`~skdknn.neighbors.ShardedBackend` is gone with its worker.
+
+    Raised by a query rather than answering from the remaining shards; the message
+    names the lost shards and the rows they held. Refit the backend, or restore a
+    saved model and send it to a cluster again with ``ShardedBackend.scatter``.
     """

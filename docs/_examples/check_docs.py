@@ -32,6 +32,7 @@ PAGES = [
         "large-networks.md",
         "attacks.md",
         "persistence.md",
+        "scaling-out.md",
         "reproduction.md",
     )
 ]

@@ -345,6 +345,14 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+
+        Warns
+        -----
+        UserWarning
+            When ``eps`` (or ``step``) is wider than the clip box, e.g. ``eps=8``
+            meant as 8/255.
+        InputRangeWarning
+            When X lies far outside the values the attacked DkNN was fitted on.
         """
         self._validate_params()
         self._check_params()
@@ -382,6 +390,13 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_adv : ndarray of the shape and dtype of X
+            ``|X_adv - X|_inf <= eps`` and the box hold exactly in X's dtype.
+
+        Warns
+        -----
+        UserWarning
+            When inputs had an exactly zero loss gradient at every step (they
+            come back unmoved); their count is ``n_zero_gradient_``.
         """
         check_is_fitted(self, "target_")
         X_arr = X if hasattr(X, "dtype") else np.asarray(X)

@@ -13,6 +13,7 @@ from ._lsh import LSHBackend
 from ._projected import ProjectedBackend
 from ._pynndescent import PyNNDescentBackend
 from ._registry import BACKENDS, make_backend
+from ._sharded import ShardedBackend, merge_kneighbors, shard_bounds
 
 __all__ = [
     "BACKENDS",
@@ -23,5 +24,8 @@ __all__ = [
     "NeighborsBackend",
     "ProjectedBackend",
     "PyNNDescentBackend",
+    "ShardedBackend",
     "make_backend",
+    "merge_kneighbors",
+    "shard_bounds",
 ]

@@ -47,6 +47,12 @@ class ExactBackend(NeighborsBackend):
     expansion loses precision to cancellation, are recomputed directly, so that a
     point is at distance exactly 0 from itself.
 
+    Ties are decided by index: each row is sorted by the float32 distance, then
+    the index, and of the points tied at the k-th place the lowest indices are
+    kept. The answer is
+    thus a function of the data, and the answers of shards of the index merge into
+    it exactly (:class:`ShardedBackend`).
+
     Parameters
     ----------
     n_neighbors : int, default=5
@@ -137,19 +143,78 @@ class ExactBackend(NeighborsBackend):
         sq_norms = read_tensor(self._sq_norms)
         rows = min(self._block_rows(), max(n_queries, 1))
         scores = torch.empty((rows, self.n_samples_fit_), dtype=torch.float32)
+        k_plus = min(n_neighbors + 1, self.n_samples_fit_)
         with torch.inference_mode(), torch_threads(self.n_jobs):
             for start in range(0, n_queries, rows):
                 query = read_tensor(X[start : start + rows])
                 block = scores[: query.shape[0]]
                 # |t|^2 - 2 q.t ranks the index rows as |q - t|^2 does
                 torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=block)
-                values, idx = torch.topk(block, n_neighbors, dim=1, largest=False)
+                # one more than asked, to see ties that straddle the k-th place
+                values, idx = torch.topk(block, k_plus, dim=1, largest=False)
                 sq_dist, idx = _refine_near_duplicates(
                     query, fit_t, sq_norms, values, idx, block
                 )
-                distances[start : start + rows] = sq_dist.sqrt_().numpy()
-                indices[start : start + rows] = idx.numpy()
-        return distances, indices.astype(np.intp, copy=False)
+                dist = sq_dist.sqrt_()
+                if k_plus > n_neighbors:
+                    for row in _tied_at_kth(dist, n_neighbors).tolist():
+                        d, i = _exact_row(
+                            query[row], fit_t, sq_norms, block[row], n_neighbors
+                        )
+                        dist[row, :n_neighbors], idx[row, :n_neighbors] = d, i
+                end = start + query.shape[0]
+                distances[start:end] = dist[:, :n_neighbors].numpy()
+                indices[start:end] = idx[:, :n_neighbors].numpy()
+        return sort_by_distance_then_index(distances, indices.astype(np.intp))
+
+
+def _tied_at_kth(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows of k + 1 sorted distances whose (k+1)-th equals their k-th.
+
+    Distances grow with the ranking scores, so in the other rows no point left
+    out of the k + 1 can be as near as the k-th: the k first (sorted by distance,
+    then index) are the answer. In these rows a tie straddles the k-th place.
+    """
+    return (dist[:, k] == dist[:, k - 1]).nonzero().flatten()
+
+
+def _exact_row(
+    query: torch.Tensor,
+    fit_t: torch.Tensor,
+    sq_norms: torch.Tensor,
+    scores: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest of one query among all points, ties by index, every pair's
+    distance computed as in the blocked search (exact for near pairs)."""
+    # |q|^2 reduced as in _refine_near_duplicates, to the same bits
+    q_sq = (query[None, :] * query[None, :]).sum(dim=1)
+    sq_dist = (scores + q_sq).clamp_(min=0)
+    near = (sq_dist < 1e-2 * (q_sq + sq_norms)).nonzero().flatten()
+    if near.numel():
+        diff = query[None, :] - fit_t[near]
+        sq_dist[near] = (diff * diff).sum(dim=1)
+    # a stable sort keeps equal distances in index order
+    dist, order = torch.sort(sq_dist.sqrt_(), stable=True)
+    return dist[:k], order[:k]
+
+
+def sort_by_distance_then_index(
+    dist: NDArray[np.float32], ind: NDArray[np.intp]
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """Each row sorted by increasing distance, equal distances by increasing index.
+
+    The order of the answers of every exact search in skdknn: a total order, so
+    that answers computed on parts of the index merge into the same answer.
+
+    Examples
+    --------
+    >>> dist = np.array([[0.5, 0.2, 0.5]], dtype=np.float32)
+    >>> sort_by_distance_then_index(dist, np.array([[7, 9, 3]]))[1]
+    array([[9, 3, 7]])
+    """
+    order = np.lexsort((ind, dist), axis=1)
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(ind, order, 1)
 
 
 def _refine_near_duplicates(
@@ -167,10 +232,11 @@ def _refine_near_duplicates(
     point and itself). Those few pairs are recomputed as ``|q - t|^2`` and the rows
     re-sorted; the rest keep the expansion, whose relative error is below 1e-5.
     Given the rows' ``scores`` (``|t|^2 - 2 q.t`` of every indexed point), a row
-    holding such a pair also recomputes every point whose score lies within that
-    error of the k-th selected one, when there are more than k, and keeps the k
-    nearest: a point then ties with its duplicates at distance 0 instead of losing
-    the selection to them.
+    holding such a pair also re-ranks every point whose score lies within that
+    error of the k-th selected one, when there are more than k, with the near pairs
+    among them recomputed, and keeps the k nearest: a point then ties with its
+    duplicates at distance 0 instead of losing the selection to them. Every pair's
+    distance is thus computed the same way whatever else is indexed.
     """
     q_sq = (query * query).sum(dim=1, keepdim=True)
     sq_dist = (values + q_sq).clamp_(min=0)
@@ -185,8 +251,13 @@ def _refine_near_duplicates(
         crowded = within.sum(dim=1) > k
         for row, mask in zip(rows[crowded].tolist(), within[crowded], strict=True):
             candidates = mask.nonzero().squeeze(1)
-            diff = query[row] - fit_t[candidates]
-            dist, order = torch.sort((diff * diff).sum(dim=1), stable=True)
+            # each pair's distance as anywhere else (exact if near, else expanded),
+            # so that the answer does not depend on which other points are indexed
+            dist = (scores[row, candidates] + q_sq[row]).clamp_(min=0)
+            near = dist < 1e-2 * (q_sq[row] + sq_norms[candidates])
+            diff = query[row] - fit_t[candidates[near]]
+            dist[near] = (diff * diff).sum(dim=1)
+            dist, order = torch.sort(dist, stable=True)
             sq_dist[row], idx[row] = dist[:k], candidates[order[:k]]
             suspect[row] = False  # exact already
         rows = rows[~crowded]

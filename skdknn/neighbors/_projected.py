@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import NeighborsBackend, read_tensor
 from ._exact import torch_threads
-from ._registry import make_backend
+from ._registry import make_inner_backend
 
 __all__ = ["ProjectedBackend"]
 
@@ -233,13 +233,8 @@ class ProjectedBackend(NeighborsBackend):
     def _fit_inner(
         self, projected: NDArray[np.float32], rng: np.random.RandomState
     ) -> None:
-        inner = make_backend(self.backend)
-        params = inner.get_params(deep=False)
-        if "n_neighbors" in params:
-            inner.set_params(n_neighbors=self.n_neighbors)
-        if "metric" in params:
-            inner.set_params(metric="euclidean")
-        if params.get("random_state", "absent") is None:
+        inner = make_inner_backend(self.backend, self.n_neighbors)
+        if inner.get_params(deep=False).get("random_state", "absent") is None:
             inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
         # the projected rows are ours alone: the inner index need not copy them
         copy = self.components_ is None

@@ -1,0 +1,207 @@
+"""Sharded exact search on a 2-worker Dask LocalCluster against one process.
+
+The DkNN paper CNN's four layers (12,544 / 3,200 / 128 / 10 features) at 60,000
+indexed points and 10,000 queries, k = 75. Features: the activations of 5,000 real
+MNIST images through the CNN (trained one epoch on 1,500 of them), replicated with
+a little gaussian noise (1 % of each layer's spread) up to the numbers of points
+(from the first 4,000 images) and queries (from the other 1,000).
+
+For each layer: ``ExactBackend`` in this process (torch on both cores), then
+``ShardedBackend("exact", n_shards)`` with 1, 2 and 4 shards on a
+``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``: fit (rows
+sent to the workers) + queries, wall time, the peak resident memory of each
+worker process above its idle level (sampled every 20 ms on the worker), and
+whether indices and distances equal the single process's bit for bit.
+
+``python benchmarks/dask_scale.py`` (the issue's scale; about 15 minutes on 2 idle
+cores, 12 GB of memory at the peak) or ``--n-queries 1000`` (the time of the
+queries scales linearly with their number) or ``--quick`` (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from _machine import cpu_model, load_average, skdknn_revision
+from distributed import Client, LocalCluster
+
+from skdknn import DeepKNNClassifier
+from skdknn._activations import extract_activations
+from skdknn.datasets import load_mnist
+from skdknn.neighbors import ExactBackend, ShardedBackend
+
+K = 75
+
+
+# -- memory of the worker processes ------------------------------------------------
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _start_sampling(dask_worker: Any) -> int:
+    """On a worker: sample this process's RSS every 20 ms; return the idle RSS.
+
+    (The state lives on the worker object: this module is pickled by value.)
+    """
+    stop = threading.Event()
+    state: dict[str, Any] = {"peak": _rss(), "stop": stop}
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            state["peak"] = max(state["peak"], _rss())
+
+    threading.Thread(target=sample, daemon=True).start()
+    dask_worker.skdknn_memory_sampler = state
+    return int(state["peak"])
+
+
+def _stop_sampling(dask_worker: Any) -> int:
+    """On a worker: stop sampling; return the peak RSS."""
+    state = dask_worker.skdknn_memory_sampler
+    state["stop"].set()
+    return int(max(state["peak"], _rss()))
+
+
+def _trim() -> None:
+    """On a worker: collect garbage and hand freed pages back to the system."""
+    import ctypes
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+# -- features --------------------------------------------------------------------
+def layer_features(n_train: int, n_query: int, seed: int) -> dict[str, Any]:
+    """Per layer: (indexed rows, query rows), replicated real activations."""
+    X, y = load_mnist(return_X_y=True)
+    clf = DeepKNNClassifier(
+        n_neighbors=K, calibration_size=250, max_epochs=1, random_state=seed
+    ).fit(X[:1500], y[:1500])
+    acts_of = dict(
+        zip(
+            clf.layers_,
+            extract_activations(clf.module_, X, clf.layers_, batch_size=500),
+            strict=True,
+        )
+    )
+    rng = np.random.default_rng(seed)
+    features = {}
+    for name in clf.layers_:
+        acts = acts_of[name]
+        base_train, base_query = acts[:4000], acts[4000:]
+        scale = 0.01 * float(acts.std())
+        features[name] = (
+            _grow(base_train, n_train, scale, rng),
+            _grow(base_query, n_query, scale, rng),
+        )
+    return features
+
+
+def _grow(
+    base: np.ndarray, n: int, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """n rows: copies of the base rows plus gaussian noise of the given scale."""
+    rows = base[np.arange(n) % base.shape[0]]
+    return rows + rng.normal(scale=scale, size=rows.shape).astype(np.float32)
+
+
+# -- the runs --------------------------------------------------------------------
+def single_process(train: np.ndarray, query: np.ndarray) -> tuple[Any, float]:
+    start = time.perf_counter()
+    backend = ExactBackend(n_neighbors=K).fit(train)
+    answer = backend.kneighbors(query)
+    return answer, time.perf_counter() - start
+
+
+def sharded(
+    client: Client, train: np.ndarray, query: np.ndarray, n_shards: int
+) -> tuple[Any, float, list[float]]:
+    client.run(_trim)
+    idle = client.run(_start_sampling)
+    start = time.perf_counter()
+    backend = ShardedBackend("exact", n_shards, client, n_neighbors=K).fit(train)
+    answer = backend.kneighbors(query)
+    elapsed = time.perf_counter() - start
+    peak = client.run(_stop_sampling)
+    del backend
+    extra = [(peak[w] - idle[w]) / 2**20 for w in sorted(idle)]
+    return answer, elapsed, extra
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-train", type=int, default=60_000)
+    parser.add_argument("--n-queries", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="6,000 indexed x 500 queries"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_train, args.n_queries = 6_000, 500
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(
+        f"skdknn {skdknn_revision()} | {cpu_model()}, {os.cpu_count()} cores | "
+        f"load average before: {load_average()}"
+    )
+    print(
+        f"\n{args.n_train:,} indexed x {args.n_queries:,} queries, k = {K}; "
+        "a LocalCluster of 2 worker processes x 1 thread\n"
+    )
+    features = layer_features(args.n_train, args.n_queries, args.seed)
+    print(
+        "| layer | width | backend | fit + queries (s) | vs one process | "
+        "peak extra memory per worker (MB) | same indices and distances |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(lambda: __import__("skdknn.neighbors") and None)
+        for name, (train, query) in features.items():
+            width = train.shape[1]
+            (ref_dist, ref_ind), single = single_process(train, query)
+            gc.collect()
+            print(
+                f"| {name} | {width:,} | ExactBackend, 1 process | {single:.1f} | "
+                "1.00 | | |",
+                flush=True,
+            )
+            for n_shards in args.shards:
+                (dist, ind), elapsed, extra = sharded(client, train, query, n_shards)
+                same = np.array_equal(ind, ref_ind) and np.array_equal(dist, ref_dist)
+                print(
+                    f"| {name} | {width:,} | {n_shards} shard"
+                    f"{'s' if n_shards > 1 else ''} | {elapsed:.1f} | "
+                    f"{elapsed / single:.2f} | "
+                    f"{' / '.join(f'{m:,.0f}' for m in extra)} | {same} |",
+                    flush=True,
+                )
+            features[name] = None  # free the layer before the next one
+            gc.collect()
+    print(f"\nload average after: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""skdknn on a real Dask cluster: a LocalCluster of 2 worker processes (1 thread
+each) started here, shared by the module and closed at its end.
+
+Sharded exact search == ExactBackend bit for bit (indices, distances, and the
+DkNN's predictions and credibility); sharded approximate engines keep their recall;
+dask-array inputs; GridSearchCV under joblib's dask backend == the local search;
+an attack blockwise; a joblib round trip and re-scatter; workers lost between fit
+and predict (last: a worker retired, then the other killed).
+"""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_classification
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV
+
+from skdknn import DeepKNNClassifier, FGSMAttack
+from skdknn.exceptions import ShardLostError
+from skdknn.neighbors import (
+    AnnoyBackend,
+    ExactBackend,
+    FaissBackend,
+    ShardedBackend,
+)
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+
+#: Seconds any future may take here before the test fails instead of hanging.
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            # the tests measure correctness, not the workers' memory
+            memory_limit=0,
+        ) as cluster,
+        distributed.Client(cluster, timeout=TIMEOUT) as client,
+    ):
+        client.wait_for_workers(2, timeout=TIMEOUT)
+        # the workers import torch and skdknn once, here, not in the first test
+        client.run(lambda: __import__("skdknn.neighbors") and None)
+        yield client
+
+
+def _data(seed=0, n=900, d=12):
+    """Gaussian rows with exact duplicates and all-zero rows (ties, near-duplicate
+    queries), and queries."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X = np.vstack([X, X[: n // 4], np.zeros((4, d))])
+    return X, rng.normal(size=(100, d))
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------
+# ShardedBackend on the workers
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_sharded_exact_equals_exact(client, metric):
+    X, Q = _data()
+    exact = ExactBackend(n_neighbors=9, metric=metric).fit(X)
+    sharded = ShardedBackend(n_neighbors=9, metric=metric, timeout=TIMEOUT).fit(X)
+    # one shard per worker, each on its own worker
+    assert sharded.n_shards_ == 2
+    holders = client.who_has(sharded._shards)
+    assert len({holders[f.key][0] for f in sharded._shards}) == 2
+    for query in (Q, X[:150], None):
+        _assert_same(sharded.kneighbors(query), exact.kneighbors(query))
+    three = ShardedBackend(
+        "exact", 3, n_neighbors=9, metric=metric, timeout=TIMEOUT
+    ).fit(X)
+    _assert_same(three.kneighbors(Q), exact.kneighbors(Q))
+    _assert_same(three.kneighbors(), exact.kneighbors())
+
+
+@pytest.fixture(scope="module")
+def dknn():
+    """A DkNN (MLP) with the exact backend, and its data."""
+    X, y = make_classification(
+        n_samples=420, n_features=10, n_informative=6, n_classes=3, random_state=0
+    )
+    X = X.astype(np.float32)
+    params = dict(n_neighbors=7, calibration_size=60, max_epochs=3, random_state=0)
+    return DeepKNNClassifier(**params).fit(X[:360], y[:360]), X, y
+
+
+def _with_backend(clf, backend):
+    """The same network, split and layers, another backend."""
+    return clone(clf).set_params(net=FrozenEstimator(clf.net_), backend=backend)
+
+
+def test_sharded_classifier_equals_exact(client, dknn):
+    clf, X, y = dknn
+    sharded = _with_backend(clf, ShardedBackend(timeout=TIMEOUT)).fit(X[:360], y[:360])
+    assert all(b._distributed and b.n_shards_ == 2 for b in sharded.backends_)
+    Q = X[360:]
+    _assert_same(sharded.kneighbors(Q), clf.kneighbors(Q))
+    np.testing.assert_array_equal(sharded.predict(Q), clf.predict(Q))
+    np.testing.assert_array_equal(sharded.credibility(Q), clf.credibility(Q))
+    np.testing.assert_array_equal(sharded.p_values(Q), clf.p_values(Q))
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        FaissBackend(index="ivf", random_state=0),
+        AnnoyBackend(n_trees=5, random_state=0),
+    ],
+    ids=["faiss-ivf", "annoy"],
+)
+def test_sharded_approximate_recall(client, inner):
+    rng = np.random.default_rng(1)
+    centers = rng.normal(scale=4, size=(20, 16))
+    X = centers[rng.integers(0, 20, 4000)] + rng.normal(size=(4000, 16))
+    Q = centers[rng.integers(0, 20, 200)] + rng.normal(size=(200, 16))
+    _, ref = ExactBackend(n_neighbors=25).fit(X).kneighbors(Q)
+
+    def recall(ind):
+        shared = [np.intersect1d(a, b).size for a, b in zip(ind, ref, strict=True)]
+        return np.mean(shared) / 25
+
+    one = clone(inner).set_params(n_neighbors=25).fit(X).kneighbors(Q)[1]
+    sharded = ShardedBackend(inner, n_neighbors=25, timeout=TIMEOUT).fit(X)
+    assert sharded._distributed
+    two = sharded.kneighbors(Q)[1]
+    print(f"recall@25 unsharded {recall(one):.4f}, 2 shards {recall(two):.4f}")
+    assert recall(two) >= recall(one) - 0.01
+
+
+def test_fit_on_a_dask_array_of_rows(client):
+    # the rows are computed on the workers and never gathered on the client
+    X, Q = _data(seed=2)
+    rows = da.from_array(X, chunks=(250, 6))  # chunked across rows and columns
+    sharded = ShardedBackend("exact", 3, n_neighbors=6, timeout=TIMEOUT).fit(rows)
+    assert sharded.n_features_in_ == 12 and sharded.n_samples_fit_ == len(X)
+    exact = ExactBackend(n_neighbors=6).fit(X)
+    _assert_same(sharded.kneighbors(Q), exact.kneighbors(Q))
+    _assert_same(sharded.kneighbors(), exact.kneighbors())
+    bad = da.from_array(np.full((10, 3), np.nan), chunks=5)
+    with pytest.raises(ValueError, match="NaN"):
+        ShardedBackend("exact", 2, timeout=TIMEOUT).fit(bad)
+
+
+def test_timeout_names_the_pending_shards(client):
+    X, Q = _data(seed=3)
+    sharded = ShardedBackend(n_neighbors=3, timeout=TIMEOUT).fit(X)
+    sharded.set_params(timeout=1e-6)
+    with pytest.raises(TimeoutError, match=r"timeout=1e-06 s from shard \d of 2"):
+        sharded.kneighbors(Q)
+
+
+def test_joblib_round_trip_and_scatter_again(client, tmp_path):
+    X, Q = _data(seed=4)
+    sharded = ShardedBackend(n_neighbors=5, client=client, timeout=TIMEOUT).fit(X)
+    expected = sharded.kneighbors(Q), sharded.kneighbors()
+    joblib.dump(sharded, tmp_path / "sharded.joblib")
+    assert sharded._distributed  # dumping gathers copies, the shards stay
+    loaded = joblib.load(tmp_path / "sharded.joblib")
+    assert loaded.client is None and not loaded._distributed
+    _assert_same(loaded.kneighbors(Q), expected[0])  # in local threads
+    loaded.scatter(client)
+    assert loaded._distributed
+    holders = client.who_has(loaded._shards)
+    assert len({holders[f.key][0] for f in loaded._shards}) == 2
+    _assert_same(loaded.kneighbors(Q), expected[0])
+    _assert_same(loaded.kneighbors(), expected[1])
+    loaded.gather()
+    assert not loaded._distributed
+    _assert_same(loaded.kneighbors(Q), expected[0])
+
+
+# ---------------------------------------------------------------------------------
+# Dask arrays in, dask arrays out; searches over the cluster
+# ---------------------------------------------------------------------------------
+def test_blockwise_predictions_and_attack(client, dknn):
+    from skdknn.parallel import blockwise
+
+    clf, X, _ = dknn
+    Q = da.from_array(X[360:], chunks=25)
+    for method in ("predict", "credibility", "p_values", "predict_set"):
+        result = blockwise(clf, method, Q)
+        assert isinstance(result, da.Array) and result.chunks[0] == (25, 25, 10)
+        np.testing.assert_array_equal(result.compute(), getattr(clf, method)(X[360:]))
+    box = dict(clip_min=float(X.min()), clip_max=float(X.max()))
+    attack = FGSMAttack(clf, eps=0.2, **box).fit(X[:360])
+    adversarial = blockwise(attack, "transform", Q)
+    np.testing.assert_array_equal(adversarial.compute(), attack.transform(X[360:]))
+
+
+def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
+    clf, X, y = dknn
+    prefit = _with_backend(clf, "exact")
+    grid = {"n_neighbors": [3, 9], "metric": ["euclidean", "cosine"]}
+    local = GridSearchCV(prefit, grid, cv=2).fit(X, y)
+    with joblib.parallel_backend("dask"):
+        remote = GridSearchCV(prefit, grid, cv=2, n_jobs=-1).fit(X, y)
+    for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(remote.cv_results_[key], local.cv_results_[key])
+    assert remote.best_params_ == local.best_params_
+
+
+# ---------------------------------------------------------------------------------
+# Last: workers lost between fit and predict (gracefully, then abruptly)
+# ---------------------------------------------------------------------------------
+def _worker_holding(client, backend, shard=0):
+    return client.who_has(backend._shards)[backend._shards[shard].key][0]
+
+
+def test_retired_worker_hands_its_shards_over(client, dknn):
+    # a worker closed gracefully moves its data to the others: the answer stays
+    clf, X, y = dknn
+    sharded = _with_backend(clf, ShardedBackend(timeout=TIMEOUT)).fit(X[:360], y[:360])
+    address = _worker_holding(client, sharded.backends_[0])
+    client.retire_workers([address], close_workers=True)
+    np.testing.assert_array_equal(sharded.predict(X[360:]), clf.predict(X[360:]))
+
+
+def test_killed_worker_is_a_clear_error(client, dknn):
+    clf, X, y = dknn
+    backend = ShardedBackend(n_shards=2, timeout=TIMEOUT)
+    sharded = _with_backend(clf, backend).fit(X[:360], y[:360])
+    address = _worker_holding(client, sharded.backends_[0])
+    cluster = client.cluster
+    (nanny,) = [w for w in cluster.workers.values() if w.worker_address == address]
+    cluster.sync(nanny.kill)  # the process dies with its shards, no goodbye
+    # the last worker held both shards: the error names them
+    match = r"shard 0 of 2 \(rows 0 to \d+\), shard 1 of 2 .* were lost"
+    with pytest.raises(ShardLostError, match=match):
+        sharded.predict(X[360:])
+
+
+@pytest.mark.slow
+def test_docs_example_runs():
+    # docs/scaling-out.md's session, in a process of its own (its own cluster)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs/_examples/scaling_out.py"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "same neighbours and distances as one process: True" in result.stdout

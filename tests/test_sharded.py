@@ -1,0 +1,248 @@
+"""ShardedBackend without a cluster (shards in local threads) and the exact merge of
+the shards' answers. The same backend on a real Dask cluster: tests/test_dask.py."""
+
+from __future__ import annotations
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skdknn import DeepKNNClassifier, load_model, save_model
+from skdknn.neighbors import (
+    AnnoyBackend,
+    ExactBackend,
+    FaissBackend,
+    ShardedBackend,
+    merge_kneighbors,
+    shard_bounds,
+)
+from skdknn.neighbors._exact import sort_by_distance_then_index
+
+
+# ---------------------------------------------------------------------------------
+# Pure functions, hand-computed
+# ---------------------------------------------------------------------------------
+def test_merge_of_two_shards_by_hand():
+    # query 0: shard A has 1 (0.2) and 3 (0.9); shard B has 10 (0.1) and 12 (0.9)
+    # query 1: a tie at 0.4 between 11 (B) and 2 (A): the lower index first
+    dist, ind = merge_kneighbors(
+        [np.array([[0.2, 0.9], [0.4, 0.7]]), np.array([[0.1, 0.9], [0.3, 0.4]])],
+        [np.array([[1, 3], [2, 0]]), np.array([[10, 12], [10, 11]])],
+        3,
+    )
+    np.testing.assert_array_equal(ind, [[10, 1, 3], [10, 2, 11]])
+    np.testing.assert_array_equal(dist, np.float32([[0.1, 0.2, 0.9], [0.3, 0.4, 0.4]]))
+    assert dist.dtype == np.float32 and ind.dtype == np.intp
+
+
+def test_merge_keeps_lowest_indices_of_a_tie_at_the_kth_place():
+    # four points at 0.5 for the last two places: 3 and 5 win over 8 and 9
+    dist, ind = merge_kneighbors(
+        [np.array([[0.1, 0.5, 0.5]]), np.array([[0.5, 0.5]])],
+        [np.array([[0, 8, 9]]), np.array([[5, 3]])],
+        3,
+    )
+    np.testing.assert_array_equal(ind, [[0, 3, 5]])
+    np.testing.assert_array_equal(dist, np.float32([[0.1, 0.5, 0.5]]))
+
+
+def test_merge_of_unequal_shards_and_errors():
+    # a shard smaller than k returns all its points
+    dist, ind = merge_kneighbors(
+        [np.array([[3.0]]), np.array([[1.0, 2.0, 4.0]])],
+        [np.array([[9]]), np.array([[0, 1, 2]])],
+        4,
+    )
+    np.testing.assert_array_equal(ind, [[0, 1, 9, 2]])
+    with pytest.raises(ValueError, match="Cannot keep 5 neighbours out of the 4"):
+        merge_kneighbors([np.zeros((1, 1)), np.zeros((1, 3))], [np.ones((1, 2))] * 2, 5)
+    with pytest.raises(ValueError, match="distances of shape"):
+        merge_kneighbors([np.zeros((1, 2))], [np.zeros((1, 3))], 1)
+
+
+def test_sort_and_tie_helpers_by_hand():
+    dist = np.float32([[0.3, 0.1, 0.3, 0.1]])
+    d, i = sort_by_distance_then_index(dist, np.array([[4, 6, 2, 5]]))
+    np.testing.assert_array_equal(i, [[5, 6, 2, 4]])
+    np.testing.assert_array_equal(d, np.float32([[0.1, 0.1, 0.3, 0.3]]))
+
+
+def test_shard_bounds():
+    np.testing.assert_array_equal(shard_bounds(10, 3), [0, 4, 7, 10])
+    np.testing.assert_array_equal(shard_bounds(4, 4), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(shard_bounds(5, 1), [0, 5])
+    with pytest.raises(ValueError, match="5 rows into 6"):
+        shard_bounds(5, 6)
+
+
+# ---------------------------------------------------------------------------------
+# Sharded exact == ExactBackend, bit for bit
+# ---------------------------------------------------------------------------------
+def _data(seed=0, n=400, d=8, duplicates=True):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if duplicates:  # exact ties, crowded near-duplicate rows, self-queries
+        X = np.vstack([X, X[: n // 3], X[:7], np.zeros((5, d))])
+    return X, rng.normal(size=(60, d))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("n_shards", [1, 2, 3, 7])
+def test_sharded_exact_equals_exact(metric, n_shards):
+    X, Q = _data()
+    sharded = ShardedBackend(n_shards=n_shards, n_neighbors=9, metric=metric).fit(X)
+    exact = ExactBackend(n_neighbors=9, metric=metric).fit(X)
+    for query in (Q, X[:80], None):
+        (d1, i1), (d2, i2) = sharded.kneighbors(query), exact.kneighbors(query)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(d1, d2)
+    assert sharded.n_shards_ == n_shards
+    assert not (
+        sharded.kneighbors(return_distance=False) == np.arange(len(X))[:, None]
+    ).any()
+
+
+def test_k_larger_than_a_shard_and_graph():
+    X, Q = _data(n=30, duplicates=False)
+    sharded = ShardedBackend(n_shards=4, n_neighbors=12).fit(X)  # shards of 7-8
+    exact = ExactBackend(n_neighbors=12).fit(X)
+    np.testing.assert_array_equal(sharded.kneighbors(Q)[1], exact.kneighbors(Q)[1])
+    np.testing.assert_array_equal(sharded.kneighbors()[1], exact.kneighbors()[1])
+    _, ind = sharded.kneighbors(Q, n_neighbors=30)
+    assert all(sorted(row) == list(range(30)) for row in ind)
+    # BLAS multiplies a matrix of 7 columns with another kernel than one of 30:
+    # distances may differ in the last bit (identical on shards of real size)
+    graph, ref = sharded.transform(Q), exact.transform(Q)
+    np.testing.assert_array_equal(graph.indices, ref.indices)
+    np.testing.assert_allclose(graph.data, ref.data, rtol=1e-6)
+
+
+def test_default_is_one_shard_without_a_client():
+    X, _ = _data(n=50, duplicates=False)
+    assert ShardedBackend().fit(X).n_shards_ == 1
+
+
+@pytest.mark.parametrize("name", ["faiss", "annoy"])
+def test_sharded_approximate_recall(name):
+    # Each shard is a smaller index: the merged recall is no lower than unsharded
+    X, Q = _data(seed=3, n=2000, d=16, duplicates=False)
+    inner = {
+        "faiss": FaissBackend(index="ivf", random_state=0),
+        "annoy": AnnoyBackend(n_trees=5, random_state=0),
+    }[name]
+    _, ref = ExactBackend(n_neighbors=20).fit(X).kneighbors(Q)
+    one = clone(inner).set_params(n_neighbors=20).fit(X).kneighbors(Q)[1]
+    two = ShardedBackend(inner, n_shards=2, n_neighbors=20).fit(X).kneighbors(Q)[1]
+
+    def recall(ind):
+        return np.mean(
+            [np.intersect1d(a, b).size / 20 for a, b in zip(ind, ref, strict=True)]
+        )
+
+    assert recall(two) >= recall(one) - 0.01
+
+
+def test_inner_backend_is_cloned_and_configured():
+    X, _ = _data(n=60, duplicates=False)
+    inner = AnnoyBackend(n_neighbors=2, metric="cosine", n_trees=3)
+    sharded = ShardedBackend(inner, n_shards=2, n_neighbors=4, metric="cosine").fit(X)
+    backends = [shard.backend for shard in sharded._shards]
+    assert all(b is not inner and b.n_neighbors == 4 for b in backends)
+    assert all(b.metric == "euclidean" and b.n_trees == 3 for b in backends)
+    assert backends[0] is not backends[1]
+    assert not hasattr(inner, "n_samples_fit_")
+    assert sharded.get_params()["backend__n_trees"] == 3
+
+
+def test_clone_shares_the_client_and_keeps_parameters():
+    client = object.__new__(
+        type("Client", (), {"submit": 1, "scatter": 1, "gather": 1})
+    )
+    sharded = ShardedBackend("annoy", 3, client, n_neighbors=4, timeout=5.0)
+    copy = clone(sharded)
+    assert copy.client is client and copy is not sharded
+    assert copy.get_params(deep=False) == sharded.get_params(deep=False)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"n_shards": 0}, {"timeout": 0}, {"client": "tcp://nowhere"}, {"backend": 3}],
+)
+def test_bad_parameters_raise_at_fit(params):
+    X, _ = _data(n=20, duplicates=False)
+    with pytest.raises(ValueError, match=next(iter(params))):
+        ShardedBackend(**params).fit(X)
+
+
+def test_more_shards_than_points():
+    X, _ = _data(n=5, duplicates=False)
+    with pytest.raises(
+        ValueError,
+        match="n_shards=6 exceeds the number of points to index, n_samples = 5",
+    ):
+        ShardedBackend(n_shards=6, n_neighbors=1).fit(X)
+
+
+def test_scatter_without_a_client():
+    X, _ = _data(n=20, duplicates=False)
+    with pytest.raises(ValueError, match="No Dask client"):
+        ShardedBackend(n_shards=2).fit(X).scatter()
+
+
+# ---------------------------------------------------------------------------------
+# Persistence of a local model; in a DeepKNNClassifier
+# ---------------------------------------------------------------------------------
+def test_pickle_and_save_model_round_trips(tmp_path):
+    X, Q = _data(seed=4)
+    for inner in ("exact", "annoy"):
+        sharded = ShardedBackend(inner, n_shards=3, n_neighbors=5).fit(X)
+        expected = sharded.kneighbors(Q), sharded.kneighbors()
+        copies = [
+            pickle.loads(pickle.dumps(sharded)),
+            load_model(save_model(sharded, tmp_path / inner)),
+            load_model(tmp_path / inner, mmap=False),
+        ]
+        for copy in copies:
+            for (d1, i1), (d2, i2) in zip(
+                expected, (copy.kneighbors(Q), copy.kneighbors()), strict=True
+            ):
+                np.testing.assert_array_equal(i1, i2)
+                np.testing.assert_array_equal(d1, d2)
+    # exact shards keep their rows once, in the inner backend's files
+    files = sorted(p.name for p in (tmp_path / "exact").iterdir())
+    assert not any("rows" in f for f in files)
+    assert sum(".fit_X.npy" in f for f in files) == 3
+    # annoy copies the rows into its trees: the rows (for X=None) have files too
+    assert sum("rows.npy" in p.name for p in (tmp_path / "annoy").iterdir()) == 3
+
+
+def test_in_a_classifier_equals_exact(tmp_path):
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=300, n_features=10, n_informative=5, n_classes=3, random_state=0
+    )
+    params = dict(n_neighbors=7, calibration_size=45, max_epochs=3, random_state=0)
+    exact = DeepKNNClassifier(**params).fit(X[:250], y[:250])
+    sharded = DeepKNNClassifier(backend=ShardedBackend(n_shards=3), **params)
+    sharded.fit(X[:250], y[:250])
+    assert all(b.n_shards_ == 3 and b.n_neighbors == 7 for b in sharded.backends_)
+    for a, b in zip(
+        exact.kneighbors(X[250:]), sharded.kneighbors(X[250:]), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(exact.p_values(X[250:]), sharded.p_values(X[250:]))
+    path = tmp_path / "model.joblib"
+    joblib.dump(sharded, path)
+    np.testing.assert_array_equal(
+        joblib.load(path).predict(X[250:]), exact.predict(X[250:])
+    )
+
+
+@parametrize_with_checks([ShardedBackend(n_shards=2), ShardedBackend("annoy")])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
