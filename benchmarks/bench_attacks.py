@@ -704,15 +704,15 @@ def torchattacks_pgd_restarts(
     out = np.empty_like(X)
     for i in range(0, len(X), bs):
         x, t = torch.from_numpy(X[i : i + bs]), labels[i : i + bs]
-        best, key = x, torch.full((len(x),), -float("inf"))
+        best, key = x, torch.full((len(x),), -float("inf"), dtype=torch.float64)
         for _ in range(restarts):
             x_adv = attack(x, t)
             with torch.no_grad():
                 logits = module(x_adv)
-            # misclassified first (+1e6), then the highest loss
-            new = F.cross_entropy(logits, t, reduction="none") + 1e6 * (
-                logits.argmax(1) != t
-            )
+            # misclassified first (+1e6), then the highest loss (in float64: float32
+            # would round the loss away next to 1e6)
+            loss = F.cross_entropy(logits, t, reduction="none").double()
+            new = loss + 1e6 * (logits.argmax(1) != t)
             better = new > key
             best = torch.where(better.view(-1, 1, 1, 1), x_adv, best)
             key = torch.where(better, new, key)
