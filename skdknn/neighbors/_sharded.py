@@ -189,7 +189,9 @@ class ShardedBackend(NeighborsBackend):
         Engine of each shard: a name from :data:`skdknn.neighbors.BACKENDS` or a
         backend instance (cloned per shard; its parameters are reachable as
         ``backend__<name>``). Its ``n_neighbors`` is set from this backend's and
-        its metric to ``euclidean`` (the metric is applied before sharding).
+        its metric to ``euclidean`` (the metric is applied before sharding); an
+        inner metric other than ``euclidean`` and this backend's raises a
+        ``ValueError`` at fit.
     n_shards : int, default=None
         Number of shards. ``None``: one per worker of the client, or one without a
         client. At most the number of indexed points.
@@ -352,7 +354,9 @@ class ShardedBackend(NeighborsBackend):
 
     # -- fitting ----------
     def _inner(self) -> Any:
-        return make_inner_backend(self.backend, self.n_neighbors)
+        return make_inner_backend(
+            self.backend, self.n_neighbors, self.metric, type(self).__name__
+        )
 
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
         """Split the rows into shards and fit one backend per shard.
