@@ -70,6 +70,7 @@ from skdknn._report._experiments import PAPER_TABLE2
 from skdknn.attacks import (
     AdvKNNAttack,
     BIMAttack,
+    CarliniWagnerL2Attack,
     FGSMAttack,
     load_adversarial,
     save_adversarial,
@@ -101,6 +102,8 @@ QUICK = {
     "n_timing": 200,
     "timing_iter": 3,
     "repeat": 2,
+    "n_gap": 100,
+    "cw_steps": 20,
 }
 DEFAULTS = {
     "n_train": 4000,
@@ -113,6 +116,8 @@ DEFAULTS = {
     "n_timing": 1000,
     "timing_iter": 10,
     "repeat": 7,
+    "n_gap": 500,
+    "cw_steps": 100,
 }
 
 
@@ -445,6 +450,168 @@ def print_table(
             )
 
 
+# -- the AdvKNN gap ------------------------------------------------------------------
+
+# the gap table's heads: (name, consistency, boundary_eps; None = --boundary-eps)
+GAP_HEADS = (("dknnb", False, 0.0), ("dknnb_cl", True, 0.0), ("dknnb_cl_b", True, None))
+GAP_TITLES = {
+    "origin": "origin",
+    "dknnb": "DkNNB",
+    "dknnb_cl": "DkNNB+CL",
+    "dknnb_cl_b": "+CL+boundary",
+}
+
+
+def gap_attack(
+    make: Callable[[], Any],
+    X_fit: NDArray[np.float32] | None,
+    X: NDArray[np.float32],
+    path: Path,
+) -> NDArray[np.float32]:
+    """One adversarial set of the gap table, cached under ``path``."""
+    if path.exists():
+        return load_adversarial(path).X_adv
+    attack = make()
+    start = time.perf_counter()
+    X_adv = attack.fit(X_fit).transform(X) if X_fit is not None else attack.transform(X)
+    seconds = time.perf_counter() - start
+    save_adversarial(path, X_adv, attack=attack, metrics={"seconds": seconds})
+    print(f"attack    : {path.stem:<32} {seconds:.1f} s", flush=True)
+    return X_adv
+
+
+def run_gap(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Origin / DkNNB / DkNNB+CL (/ +boundary) for FGSM, BIM and CW where FGSM
+    through the CNN leaves the relu3 kNN above 40 % accuracy."""
+    cache = Path(args.cache_dir) / f"attacks-{settings_key(args)}"
+    cache.mkdir(parents=True, exist_ok=True)
+    data = load_data(args.n_train, args.n_test, args.seed)
+    dknn, knn3, _, _ = fit_models(data, args, cache)
+    X, y = data.X_test[: args.n_gap], data.y_test[: args.n_gap]
+    cnn = dknn.module_
+    gap_key = hashlib.sha256(
+        json.dumps(
+            [args.gap_eps, args.n_gap, args.boundary_eps, args.cw_steps], sort_keys=True
+        ).encode()
+    ).hexdigest()[:8]
+    gap_cache = cache / f"gap-{gap_key}"
+    gap_cache.mkdir(exist_ok=True)
+    print(f"\nAdvKNN gap: {len(X)} held-out images, cache {gap_cache}")
+
+    # the heads are trained once (eps only matters when attacking)
+    heads = {}
+    agreement = {}
+    for name, consistency, boundary in GAP_HEADS:
+        b = args.boundary_eps if boundary is None else boundary
+        attack = AdvKNNAttack(
+            knn3,
+            layer="relu3",
+            lam=args.lam,
+            consistency=consistency,
+            boundary_eps=b,
+            head_epochs=args.head_epochs,
+            random_state=args.seed,
+            batch_size=args.batch_size,
+        )
+        start = time.perf_counter()
+        attack.fit(data.X_train)
+        heads[name] = attack
+        # agreement of head and kNN on held-out inputs, clean and under FGSM origin
+        X_f = FGSMAttack(cnn, eps=max(args.gap_eps)).fit(X).transform(X)
+        agree = {
+            "clean_heldout": attack.agreement_,
+            "test_clean": float(
+                np.mean(
+                    attack.head_proba(X).argmax(1)
+                    == attack.neighbor_distribution(X).argmax(1)
+                )
+            ),
+            "test_fgsm": float(
+                np.mean(
+                    attack.head_proba(X_f).argmax(1)
+                    == attack.neighbor_distribution(X_f).argmax(1)
+                )
+            ),
+        }
+        agreement[name] = agree
+        print(
+            f"head      : {name:<12} boundary_eps={b} fit "
+            f"{time.perf_counter() - start:.1f} s; head = kNN on held-out: "
+            f"{agree['clean_heldout']:.3f} (validation), {agree['test_clean']:.3f} "
+            f"(test), {agree['test_fgsm']:.3f} (test under FGSM eps "
+            f"{max(args.gap_eps)})",
+            flush=True,
+        )
+
+    common = {"batch_size": args.batch_size}
+    cw_common = {"n_iter": args.cw_steps, **common}
+
+    def sets_for(method: str, eps: float | None) -> dict[str, NDArray[np.float32]]:
+        tag = f"{method}" if eps is None else f"{method}_eps{eps}"
+        out = {}
+        if method == "fgsm":
+            origin: Callable[[], Any] = lambda: FGSMAttack(cnn, eps=eps, **common)  # noqa: E731
+        elif method == "bim":
+            origin = lambda: BIMAttack(  # noqa: E731
+                cnn, eps=eps, step=args.step, n_iter=args.bim_iter, **common
+            )
+        else:
+            origin = lambda: CarliniWagnerL2Attack(cnn, **cw_common)  # noqa: E731
+        out["origin"] = gap_attack(origin, X, X, gap_cache / f"{tag}_origin.npz")
+        for name, attack in heads.items():
+            params: dict[str, Any] = {"method": method}
+            if eps is not None:
+                params.update(eps=eps, step=args.step, n_iter=args.bim_iter)
+            else:
+                params.update(n_iter=args.cw_steps)
+            # method, eps, step and n_iter act only in transform: the trained head
+            # is reused as it is
+            out[name] = gap_attack(
+                lambda a=attack, p=params: a.set_params(**p),
+                None,
+                X,
+                gap_cache / f"{tag}_{name}.npz",
+            )
+        return out
+
+    rows = (("knn_relu3", "kNN (relu3)", knn3), ("dknn", "DkNN", dknn))
+    clean_pred = {key: model.predict(X) for key, _, model in rows}
+    table: dict[str, Any] = {}
+    columns = [("fgsm", eps) for eps in args.gap_eps]
+    columns += [("bim", eps) for eps in args.gap_eps] + [("cw", None)]
+    for method, eps in columns:
+        label = method.upper() + ("" if eps is None else f" eps {eps}")
+        sets = sets_for(method, eps)
+        table[label] = {
+            key: {
+                name: evaluate(model, X, X_adv, y, clean_pred[key])
+                for name, X_adv in sets.items()
+            }
+            for key, _, model in rows
+        }
+    report["gap"] = {"table": table, "agreement": agreement, "n_images": len(X)}
+    names = ["origin"] + [name for name, _, _ in GAP_HEADS]
+    print()
+    print(
+        "Accuracy % / mean L2 of the successful examples / mean credibility, on "
+        f"{len(X)} held-out images"
+    )
+    print(f"{'':<26}" + "".join(f"{GAP_TITLES[n]:>22}" for n in names))
+    for label, cells in table.items():
+        for key, row_label, _ in rows:
+            line = f"{label + ', ' + row_label:<26}"
+            for n in names:
+                c = cells[key][n]
+                line += (
+                    f"{c['accuracy']:>8.1f} {c['l2']:>5.2f} {c['credibility']:>6.3f}"
+                )
+            print(line)
+    for eps in args.gap_eps:
+        acc = table[f"FGSM eps {eps}"]["knn_relu3"]["origin"]["accuracy"]
+        verdict = "above" if acc > 40 else "NOT above"
+        print(f"FGSM origin at eps {eps}: kNN accuracy {acc:.1f} % ({verdict} 40 %)")
+
+
 # -- timing --------------------------------------------------------------------------
 
 
@@ -499,6 +666,57 @@ def plain_bim(
                 torch.maximum(x_adv.detach() + step * grad.sign(), lower), upper
             )
         out[i : i + bs] = x_adv.numpy()
+    return out
+
+
+def torchattacks_cw(
+    module: nn.Module, X: NDArray[np.float32], c: float, steps: int, bs: int
+) -> NDArray[np.float32]:
+    """torchattacks' CW (no binary search), batch by batch, on the clean argmax."""
+    import torchattacks  # a benchmark dependency: pip install --no-deps torchattacks
+
+    labels = plain_labels(module, X, bs)
+    attack = torchattacks.CW(module, c=c, kappa=0, steps=steps, lr=0.01)
+    out = np.empty_like(X)
+    for i in range(0, len(X), bs):
+        out[i : i + bs] = attack(torch.from_numpy(X[i : i + bs]), labels[i : i + bs])
+    return out
+
+
+def torchattacks_pgd_restarts(
+    module: nn.Module,
+    X: NDArray[np.float32],
+    eps: float,
+    step: float,
+    n_iter: int,
+    restarts: int,
+    seed: int,
+    bs: int,
+) -> NDArray[np.float32]:
+    """``restarts`` torchattacks PGD runs per batch, then per input the most
+    damaging (misclassified first, then highest cross-entropy), from the torch
+    seed our BIMAttack(random_state=seed) draws its starts from."""
+    import torchattacks
+
+    labels = plain_labels(module, X, bs)
+    attack = torchattacks.PGD(module, eps=eps, alpha=step, steps=n_iter)
+    torch.manual_seed(int(np.random.RandomState(seed).randint(2**31 - 1)))
+    out = np.empty_like(X)
+    for i in range(0, len(X), bs):
+        x, t = torch.from_numpy(X[i : i + bs]), labels[i : i + bs]
+        best, key = x, torch.full((len(x),), -float("inf"), dtype=torch.float64)
+        for _ in range(restarts):
+            x_adv = attack(x, t)
+            with torch.no_grad():
+                logits = module(x_adv)
+            # misclassified first (+1e6), then the highest loss (in float64: float32
+            # would round the loss away next to 1e6)
+            loss = F.cross_entropy(logits, t, reduction="none").double()
+            new = loss + 1e6 * (logits.argmax(1) != t)
+            better = new > key
+            best = torch.where(better.view(-1, 1, 1, 1), x_adv, best)
+            key = torch.where(better, new, key)
+        out[i : i + bs] = best.numpy()
     return out
 
 
@@ -593,9 +811,29 @@ def run_timing(args: argparse.Namespace, report: dict[str, Any]) -> None:
         f"{args.repeat} rounds after a warm-up (seconds per 1,000 images, medians)"
     )
     print(
-        f"{'attack':<14}{'ours':>8}{'plain':>8}{'ratio':>7}{'min ratio':>10}"
+        f"{'attack':<16}{'ours':>8}{'plain':>8}{'ratio':>7}{'min ratio':>10}"
         f"{'ours/step':>10}{'plain/step':>11}{'spread':>8}{'max|diff|':>10}"
     )
+    cw = CarliniWagnerL2Attack(
+        module,
+        initial_const=args.cw_const,
+        learning_rate=0.01,  # torchattacks' default lr
+        binary_search_steps=1,
+        n_iter=steps,
+        abort_early=False,
+        batch_size=bs,
+    ).fit(X)
+    restarts = 3
+    pgd = BIMAttack(
+        module,
+        eps=args.eps,
+        step=args.step,
+        n_iter=steps,
+        random_start=True,
+        n_restarts=restarts,
+        random_state=args.seed,
+        batch_size=bs,
+    ).fit(X)
     pairs = {
         "FGSM": (
             lambda: fgsm.transform(X),
@@ -606,6 +844,18 @@ def run_timing(args: argparse.Namespace, report: dict[str, Any]) -> None:
             lambda: bim.transform(X),
             lambda: plain_bim(module, X, args.eps, args.step, steps, bs),
             steps,
+        ),
+        f"CW 1x{steps} [ta]": (
+            lambda: cw.transform(X),
+            lambda: torchattacks_cw(module, X, args.cw_const, steps, bs),
+            steps,
+        ),
+        f"PGD {restarts}x{steps} [ta]": (
+            lambda: pgd.transform(X),
+            lambda: torchattacks_pgd_restarts(
+                module, X, args.eps, args.step, steps, restarts, args.seed, bs
+            ),
+            restarts * steps,
         ),
     }
     results = {}
@@ -628,7 +878,7 @@ def run_timing(args: argparse.Namespace, report: dict[str, Any]) -> None:
             "rounds_plain": timing.plain,
         }
         print(
-            f"{name:<14}{t_ours:>8.3f}{t_plain:>8.3f}{timing.ratio:>7.2f}"
+            f"{name:<16}{t_ours:>8.3f}{t_plain:>8.3f}{timing.ratio:>7.2f}"
             f"{timing.ratio_of_minima:>10.2f}{t_ours / n_steps:>10.3f}"
             f"{t_plain / n_steps:>11.3f}{timing.spread:>8.0%}"
             f"{timing.max_abs_diff:>10.2g}",
@@ -639,6 +889,13 @@ def run_timing(args: argparse.Namespace, report: dict[str, Any]) -> None:
         "ratio = median over rounds of ours / plain run back to back (goal <= 1.2); "
         "min ratio = fastest ours / fastest plain; spread = (max - min) / median of "
         "the rounds; max|diff| = largest difference between the two adversarial sets"
+    )
+    print(
+        "[ta]: plain = torchattacks (CW: its CW, c = --cw-const, no binary search, "
+        "ours with abort_early=False; PGD: its PGD per restart from the same torch "
+        "seed, then the same most-damaging choice); a CW max|diff| above float "
+        "rounding comes from torchattacks' margin, which counts negative logits as "
+        "0 (its issue #184), or from its batch-wide early stop"
     )
     if others is not None:
         print(
@@ -700,13 +957,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--n-timing", type=int, help="images of the timing part (1000)")
     add("--timing-iter", type=int, help="BIM steps of the timing part (10)")
     add("--repeat", type=int, help="timed rounds after the warm-up (7)")
+    add("--cw-const", type=float, default=1.0, help="CW's c in the timing (1.0)")
+    add(
+        "--gap-eps",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=[0.1, 0.15],
+        help="eps values of the AdvKNN-gap part (0.1,0.15)",
+    )
+    add("--n-gap", type=int, help="held-out images of the gap part (500)")
+    add("--cw-steps", type=int, help="CW Adam steps per binary-search step (100)")
+    add(
+        "--boundary-eps",
+        type=float,
+        default=0.3,
+        help="AdvKNNAttack(boundary_eps=) of the +boundary head (0.3)",
+    )
     add("--threads", type=int, help="torch threads (default: torch's choice)")
     add("--seed", type=int, default=0, help="split, training and head seed (0)")
     add(
         "--part",
-        choices=("all", "table", "timing"),
+        choices=("all", "table", "gap", "timing"),
         default="all",
-        help="run the table, the timing, or both (default)",
+        help="run the table, the AdvKNN gap, the timing, or all (default)",
     )
     add(
         "--cache-dir",
@@ -769,6 +1041,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.part in ("all", "table"):
         run_table(args, report)
+    if args.part in ("all", "gap"):
+        run_gap(args, report)
     if args.part in ("all", "timing"):
         run_timing(args, report)
     report["load_avg_end"] = load_average()

@@ -2,9 +2,10 @@
 
 The DkNN paper CNN's four layers (12,544 / 3,200 / 128 / 10 features) at 60,000
 indexed points and 10,000 queries, k = 75. Features: the activations of 5,000 real
-MNIST images through the CNN (trained one epoch on 1,500 of them), replicated with
-a little gaussian noise (1 % of each layer's spread) up to the numbers of points
-(from the first 4,000 images) and queries (from the other 1,000).
+MNIST images through the CNN (its initial weights: the costs measured here do not
+depend on the training), replicated with a little gaussian noise (1 % of each
+layer's spread) up to the numbers of points (from the first 4,000 images) and
+queries (from the other 1,000), one layer at a time.
 
 For each layer: ``ExactBackend`` in this process (torch on both cores), then
 ``ShardedBackend("exact", n_shards)`` with 1, 2 and 4 shards on a
@@ -33,10 +34,9 @@ import torch
 from _machine import cpu_model, load_average, skdknn_revision
 from distributed import Client, LocalCluster
 
-from skdknn import DeepKNNClassifier
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import ExactBackend, ShardedBackend
-from skdknn.nets import resolve_layer
+from skdknn.nets import DkNNPaperCNN, default_layers, resolve_layer
 
 K = 75
 
@@ -80,43 +80,37 @@ def _trim() -> None:
 
 
 # -- features --------------------------------------------------------------------
-def layer_features(n_train: int, n_query: int, seed: int) -> dict[str, Any]:
-    """Per layer: (indexed rows, query rows), replicated real activations."""
-    X, y = load_mnist(return_X_y=True)
-    clf = DeepKNNClassifier(
-        n_neighbors=K, calibration_size=250, max_epochs=1, random_state=seed
-    ).fit(X[:1500], y[:1500])
-    module = clf.module_.eval()
-    captured: dict[str, torch.Tensor] = {}
+def base_activations(seed: int) -> dict[str, np.ndarray]:
+    """Per layer, the activations of the 5,000 real images (float32)."""
+    X, _ = load_mnist(return_X_y=True)
+    torch.manual_seed(seed)
+    module = DkNNPaperCNN().eval()
+    captured: dict[str, list[np.ndarray]] = {}
     hooks = [
         resolve_layer(module, name)[1].register_forward_hook(
-            lambda _m, _i, out, name=name: captured.__setitem__(name, out)
+            lambda _m, _i, out, name=name: captured.setdefault(name, []).append(
+                out.flatten(1).numpy().copy()
+            )
         )
-        for name in clf.layers_
+        for name in default_layers(module)
     ]
     with torch.inference_mode():
-        module(torch.from_numpy(X))
+        for start in range(0, X.shape[0], 500):
+            module(torch.from_numpy(X[start : start + 500]))
     for hook in hooks:
         hook.remove()
-    rng = np.random.default_rng(seed)
-    features = {}
-    for name in clf.layers_:
-        acts = captured[name].flatten(1).numpy()
-        base_train, base_query = acts[:4000], acts[4000:]
-        scale = 0.01 * float(acts.std())
-        features[name] = (
-            _grow(base_train, n_train, scale, rng),
-            _grow(base_query, n_query, scale, rng),
-        )
-    return features
+    return {name: np.vstack(parts) for name, parts in captured.items()}
 
 
-def _grow(
-    base: np.ndarray, n: int, scale: float, rng: np.random.Generator
-) -> np.ndarray:
-    """n rows: copies of the base rows plus gaussian noise of the given scale."""
+def replicate(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows: copies of the base rows plus gaussian noise (1 % of their spread),
+    made in place in float32 (no float64 temporary as large as the result)."""
     rows = base[np.arange(n) % base.shape[0]]
-    return rows + rng.normal(scale=scale, size=rows.shape).astype(np.float32)
+    scale = np.float32(0.01 * float(base.std()))
+    for start in range(0, n, 4096):
+        block = rows[start : start + 4096]
+        block += scale * rng.standard_normal(block.shape, dtype=np.float32)
+    return rows
 
 
 # -- the runs --------------------------------------------------------------------
@@ -167,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{args.n_train:,} indexed x {args.n_queries:,} queries, k = {K}; "
         "a LocalCluster of 2 worker processes x 1 thread\n"
     )
-    features = layer_features(args.n_train, args.n_queries, args.seed)
+    bases = base_activations(args.seed)
+    rng = np.random.default_rng(args.seed)
     print(
         "| layer | width | backend | fit + queries (s) | vs one process | "
         "peak extra memory per worker (MB) | same indices and distances |"
@@ -184,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         Client(cluster) as client,
     ):
         client.run(lambda: __import__("skdknn.neighbors") and None)
-        for name, (train, query) in features.items():
+        for name, base in bases.items():
+            # indexed rows from the first 4,000 images, queries from the others
+            train = replicate(base[:4000], args.n_train, rng)
+            query = replicate(base[4000:], args.n_queries, rng)
             width = train.shape[1]
             (ref_dist, ref_ind), single = single_process(train, query)
             gc.collect()
@@ -203,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{' / '.join(f'{m:,.0f}' for m in extra)} | {same} |",
                     flush=True,
                 )
-            features[name] = None  # free the layer before the next one
+            del train, query  # free the layer before the next one
             gc.collect()
     print(f"\nload average after: {load_average()}")
     return 0

@@ -50,49 +50,40 @@ from sklearn.frozen import FrozenEstimator
 import skdknn
 from skdknn import DeepKNNClassifier, conformal
 from skdknn.datasets import load_mnist
-from skdknn.neighbors import (
-    AnnoyBackend,
-    ExactBackend,
-    FaissBackend,
-    LSHBackend,
-    ProjectedBackend,
-    PyNNDescentBackend,
-)
+from skdknn.neighbors import make_backend
 
 K = 75
 
 
+#: The configurations compared: recipes of :func:`skdknn.neighbors.make_backend`
+#: (the same strings ``DeepKNNClassifier(backend=...)`` and ``skdknn report
+#: --backend`` accept), with the settings that differ from the defaults.
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "annoy": {},
+    "pynndescent": {},
+    "lsh": {},
+    "faiss": {},
+    "faiss-ivf": {},
+    "pca256+exact": {},
+    "pca128+exact": {"pca_samples": 5000, "pca_power_iterations": 1},
+    "pca128+faiss-ivf": {"pca_samples": 5000, "pca_power_iterations": 1},
+    "random256+exact": {},
+    "pca256+annoy": {},
+    "pca256+pynndescent": {},
+    "pca256+lsh": {},
+}
+
+
 def backends(seed: int) -> dict[str, Any]:
-    """The configurations compared (all at their default settings)."""
-    return {
-        "exact": ExactBackend(),
-        "annoy": AnnoyBackend(random_state=seed),
-        "pynndescent": PyNNDescentBackend(random_state=seed),
-        "lsh": LSHBackend(random_state=seed),
-        "faiss": FaissBackend(),
-        "faiss-ivf": FaissBackend(index="ivf", random_state=seed),
-        "pca256+exact": ProjectedBackend("exact", random_state=seed),
-        "pca128+exact": ProjectedBackend(
-            "exact",
-            n_components=128,
-            pca_samples=5000,
-            pca_power_iterations=1,
-            random_state=seed,
-        ),
-        "pca128+faiss-ivf": ProjectedBackend(
-            FaissBackend(index="ivf"),
-            n_components=128,
-            pca_samples=5000,
-            pca_power_iterations=1,
-            random_state=seed,
-        ),
-        "random256+exact": ProjectedBackend(
-            "exact", method="random", random_state=seed
-        ),
-        "pca256+annoy": ProjectedBackend("annoy", random_state=seed),
-        "pca256+pynndescent": ProjectedBackend("pynndescent", random_state=seed),
-        "pca256+lsh": ProjectedBackend("lsh", random_state=seed),
-    }
+    """The configurations compared, seeded."""
+    configured = {}
+    for recipe, params in CONFIGURATIONS.items():
+        backend = make_backend(recipe)
+        if "random_state" in backend.get_params():
+            params = {"random_state": seed, **params}
+        configured[recipe] = backend.set_params(**params)
+    return configured
 
 
 #: Backends too slow to run on a 12,544- or 3,200-wide layer of 60,000 points

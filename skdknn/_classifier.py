@@ -97,10 +97,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         module.
     n_neighbors : int, default=75
         Number of neighbours ``k`` per layer (75 in the DkNN paper).
-    backend : "exact" or NeighborsBackend, default="exact"
-        Neighbour search engine: a name from :data:`skdknn.neighbors.BACKENDS` or an
-        instance of a backend (any object with ``fit`` and ``kneighbors``), cloned
-        once per layer; ``n_neighbors`` and ``metric`` are set on the clones.
+    backend : str or NeighborsBackend, default="exact"
+        Neighbour search engine: a name from :data:`skdknn.neighbors.BACKENDS`, a
+        recipe such as ``"pca128+faiss-ivf"`` (see
+        :func:`skdknn.neighbors.make_backend`) or an instance of a backend (any
+        object with ``fit`` and ``kneighbors``), cloned once per layer;
+        ``n_neighbors`` and ``metric`` are set on the clones.
     metric : {"euclidean", "cosine"}, default="euclidean"
         Distance between activations; ``cosine`` is the euclidean distance between
         L2-normalised activations.

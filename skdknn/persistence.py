@@ -7,10 +7,14 @@ of the model; :func:`load_model` maps those files into memory, so that loading a
 model with paper-scale indexes (gigabytes) is instant and several processes share
 the pages of one index.
 
+Every file's SHA-256 checksum is stored in the manifest and verified on load, so
+that a file changed after saving (a disk error, a partial copy, bytes overwritten)
+is refused with an error naming it, instead of being searched as NaN rows.
+
 Directory layout::
 
     model/
-        skdknn-model.json     # format, versions, and what each index holds
+        skdknn-model.json     # format, versions, checksums, what each index holds
         model.pkl             # the estimator, indexes left out
         index-0.fit_X.npy     # ExactBackend: the indexed points
         index-0.sq_norms.npy
@@ -20,22 +24,29 @@ Directory layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from sklearn.utils import assert_all_finite
 
 from ._version import __version__
 from .neighbors import NeighborsBackend
 
 __all__ = ["load_model", "save_model"]
 
-#: Version of the directory layout written by :func:`save_model`.
-FORMAT_VERSION = 1
+#: Version of the directory layout written by :func:`save_model` (2: checksums).
+FORMAT_VERSION = 2
+#: Formats :func:`load_model` reads (1: written before checksums, not verifiable).
+READABLE_FORMATS = (1, 2)
 MANIFEST = "skdknn-model.json"
 MODEL_FILE = "model.pkl"
+SAFE_MODEL_FILE = "model.skops"
 _PID_TAG = "skdknn.neighbors-index"
 
 
@@ -49,56 +60,84 @@ def _index_description(backend: NeighborsBackend) -> dict[str, Any]:
     }
 
 
-class _ModelPickler(pickle.Pickler):
-    """Pickles a model, writing every fitted backend's index to files of its own."""
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hexadecimal SHA-256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    def __init__(self, file: BinaryIO, directory: Path) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+def _verify_checksum(path: Path, expected: str | None) -> None:
+    """Refuse a file whose content is not the one saved."""
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"The file {os.fspath(path)!r} is not the file that was saved: its "
+            f"SHA-256 checksum is {actual}, the manifest records {expected}. It was "
+            "changed or damaged after saving; save the model again. (load_model("
+            "..., verify=False) skips this check.)"
+        )
+
+
+class _IndexWriter:
+    """Writes every fitted backend's index to files of its own, once each."""
+
+    def __init__(self, directory: Path, *, safe: bool = False) -> None:
         self.directory = directory
+        self.safe = safe
         self.indexes: dict[str, dict[str, Any]] = {}
-        self._names: dict[int, tuple[Any, ...]] = {}
+        self._saved: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {}
 
-    def persistent_id(self, obj: Any) -> Any:
-        if not isinstance(obj, NeighborsBackend) or not hasattr(obj, "n_samples_fit_"):
-            return None
-        if id(obj) in self._names:  # the same backend referenced twice
-            return self._names[id(obj)]
+    def save(self, obj: NeighborsBackend) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """``(name, state without the index, description of the files)``."""
+        if id(obj) in self._saved:  # the same backend referenced twice
+            return self._saved[id(obj)]
+        if self.safe and not obj._index_loads_safely:
+            raise ValueError(
+                f"{type(obj).__name__} stores its index as a pickle, which loading "
+                "would run: it cannot be saved with format='skops'. Use "
+                "format='pickle' (and load only files you trust), or another backend."
+            )
         name = f"index-{len(self.indexes)}"
         before = set(os.listdir(self.directory))
         state = obj._save_index(self.directory / name)
         files = sorted(set(os.listdir(self.directory)) - before)
         description = _index_description(obj)
         description["files"] = {f: os.path.getsize(self.directory / f) for f in files}
+        description["sha256"] = {f: file_sha256(self.directory / f) for f in files}
         self.indexes[name] = description
-        # the class, the state without the index, and what the files must hold
-        pid = (_PID_TAG, name, type(obj), state, description)
-        self._names[id(obj)] = pid
-        return pid
+        self._saved[id(obj)] = name, state, description
+        return name, state, description
 
 
-class _ModelUnpickler(pickle.Unpickler):
-    """Rebuilds the backends of a model saved by :func:`save_model`."""
+class _IndexReader:
+    """Loads the indexes that :class:`_IndexWriter` wrote, checked, once each."""
 
     def __init__(
-        self,
-        file: BinaryIO,
-        directory: Path,
-        manifest: dict[str, Any],
-        mmap: bool,
+        self, directory: Path, manifest: dict[str, Any], mmap: bool, verify: bool
     ) -> None:
-        super().__init__(file)
         self.directory = directory
         self.manifest = manifest
         self.mmap = mmap
+        self.verify = verify
         self._loaded: dict[str, NeighborsBackend] = {}
 
-    def persistent_load(self, pid: Any) -> Any:
-        tag, name, cls, state, expected = pid
-        if tag != _PID_TAG:
-            raise pickle.UnpicklingError(f"Unknown persistent id {tag!r}.")
+    def load(
+        self, name: str, cls: type, state: dict[str, Any], expected: dict[str, Any]
+    ) -> NeighborsBackend:
         if name in self._loaded:
             return self._loaded[name]
+        if not (isinstance(cls, type) and issubclass(cls, NeighborsBackend)):
+            raise TypeError(f"The index {name!r} names {cls!r}, not a backend class.")
         _check_index_files(self.directory, name, expected, self.manifest)
+        if self.verify:
+            checksums = self.manifest["indexes"][name].get("sha256", {})
+            for file in expected["files"]:
+                _verify_checksum(self.directory / file, checksums.get(file))
         backend = cls.__new__(cls)
         backend.__setstate__(state)
         try:
@@ -108,8 +147,119 @@ class _ModelUnpickler(pickle.Unpickler):
                 f"Cannot load the neighbour index {name!r} from "
                 f"{os.fspath(self.directory)!r}: {exc}"
             ) from exc
+        if self.verify and expected["files"]:
+            _check_finite_rows(backend, self.directory, name)
         self._loaded[name] = backend
         return backend
+
+
+class _ModelPickler(pickle.Pickler):
+    """Pickles a model, writing every fitted backend's index to files of its own."""
+
+    def __init__(self, file: BinaryIO, writer: _IndexWriter) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.writer = writer
+
+    def persistent_id(self, obj: Any) -> Any:
+        if not isinstance(obj, NeighborsBackend) or not hasattr(obj, "n_samples_fit_"):
+            return None
+        name, state, description = self.writer.save(obj)
+        # the class, the state without the index, and what the files must hold
+        return (_PID_TAG, name, type(obj), state, description)
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Rebuilds the backends of a model saved by :func:`save_model`."""
+
+    def __init__(self, file: BinaryIO, reader: _IndexReader) -> None:
+        super().__init__(file)
+        self.reader = reader
+
+    def persistent_load(self, pid: Any) -> Any:
+        tag, name, cls, state, expected = pid
+        if tag != _PID_TAG:
+            raise pickle.UnpicklingError(f"Unknown persistent id {tag!r}.")
+        return self.reader.load(name, cls, state, expected)
+
+
+def _import_skops() -> Any:
+    """``skops.io``, or an ImportError naming the extra that installs it."""
+    try:
+        import skops.io
+    except ImportError as exc:
+        raise ImportError(
+            'format="skops" needs the skops package, which is not installed; '
+            'install it with `pip install "skdknn[safe]"`.'
+        ) from exc
+    return skops.io
+
+
+def _dump_skops(estimator: Any, path: Path, writer: _IndexWriter) -> None:
+    """The model in skops' format, indexes in files of their own."""
+    sio = _import_skops()
+    from ._safe import TAG, dotted_name, encode
+
+    def reference(backend: NeighborsBackend) -> dict[str, Any]:
+        name, state, description = writer.save(backend)
+        return {
+            TAG: "index",
+            "name": name,
+            "class": dotted_name(type(backend)),
+            "state": encoded(state),
+            "files": description,
+        }
+
+    def encoded(value: Any) -> Any:
+        return encode(value, reference)
+
+    sio.dump(encoded(estimator), path)
+
+
+def _load_skops(path: Path, reader: _IndexReader, trusted: list[str]) -> Any:
+    """Load a model written by :func:`_dump_skops`, trusting only ``trusted``."""
+    sio = _import_skops()
+    from skops.io.exceptions import UntrustedTypesFoundException
+    from skorch import NeuralNet
+
+    from ._safe import decode, resolve
+
+    # skorch nets unpickle part of their state in __setstate__: skops must never
+    # build one (they are rebuilt from their attributes by decode)
+    by_skops = [
+        name
+        for name in trusted
+        if not issubclass(resolve(name, trusted, object), NeuralNet)
+    ]
+    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in by_skops]
+    if untrusted:
+        raise UntrustedTypesFoundException(untrusted)
+    data = sio.load(path, trusted=by_skops)
+
+    def load_index(placeholder: dict[str, Any], state: Any) -> NeighborsBackend:
+        cls = resolve(placeholder["class"], trusted, NeighborsBackend)
+        if not cls._index_loads_safely or "_index_bytes" in state:
+            raise ValueError(
+                f"The index {placeholder['name']!r} is stored as a pickle or as "
+                f"embedded bytes ({cls.__name__}), which a safe load refuses."
+            )
+        return reader.load(placeholder["name"], cls, state, placeholder["files"])
+
+    return decode(data, trusted, load_index)
+
+
+def _check_finite_rows(backend: NeighborsBackend, directory: Path, name: str) -> None:
+    """Refuse an index whose rows hold NaN or infinite values (a damaged file)."""
+    try:
+        rows = backend._indexed_rows()
+    except NotImplementedError:
+        return
+    try:
+        assert_all_finite(rows, input_name=name)
+    except ValueError as exc:
+        raise ValueError(
+            f"The neighbour index {name!r} in {os.fspath(directory)!r} holds rows "
+            f"that are not finite: {exc} Its files are damaged; save the model again."
+        ) from None
 
 
 def _check_index_files(
@@ -150,7 +300,11 @@ def _check_index_files(
 
 
 def save_model(
-    estimator: Any, directory: str | os.PathLike[str], *, overwrite: bool = False
+    estimator: Any,
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    format: str = "pickle",
 ) -> Path:
     """Save a fitted model, each neighbour index in files of its own.
 
@@ -168,6 +322,15 @@ def save_model(
     overwrite : bool, default=False
         Replace a model previously saved in ``directory`` (a directory holding
         other files is never deleted).
+    format : {"pickle", "skops"}, default="pickle"
+        How the model (all but its indexes) is stored. ``"pickle"``: ``model.pkl``,
+        any picklable model; loading it runs whatever code the file names.
+        ``"skops"``: ``model.skops`` in skops' format, which
+        ``load_model`` reads without running code from the file, refusing any
+        type not trusted (see :func:`load_model`). The network is stored as its
+        classes' names and its weights as arrays; its optimizer and training
+        history are not stored. ``PyNNDescentBackend`` (whose index is a
+        pickle) cannot be saved this way.
 
     Returns
     -------
@@ -205,21 +368,36 @@ def save_model(
                 "model; refusing to overwrite it."
             )
         shutil.rmtree(directory)
+    if format not in ("pickle", "skops"):
+        raise ValueError(f'format must be "pickle" or "skops"; got {format!r}.')
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / MODEL_FILE, "wb") as file:
-        pickler = _ModelPickler(file, directory)
-        pickler.dump(estimator)
+    writer = _IndexWriter(directory, safe=format == "skops")
+    model_file = SAFE_MODEL_FILE if format == "skops" else MODEL_FILE
+    if format == "skops":
+        _dump_skops(estimator, directory / model_file, writer)
+    else:
+        with open(directory / model_file, "wb") as file:
+            _ModelPickler(file, writer).dump(estimator)
     manifest = {
         "format": FORMAT_VERSION,
         "skdknn_version": __version__,
         "model": type(estimator).__name__,
-        "indexes": pickler.indexes,
+        "model_file": model_file,
+        "indexes": writer.indexes,
     }
+    manifest["model_sha256"] = file_sha256(directory / model_file)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
 
-def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
+def load_model(
+    directory: str | os.PathLike[str],
+    *,
+    mmap: bool = True,
+    verify: bool = True,
+    safe: bool = False,
+    trusted: list[Any] | None = None,
+) -> Any:
     """Load a model saved by :func:`save_model`.
 
     Parameters
@@ -231,6 +409,25 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
         loading is instant and pages are read when searched. The files must stay
         in place while the model is used. ``False`` reads the indexes into memory
         (Annoy always maps its file; ``False`` reads it all up front).
+    verify : bool, default=True
+        Check every file against the SHA-256 checksum recorded in the manifest
+        when saving, and every index for rows that are not finite, before using
+        it. Both read every byte of the files once: ``False`` skips them, for
+        very large memory-mapped indexes whose files you trust to be intact (a
+        damaged file is then searched as it is).
+    safe : bool, default=False
+        Refuse a model stored as a pickle (``format="pickle"``), whose loading
+        runs whatever code the file names. A model saved with ``format="skops"``
+        is always loaded without running code from the file.
+    trusted : list of types or str, default=None
+        Types that a ``format="skops"`` model may contain besides those trusted by
+        default (skdknn's estimators, backends and networks, the torch and skorch
+        classes of a default DkNN, torch's own layers): typically the class of
+        your own torch module, as a class or its dotted name
+        (``"mypackage.nets.MyNet"``). Any other type in the file is refused with
+        skops' ``UntrustedTypesFoundException`` naming it, before anything is
+        built. A trusted class is imported and its code (e.g. ``forward``) runs
+        when you predict: trust the classes whose code you have, never the file.
 
     Returns
     -------
@@ -240,11 +437,14 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
     Raises
     ------
     ValueError
-        When an index file is truncated or belongs to another model (other
-        backend, number of points, width or metric), or the directory was written
-        by a newer format.
+        When a file's checksum is not the one recorded (the file was changed or
+        damaged after saving), an index holds non-finite rows, an index file is
+        truncated or belongs to another model (other backend, number of points,
+        width or metric), or the directory was written by a newer format.
     FileNotFoundError
         When the directory, its manifest or an index file is missing.
+    skops.io.exceptions.UntrustedTypesFoundException
+        When a ``format="skops"`` model holds a type that is not trusted.
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -254,11 +454,35 @@ def load_model(directory: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             "missing)."
         )
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT_VERSION:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise ValueError(
             f"{os.fspath(directory)!r} was saved in format {manifest.get('format')!r} "
-            f"(by skdknn {manifest.get('skdknn_version')}); this skdknn reads format "
-            f"{FORMAT_VERSION}."
+            f"(by skdknn {manifest.get('skdknn_version')}); this skdknn reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}."
         )
-    with open(directory / MODEL_FILE, "rb") as file:
-        return _ModelUnpickler(file, directory, manifest, mmap).load()
+    if verify and manifest["format"] < 2:
+        warnings.warn(
+            f"{os.fspath(directory)!r} was saved before skdknn stored checksums "
+            "(format 1): its files cannot be verified. Save the model again.",
+            UserWarning,
+            stacklevel=2,
+        )
+    model_file = directory / manifest.get("model_file", MODEL_FILE)
+    if model_file.name not in (MODEL_FILE, SAFE_MODEL_FILE):
+        raise ValueError(f"{MANIFEST} names an unknown model file {model_file.name!r}.")
+    if safe and model_file.name != SAFE_MODEL_FILE:
+        raise ValueError(
+            f"{os.fspath(directory)!r} stores its model as a pickle ({MODEL_FILE}), "
+            "which loading would run; safe=True refuses it. Save it with "
+            "save_model(..., format='skops') where you trust it."
+        )
+    if verify:
+        _verify_checksum(model_file, manifest.get("model_sha256"))
+    reader = _IndexReader(directory, manifest, mmap, verify)
+    if model_file.name == SAFE_MODEL_FILE:
+        from ._safe import default_trusted, dotted_name
+
+        names = [t if isinstance(t, str) else dotted_name(t) for t in trusted or ()]
+        return _load_skops(model_file, reader, default_trusted() + names)
+    with open(model_file, "rb") as file:
+        return _ModelUnpickler(file, reader).load()

@@ -217,3 +217,14 @@ def test_progress_bar_only_when_verbose(X, capsys):
     assert capsys.readouterr().err == ""
     FGSMAttack(Wavy(), eps=0.1, batch_size=10, verbose=1).fit(X).transform(X)
     assert "FGSMAttack" in capsys.readouterr().err
+
+
+def test_defaults_are_the_papers():
+    # BIM on MNIST (Kurakin et al.; AdvKNN's settings): eps 0.25, step 0.01, 100
+    # steps; inputs in [0, 1]
+    expected = dict(eps=0.25, clip_min=0.0, clip_max=1.0, batch_size=256)
+    bim = BIMAttack(Wavy()).get_params()
+    assert {k: bim[k] for k in expected} == expected
+    assert bim["step"] == 0.01 and bim["n_iter"] == 100 and not bim["random_start"]
+    fgsm = FGSMAttack(Wavy()).get_params()
+    assert {k: fgsm[k] for k in expected} == expected

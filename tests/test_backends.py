@@ -23,6 +23,7 @@ from skdknn.neighbors import (
     LSHBackend,
     ProjectedBackend,
     PyNNDescentBackend,
+    make_backend,
 )
 
 APPROXIMATE = {
@@ -317,6 +318,53 @@ def test_grid_search_reaches_projection_and_inner_parameters():
 # ---------------------------------------------------------------------------------
 def test_registry_names():
     assert {"exact", "annoy", "faiss", "pynndescent", "lsh"} <= set(BACKENDS)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ("faiss-ivf", FaissBackend(index="ivf")),
+        ("faiss-flat", FaissBackend(index="flat")),
+        (
+            "pca128+faiss-ivf",
+            ProjectedBackend(FaissBackend(index="ivf"), n_components=128),
+        ),
+        ("pca+exact", ProjectedBackend(ExactBackend())),
+        (
+            "random64+annoy",
+            ProjectedBackend(AnnoyBackend(), method="random", n_components=64),
+        ),
+    ],
+)
+def test_make_backend_reads_recipes(recipe, expected):
+    backend = make_backend(recipe)
+    assert repr(backend) == repr(expected)
+    assert type(backend) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("pca0+exact", "width must be at least 1"),
+        ("pca128+", "Unknown backend 'pca128\\+'"),
+        ("pca128+falconn", "Unknown backend 'falconn'.*'pca<N>\\+'"),
+        ("faiss-hnsw", "Unknown backend 'faiss-hnsw'.*faiss-ivf"),
+    ],
+)
+def test_make_backend_rejects_bad_recipes(recipe, message):
+    with pytest.raises(ValueError, match=message):
+        make_backend(recipe)
+
+
+def test_classifier_accepts_a_recipe():
+    X, y = make_classification(n_samples=200, n_features=6, random_state=1)
+    clf = DeepKNNClassifier(
+        backend="pca4+exact", n_neighbors=5, calibration_size=40, max_epochs=2,
+        random_state=0,
+    ).fit(X, y)  # fmt: skip
+    for b in clf.backends_:
+        assert b.n_components_ == min(4, b.n_features_in_)
+    assert clf.score(X, y) > 0.5
 
 
 @pytest.mark.parametrize("name", sorted(APPROXIMATE))

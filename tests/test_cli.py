@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import html
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import warnings
 
+import matplotlib.image
 import numpy as np
 import pytest
 from test_datasets import (
@@ -16,10 +23,12 @@ from test_datasets import (
     write_idx,
 )
 
-from skdknn.__main__ import main
+from skdknn import load_model
+from skdknn.__main__ import build_parser, main
 from skdknn._report._render import Page
-from skdknn.attacks import load_adversarial
+from skdknn.attacks import AdvKNNAttack, load_adversarial
 from skdknn.datasets import load_mnist
+from skdknn.neighbors import ProjectedBackend
 
 # a report of a few seconds: tiny data, 1 epoch, small k, 2 eps values
 TINY = [
@@ -34,8 +43,8 @@ TINY = [
     "100",
     "--n-neighbors",
     "10",
-    "--quiet",
 ]
+# not --quiet: the saved model must load quietly all the same
 REPORT = [*TINY, "--eps-grid", "0.1,0.3"]
 
 FIGURES = {
@@ -98,13 +107,20 @@ def test_report_writes_page_figures_and_json(report_dir):
     assert table["dknn"]["bim_dknnb_cl"]["paper_accuracy"] == pytest.approx(0.0597)
     # an attack through the CNN at eps = 0.25 hurts the CNN
     assert table["cnn"]["bim_origin"]["accuracy"] < table["cnn"]["clean"]["accuracy"]
-    assert results["curves"]["eps"] == [0.1, 0.3]
+    # every curve starts at eps = 0 with the clean accuracy of the curve images
+    assert results["curves"]["eps"] == [0.0, 0.1, 0.3]
+    dknn_clean = table["dknn"]["clean"]["accuracy"]  # curve_size >= n_test here
     for per_model in results["curves"]["accuracy"].values():
         assert set(per_model) == {"CNN", "kNN", "DkNN"}
-        assert all(len(v) == 2 for v in per_model.values())
+        assert all(len(v) == 3 for v in per_model.values())
+        assert per_model["DkNN"][0] == pytest.approx(dknn_clean)
     kinds = [row["set"] for row in results["out_of_distribution"]]
     assert kinds[0].startswith("test digits")
     assert len(kinds) == 4
+    # the in-distribution row is the clean table's images
+    ood_in = results["out_of_distribution"][0]
+    assert ood_in["n"] == 60
+    assert ood_in["mean_credibility"] == table["dknn"]["clean"]["mean_credibility"]
     assert len(results["neighbor_label_agreement"]["clean"]) == 4
     names = {figure["name"] for figure in results["figures"]}
     assert names == FIGURES
@@ -358,6 +374,246 @@ def test_one_forward_pass_gives_what_the_public_methods_give(report_dir):
         pred, cred = dknn_outputs(model, X)
         np.testing.assert_array_equal(out.model(name)[0], pred)
         np.testing.assert_array_equal(out.model(name)[1], cred)
+
+
+# -- the command line as a user reads it -----------------------------------------------
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    return dict(action.choices)
+
+
+def test_help_shows_a_line_and_the_default_of_every_option():
+    for name, sub in _subcommands().items():
+        formatter = sub.formatter_class(prog=f"skdknn {name}")
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            option = action.option_strings[-1]
+            assert action.help, f"skdknn {name} {option} has no help line"
+            takes_value = action.nargs != 0 and not isinstance(
+                action, argparse._CountAction
+            )
+            if takes_value and not action.required:
+                text = formatter._get_help_string(action) % vars(action)
+                assert "default" in text, f"skdknn {name} {option}: {text!r}"
+        assert "-q, --quiet" in sub.format_help(), name
+    report = _subcommands()["report"].format_help()
+    # the defaults shown are the settings used
+    for option, text in [
+        ("--epochs", "(default: 15; with --quick: 3)"),
+        ("--n-neighbors", "(default: 75; with --quick: 25)"),
+        ("--backend", "(default: exact)"),
+        ("--eps-grid", "(default: 0.05,0.1,0.15,0.2,0.25,0.3; with --quick: 0.1,0.25)"),
+    ]:  # fmt: skip
+        help_text = " ".join(report.split(option, 2)[2].split("\n  -")[0].split())
+        assert text in help_text, (option, help_text)
+    attack = " ".join(_subcommands()["attack"].format_help().split())
+    assert "BIM step size (default: 0.01)" in attack
+
+
+def test_quiet_on_every_subcommand(report_dir, tmp_path, capfd):
+    for name in _subcommands():
+        model = ["--model", "m"] if name in ("attack", "explain") else []
+        assert build_parser().parse_args([name, *model, "-q"]).quiet
+    capfd.readouterr()
+    adv = tmp_path / "a.npz"
+    argv = ["attack", "--model", str(report_dir), "--n-samples", "5", "--out",
+            str(adv), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert out.count("\n") == 1 and "Saved to" in out
+    argv = ["explain", "--model", str(report_dir), "--out", str(tmp_path / "e.png"),
+            "-q"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert out.count("\n") == 2 and "nearest training labels" not in out
+
+
+def test_models_saved_by_report_load_quietly(report_dir, tmp_path, capfd):
+    X = load_mnist(return_X_y=True)[0][:50]
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load_model(report_dir / "model")
+        model.predict(X)
+        model.credibility(X)
+    assert capfd.readouterr() == ("", "")
+    assert model.verbose == 0
+    # attack and explain at their default verbosity: results only, no progress bars
+    for argv in (
+        ["attack", "--model", str(report_dir), "--n-samples", "5",
+         "--out", str(tmp_path / "a.npz")],
+        ["explain", "--model", str(report_dir), "--out", str(tmp_path / "e.png")],
+    ):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert main(argv) == 0
+        out, err = capfd.readouterr()
+        assert err == "", argv[0]
+
+
+def test_advknn_attack_reuses_the_heads_report_saved(report_dir, tmp_path, monkeypatch):
+    fits = []
+    original_fit = AdvKNNAttack.fit
+
+    def counting_fit(self, X, y=None):
+        fits.append(self.consistency)
+        return original_fit(self, X, y)
+
+    monkeypatch.setattr(AdvKNNAttack, "fit", counting_fit)
+    adv = tmp_path / "advknn.npz"
+    argv = ["attack", "--model", str(report_dir), "--method", "advknn-fgsm",
+            "--n-samples", "10", "--out", str(adv), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert fits == []  # no head trained
+    saved = load_adversarial(adv)
+    assert saved.metrics["head_reused"] is True
+    # the very images of the report's table: same head, same eps
+    table = load_adversarial(report_dir / "adversarial" / "fgsm_dknnb_cl_eps0.25.npz")
+    np.testing.assert_array_equal(saved.X_adv, table.X_adv[:10])
+    # the head without consistency learning is reused too
+    argv = ["attack", "--model", str(report_dir), "--method", "advknn-fgsm",
+            "--no-consistency", "--n-samples", "10", "--out", str(adv),
+            "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert fits == []
+    table = load_adversarial(report_dir / "adversarial" / "fgsm_dknnb_eps0.25.npz")
+    np.testing.assert_array_equal(load_adversarial(adv).X_adv, table.X_adv[:10])
+    # other head settings than the report's: one head is trained
+    argv = ["attack", "--model", str(report_dir), "--method", "advknn-fgsm",
+            "--lam", "0.5", "--head-epochs", "1", "--n-samples", "10",
+            "--out", str(adv), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert fits == [True]
+    assert load_adversarial(adv).metrics["head_reused"] is False
+
+
+def test_train_takes_a_backend_recipe(tmp_path):
+    out = tmp_path / "m"
+    argv = ["train", *TINY, "-q", "--backend", "pca8+exact", "--out", str(out)]
+    assert main(argv) == 0
+    model = load_model(out / "model")
+    assert all(isinstance(b, ProjectedBackend) for b in model.backends_)
+    assert [b.n_components_ for b in model.backends_] == [8] * len(model.layers_)
+    assert json.loads((out / "run.json").read_text())["settings"]["backend"] == (
+        "pca8+exact"
+    )
+
+
+def test_bad_backend_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--backend", "pca128+falconn"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown backend 'falconn'" in err and "pca128+faiss-ivf" in err
+
+
+def test_ood_in_distribution_row_is_the_clean_tables_images(report_dir):
+    from pathlib import Path
+
+    from skdknn._report._commands import load_trained
+    from skdknn._report._experiments import Outputs, ood_table
+    from skdknn._report._models import fit_models
+
+    config, data, _ = load_trained(str(report_dir))
+    models = fit_models(config, data, Path(report_dir))
+    clean = Outputs.of(models, data.X_test)
+    config.ood_size = 20  # fewer inputs of no class than test images
+    rows, scores = ood_table(models, data, clean, config)
+    assert rows[0]["n"] == len(data.y_test) == 60
+    assert rows[0]["mean_credibility"] == float(clean.dknn_cred.mean())
+    assert scores["DkNN credibility"]["test digits"].size == 60
+    assert [row["n"] for row in rows[1:]] == [20, 20, 20]
+
+
+# -- the HTML report in a real browser -----------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
+
+# appended to a copy of report.html: after loading, list every image's natural
+# width and every table's size in a <pre> that --dump-dom prints
+PAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images].map(
+    (i) => [i.getAttribute("src"), i.complete, i.naturalWidth]);
+  const tables = [...document.querySelectorAll("table")].map(
+    (t) => [t.rows.length, t.rows[0].cells.length, t.getBoundingClientRect().height]);
+  const out = document.createElement("pre");
+  out.id = "skdknn-check";
+  out.textContent = JSON.stringify({images, tables});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    if os.environ.get("SKDKNN_REQUIRE_CHROMIUM"):
+        pytest.fail("SKDKNN_REQUIRE_CHROMIUM is set but chromium is not installed")
+    pytest.skip("chromium is not installed (apt-get install chromium; CI has it)")
+
+
+def _browse(browser: str, page, profile, *extra: str) -> str:
+    result = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra,
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def _rendered(browser: str, page, profile) -> dict:
+    dom = _browse(browser, page, profile, "--virtual-time-budget=10000", "--dump-dom")
+    found = re.search(r'<pre id="skdknn-check">(.*?)</pre>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
+    browser = _chromium()
+    site = tmp_path / "site"
+    shutil.copytree(report_dir / "figures", site / "figures")
+    page = (report_dir / "report.html").read_text()
+    (site / "report.html").write_text(page)
+    (site / "check.html").write_text(page.replace("</body>", PAGE_CHECK + "</body>"))
+    shot = tmp_path / "report.png"
+    _browse(browser, site / "report.html", tmp_path / "p1",
+            "--window-size=1200,3000", f"--screenshot={shot}")  # fmt: skip
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (3000, 1200) and pixels.std() > 0.05
+    rendered = _rendered(browser, site / "check.html", tmp_path / "p2")
+    images = {src: (done, width) for src, done, width in rendered["images"]}
+    assert set(images) == {f"figures/{name}.png" for name in FIGURES}
+    assert all(done and width > 0 for done, width in images.values()), images
+    # clean, choosing k, attacks, out-of-distribution, accuracy against eps
+    tables = rendered["tables"]
+    assert len(tables) == 5
+    assert all(rows >= 2 and cols >= 3 and height > 20 for rows, cols, height in tables)
+    # the check sees a broken image
+    broken = page.replace("figures/reliability.png", "figures/missing.png")
+    (site / "broken.html").write_text(broken.replace("</body>", PAGE_CHECK + "</body>"))
+    rendered = _rendered(browser, site / "broken.html", tmp_path / "p3")
+    widths = {src: width for src, _, width in rendered["images"]}
+    assert widths["figures/missing.png"] == 0
 
 
 def test_attack_table_cells_recomputed_from_the_saved_sets(report_dir):

@@ -606,3 +606,28 @@ def test_sklearn_working_memory_sizes_the_blocks(topk_calls):
     with sklearn.config_context(working_memory=ten_rows_mb):
         backend.kneighbors(Q)
     assert [rows for _, rows in topk_calls] == [20, 17]
+
+
+def test_exact_search_without_a_fitted_backend_is_the_backends_answer():
+    # the approximate backends' fallback: neighbours among ``data`` without a copy
+    from skdknn.neighbors._exact import exact_search
+
+    X, Q = _data()
+    data = X.astype(np.float32)
+    dist, ind = exact_search(data, Q.astype(np.float32), 6)
+    want_dist, want_ind = ExactBackend(n_neighbors=6).fit(data).kneighbors(Q)
+    np.testing.assert_array_equal(ind, want_ind)
+    np.testing.assert_array_equal(dist, want_dist)
+    assert dist.dtype == np.float32 and ind.dtype == np.intp
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_single_query_on_an_indexed_point_is_refined(k):
+    # one query row holding a near-duplicate pair: refined like many rows are
+    X, _ = _data(seed=5, n=200, d=6)
+    X = (10 * X).astype(np.float32)
+    backend = ExactBackend(n_neighbors=k).fit(X)
+    for row in (0, 17, 199):
+        dist, ind = backend.kneighbors(X[row : row + 1])
+        assert ind[0, 0] == row
+        assert dist[0, 0] == 0.0  # exact, not the expansion's ~1e-3

@@ -31,14 +31,18 @@ def test_mutmut_config_and_tool_name_what_exists():
     for path in config["only_mutate"] + config["pytest_add_cli_args_test_selection"]:
         assert (ROOT / path).is_file(), path
     tool = _tool()
-    for source, globs in tool.MODULES.values():
-        assert any(path.startswith(source) for path in config["only_mutate"]), source
-        for pattern in globs:
-            module = pattern.split(".x")[0].rstrip(".*")
-            assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), pattern
+    for name, module in tool.MODULES.items():
+        for path in module.files:
+            assert path in config["only_mutate"], (name, path)
+        for path in module.tests:
+            assert (ROOT / path).is_file(), (name, path)
+            assert path in config["pytest_add_cli_args_test_selection"], (name, path)
+        for pattern in module.globs:
+            dotted = pattern.split(".x")[0].removesuffix(".*")
+            assert f"{dotted.replace('.', '/')}.py" in module.files, pattern
     missing = [m for m in tool.WIRING if not hasattr(DeepKNNClassifier, m)]
     assert not missing, f"tools/mutation.py WIRING names unknown methods: {missing}"
-    every_glob = [g for _, globs in tool.MODULES.values() for g in globs]
+    every_glob = [g for module in tool.MODULES.values() for g in module.globs]
     for pattern, _, reason in tool.EQUIVALENT:
         assert reason
         name = pattern.replace("*", "0")

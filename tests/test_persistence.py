@@ -21,7 +21,7 @@ from skdknn.neighbors import (
     ProjectedBackend,
     PyNNDescentBackend,
 )
-from skdknn.persistence import MANIFEST
+from skdknn.persistence import MANIFEST, file_sha256
 
 BACKENDS = {
     "exact": ExactBackend(),
@@ -168,8 +168,12 @@ def test_index_files_of_another_metric(two_models, tmp_path, backend):
     for path in cosine.iterdir():
         if path.name.startswith("index-") or path.name == MANIFEST:
             shutil.copy(path, euclidean / path.name)
-    with pytest.raises(ValueError, match=r"metric 'cosine'.*mismatched metric"):
+    # the manifest's checksum of model.pkl already refuses the copy; without the
+    # checksums, the description of each index still does
+    with pytest.raises(ValueError, match=r"model.pkl.*not the file that was saved"):
         load_model(euclidean)
+    with pytest.raises(ValueError, match=r"metric 'cosine'.*mismatched metric"):
+        load_model(euclidean, verify=False)
 
 
 def test_index_files_of_another_model(two_models, data, tmp_path):
@@ -181,7 +185,7 @@ def test_index_files_of_another_model(two_models, data, tmp_path):
     other = save_model(small, tmp_path / "small")
     shutil.copy(other / MANIFEST, target / MANIFEST)
     with pytest.raises(ValueError, match="mismatched n_samples"):
-        load_model(target)
+        load_model(target, verify=False)
 
 
 def test_missing_files(two_models, tmp_path):
@@ -214,3 +218,79 @@ def test_overwrite_rules(two_models, tmp_path):
     with pytest.raises(FileExistsError, match="not a saved skdknn model"):
         save_model(clf, other, overwrite=True)
     assert (other / "notes.txt").exists()
+
+
+# ---------------------------------------------------------------------------------
+# Checksums: the data loaded is exactly the data saved
+# ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exact_and_faiss(data):
+    X, y = data
+    params = dict(n_neighbors=7, calibration_size=40, max_epochs=2, random_state=0)
+    return {
+        name: DeepKNNClassifier(backend=backend, **params).fit(X[:300], y[:300])
+        for name, backend in (("exact", "exact"), ("faiss", FaissBackend()))
+    }
+
+
+def _overwrite_second_half(path):
+    """Same size, second half of the bytes set to 0xff (float32 NaN)."""
+    content = path.read_bytes()
+    half = len(content) // 2
+    path.write_bytes(content[:half] + b"\xff" * (len(content) - half))
+
+
+@pytest.mark.parametrize(
+    ("name", "file"), [("exact", "index-0.fit_X.npy"), ("faiss", "index-0.faiss")]
+)
+def test_index_file_overwritten_in_place_is_refused(
+    exact_and_faiss, data, tmp_path, name, file
+):
+    # before the fix this loaded and predicted without error (rows read as NaN)
+    directory = save_model(exact_and_faiss[name], tmp_path / "m")
+    _overwrite_second_half(directory / file)
+    with pytest.raises(ValueError, match=rf"{file}.*not the file that was saved"):
+        load_model(directory)
+    # the documented opt-out loads it as it is (no byte read up front)
+    loaded = load_model(directory, verify=False)
+    assert loaded.backends_[0].n_samples_fit_ == 260
+
+
+@pytest.mark.parametrize("name", ["exact", "faiss"])
+def test_non_finite_index_rows_are_refused_at_load(exact_and_faiss, tmp_path, name):
+    # a file damaged before its checksum was taken (or with a checksum made to
+    # match): the rows themselves are checked
+    directory = save_model(exact_and_faiss[name], tmp_path / "m")
+    file = "index-2.fit_X.npy" if name == "exact" else "index-2.faiss"
+    _overwrite_second_half(directory / file)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["indexes"]["index-2"]["sha256"][file] = file_sha256(directory / file)
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"index-2.*not finite"):
+        load_model(directory)
+
+
+def test_model_file_changed_is_refused_before_unpickling(exact_and_faiss, tmp_path):
+    directory = save_model(exact_and_faiss["exact"], tmp_path / "m")
+    content = bytearray((directory / "model.pkl").read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    (directory / "model.pkl").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"model.pkl.*not the file that was saved"):
+        load_model(directory)
+
+
+def test_format_1_without_checksums_loads_with_a_warning(
+    exact_and_faiss, data, tmp_path
+):
+    clf = exact_and_faiss["exact"]
+    directory = save_model(clf, tmp_path / "m")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["format"] = 1
+    del manifest["model_sha256"]
+    for index in manifest["indexes"].values():
+        del index["sha256"]
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="cannot be verified"):
+        loaded = load_model(directory)
+    X, _ = data
+    _same_outputs(clf, loaded, X[300:])

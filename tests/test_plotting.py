@@ -26,6 +26,7 @@ from skdknn.metrics import (
 )
 from skdknn.nets import MLP
 from skdknn.plotting import (
+    PALETTE,
     ExplanationDisplay,
     ReliabilityDisplay,
     plot_accuracy_vs_distortion,
@@ -39,7 +40,7 @@ from skdknn.plotting import (
     plot_reliability_diagrams_from_predictions,
 )
 
-RED = to_rgba("tab:red")
+RED = to_rgba(PALETTE["wrong"])
 
 
 @pytest.fixture(autouse=True)
@@ -450,9 +451,9 @@ def test_adversarial_grid_images_and_titles():
         "pred 3",
         "pred 7",
     ]
-    assert axes[1, 1].title.get_color() == "tab:red"
+    assert to_rgba(axes[1, 1].title.get_color()) == RED
     assert axes[1, 0].title.get_color() == "black"
-    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["eps = 0", "eps = 0.3"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["clean\n(eps = 0)", "eps = 0.3"]
     fig.canvas.draw()
 
 
@@ -557,3 +558,109 @@ def test_importing_skdknn_does_not_import_pyplot():
         "sys.exit('matplotlib.pyplot' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# -- one palette, legends that cover nothing ------------------------------------------
+
+
+def _overlaps(artist_a, artist_b, renderer):
+    a = artist_a.get_window_extent(renderer)
+    b = artist_b.get_window_extent(renderer)
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_reliability_legend_covers_no_bar():
+    # every bin full and right: any legend inside the axes would cover a bar
+    y = np.repeat(np.arange(10), 3)
+    scores = np.repeat(np.linspace(0.05, 0.95, 10), 3)
+    fig, axes, _ = plot_reliability_diagrams_from_predictions(y, y, scores, y, scores)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        for bar in ax.patches:
+            assert not _overlaps(legend, bar, renderer)
+
+
+def test_credibility_small_multiples_one_panel_per_attack():
+    rng = np.random.default_rng(0)
+    scores = {
+        "clean": rng.uniform(0.5, 1, 50),
+        **{f"attack {i}": rng.uniform(0, 0.5, 40) for i in range(5)},
+    }
+    fig, axes = plot_credibility_histograms(scores, reference="clean", ncols=3)
+    assert len(axes) == 5
+    for ax, name in zip(axes, list(scores)[1:], strict=True):
+        # two curves per panel: the clean reference and this attack
+        assert len(ax.patches) == 2
+        assert ax.get_title().startswith(name)
+        assert to_rgba(ax.patches[0].get_facecolor()[:3]) == to_rgba(PALETTE["clean"])
+    # the reference is explained once, outside the panels
+    assert len(fig.legends) == 1
+    with pytest.raises(ValueError, match="reference='BIM'"):
+        plot_credibility_histograms(scores, reference="BIM")
+
+
+def test_accuracy_vs_eps_starts_at_zero():
+    fig, axes = plot_accuracy_vs_eps(
+        [0.0, 0.1, 0.3], {"FGSM": {"CNN": [0.9, 0.5, 0.1], "DkNN": [0.9, 0.8, 0.6]}}
+    )
+    assert axes[0].get_xlim()[0] == 0.0
+    fig, axes = plot_accuracy_vs_eps(
+        [0.1, 0.3], {"FGSM": {"CNN": [0.5, 0.1], "DkNN": [0.8, 0.6]}}
+    )
+    assert axes[0].get_xlim()[0] == 0.0
+
+
+def test_one_colour_per_meaning_across_figures(dknn, digits):
+    """A model, a kind of input and a wrong label have one colour in every figure."""
+    rgb = {name: to_rgba(color) for name, color in PALETTE.items()}
+    y = np.array([0, 1, 1, 0])
+    s = np.array([0.9, 0.8, 0.3, 0.6])
+    _, _, (cred, soft) = plot_reliability_diagrams_from_predictions(y, y, s, y, s)
+    assert to_rgba(cred.bars_[0].get_facecolor(), 1) == rgb["DkNN"]
+    assert to_rgba(soft.bars_[0].get_facecolor(), 1) == rgb["CNN"]
+    _, axes = plot_accuracy_vs_eps(
+        [0.0, 0.1],
+        {"FGSM": {"CNN": [1, 0], "kNN": [1, 0.5], "DkNN": [1, 0.7], "mine": [1, 1]}},
+    )
+    lines = {line.get_label(): to_rgba(line.get_color()) for line in axes[0].lines}
+    assert lines["CNN"] == rgb["CNN"]
+    assert lines["kNN"] == rgb["kNN"]
+    assert lines["DkNN"] == rgb["DkNN"]
+    assert lines["mine"] not in rgb.values()
+    _, ax = plot_neighbor_correctness({"clean": [1.0], "FGSM": [0.5]}, ["relu1"])
+    assert to_rgba(ax.containers[0][0].get_facecolor()) == rgb["clean"]
+    fig, ax = plot_credibility_histograms({"clean": s, "FGSM": s / 2})
+    assert to_rgba(ax.patches[0].get_edgecolor()) == rgb["clean"]
+    _, panels = plot_ood({"credibility": {"MNIST": s, "noise": s / 3}})
+    assert to_rgba(panels[0].patches[0].get_facecolor(), 1) == rgb["clean"]
+    # red = a label that is not the true label, in the explanation as in the grid
+    X_train, y_train, X, y_test = digits
+    disp = ExplanationDisplay.from_estimator(
+        dknn, X[3], X_train, n_neighbors=4, label=y_test[3]
+    )
+    for row in range(disp.neighbor_labels.shape[0]):
+        for j in range(4):
+            ax = disp.axes_[row, j + 1]
+            wrong = disp.neighbor_labels[row, j] != y_test[3]
+            assert (to_rgba(ax.spines["left"].get_edgecolor()) == RED) == wrong
+
+
+def test_explanation_has_a_legend_for_its_colours(dknn, digits):
+    X_train, _, X, y_test = digits
+    disp = ExplanationDisplay.from_estimator(
+        dknn, X[3], X_train, n_neighbors=4, label=y_test[3]
+    )
+    texts = [t.get_text() for t in disp.legend_.get_texts()]
+    n_wrong = int((disp.neighbor_labels != y_test[3]).sum())
+    assert texts[0] == (
+        f"neighbour label is not the true label ({y_test[3]}): {n_wrong} of "
+        f"{disp.neighbor_labels.size}"
+    )
+    assert to_rgba(disp.legend_.get_patches()[0].get_edgecolor()) == RED
+    assert disp.legend_ in disp.figure_.legends
+    # without the true label, the rule is the prediction's, and says so
+    disp = ExplanationDisplay.from_estimator(dknn, X[3], X_train, n_neighbors=4)
+    assert "not the prediction" in disp.legend_.get_texts()[0].get_text()

@@ -4,10 +4,13 @@
     python tools/mutation.py conformal attacks    # some of them
     python tools/mutation.py --report             # scores of the last run only
 
-mutmut (configured in pyproject.toml, ``[tool.mutmut]``) copies the package to
-``mutants/``, runs the selected test files once to learn which tests reach which
-function, then runs every mutant of a module against only those tests. A mutant
-*survives* when all of them pass. The score of a module is
+Each module runs in its own copy of the package and tests, ``mutants/<module>/``
+(git-ignored), whose pyproject.toml is the project's with ``[tool.mutmut]`` scoped
+to the module: its files (``Module.files``) and only its own test files
+(``Module.tests``). mutmut runs those tests once to learn which tests reach which
+function, then runs every mutant against only the tests that reach its function,
+fastest first, stopping at the first failure. A mutant *survives* when all of them
+pass. The score of a module is
 
     killed / (mutants - equivalent)
 
@@ -29,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,24 +53,102 @@ WIRING = [
 # mutmut's separator in the names of a method's mutants (class name, method name)
 _SEP = "\u01c1"
 
-#: module -> (mutmut source file, globs of its mutant names)
-MODULES: dict[str, tuple[str, list[str]]] = {
-    "conformal": ("skdknn/conformal.py", ["skdknn.conformal.*"]),
-    "calibration": ("skdknn/_calibration.py", ["skdknn._calibration.*"]),
-    "classifier": (
-        "skdknn/_classifier.py",
+
+@dataclass(frozen=True)
+class Module:
+    """A core module: the files mutmut mutates, the tests that judge the mutants,
+    and the globs of the mutant names that count towards its score."""
+
+    files: list[str]
+    tests: list[str]
+    globs: list[str]
+
+
+_CLASSIFIER_TESTS = ["tests/test_classifier.py", "tests/test_calibration.py"]
+_ATTACK_FILES = [
+    "skdknn/attacks/_base.py",
+    "skdknn/attacks/_bim.py",
+    "skdknn/attacks/_fgsm.py",
+]
+_ATTACK_TESTS = [
+    "tests/test_attack_steps.py",
+    "tests/test_attack_precision.py",
+    "tests/test_attacks.py",
+    "tests/test_misuse.py",
+]
+MODULES: dict[str, Module] = {
+    "conformal": Module(
+        ["skdknn/conformal.py"],
+        ["tests/test_conformal.py", "tests/test_calibration.py"],
+        ["skdknn.conformal.*"],
+    ),
+    "calibration": Module(
+        ["skdknn/_calibration.py"],
+        ["tests/test_conformal.py", *_CLASSIFIER_TESTS],
+        ["skdknn._calibration.*"],
+    ),
+    "classifier": Module(
+        ["skdknn/_classifier.py"],
+        _CLASSIFIER_TESTS,
         [f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}{m}__*" for m in WIRING],
     ),
-    "attacks": (
-        "skdknn/attacks",
+    # the attack steps and the batching / labels / box pipeline around them
+    "attacks": Module(
+        _ATTACK_FILES,
+        _ATTACK_TESTS,
         [
-            "skdknn.attacks._base.*",
+            *(
+                f"skdknn.attacks._base.x_{f}__*"
+                for f in ("_loss_gradient_sign", "fgsm", "bim")
+            ),
+            *(
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}{m}__*"
+                for m in (
+                    "fit",
+                    "transform",
+                    "generate",
+                    "_logits",
+                    "_clean_labels",
+                    "_ball",
+                    "_bounds",
+                    "_box",
+                    "_perturb_batches",
+                    "_rng",
+                )
+            ),
             "skdknn.attacks._bim.*",
             "skdknn.attacks._fgsm.*",
         ],
     ),
-    "exact": ("skdknn/neighbors/_exact.py", ["skdknn.neighbors._exact.*"]),
+    # applying the float32 step exactly in the input's dtype, and the misuse warnings
+    "attack-precision": Module(
+        _ATTACK_FILES,
+        _ATTACK_TESTS,
+        [
+            *(
+                f"skdknn.attacks._base.x_{f}__*"
+                for f in ("_exceeds", "_round_inward", "_ball_bound", "land_in_dtype")
+            ),
+            f"skdknn.attacks._base.x{_SEP}_ZeroGradientRows{_SEP}*",
+            *(
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}{m}__*"
+                for m in ("_validate_input", "_check_budgets", "_report_zero_gradient")
+            ),
+        ],
+    ),
+    "sharded": Module(
+        ["skdknn/neighbors/_sharded.py"],
+        ["tests/test_sharded.py"],
+        ["skdknn.neighbors._sharded.*"],
+    ),
+    "exact": Module(
+        ["skdknn/neighbors/_exact.py"],
+        ["tests/test_exact_backend.py"],
+        ["skdknn.neighbors._exact.*"],
+    ),
 }
+
+_REFINE = "skdknn.neighbors._exact.x__refine_near_duplicates__*"
 
 # (glob of the mutated function, text of the mutated line, why it changes nothing)
 EQUIVALENT: list[tuple[str, str, str]] = [
@@ -90,37 +172,129 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.partition(p_arr, -2, )",
         "the default axis -1 is axis 1 of the 2-D p-values",
     ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "suspect = sq_dist <= 1e-2 *",
+        "a pair exactly on the threshold is recomputed exactly: the same distance "
+        "up to float32 rounding, never a different neighbour",
+    ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "suspect = sq_dist < 1.01 *",
+        "a larger threshold only recomputes more pairs exactly (slower, same result)",
+    ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "tol = 1.00001 *",
+        "a wider tolerance only re-ranks more candidates exactly (slower, same result)",
+    ),
+    (
+        "skdknn.neighbors._exact.x__refine_near_duplicates__*",
+        "within = scores[rows] < (values[rows, -1] + tol)",
+        "a score exactly at the k-th plus the tolerance is farther than the k-th by "
+        "more than the expansion's error: it is never among the k nearest",
+    ),
+    (
+        _REFINE,
+        "crowded = within.sum(dim=1) >= k",
+        "exactly k candidates within the tolerance are the k selected ones: "
+        "recomputing them exactly gives what the other path gives",
+    ),
+    *(
+        (_REFINE, text, "zip of two sequences that always have the same length")
+        for text in (
+            "within[crowded], strict=None)",
+            "within[crowded], strict=False)",
+            "within[crowded], )",
+        )
+    ),
+    *(
+        (
+            _REFINE,
+            text,
+            "only the order among exactly equal distances can change, and the "
+            "search orders ties itself afterwards (by index since the sharded "
+            "backend; unordered and documented so before)",
+        )
+        for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
+    ),
+    (
+        "skdknn.neighbors._exact.x\u01c1ExactBackend\u01c1_block_rows__*",
+        "int(budget_mb * 2**20 / bytes_per_row)",
+        "int(a / b) is a // b for positive a, b (up to one row where a / b rounds "
+        "up to an integer): the block size is a memory budget, not a result",
+    ),
+    (
+        _REFINE,
+        "torch.sort(sub_dist, stable=True)",
+        "torch.sort's default dim -1 is dim 1 of the 2-D distances",
+    ),
+    (
+        _REFINE,
+        "suspect[row] = True",
+        "the crowded rows are dropped from ``rows`` before ``suspect`` is read again",
+    ),
 ]
 
 
-def mutmut(*args: str, log: Path) -> int:
+def workspace(name: str) -> Path:
+    return ROOT / "mutants" / name
+
+
+def prepare(name: str) -> Path:
+    """A fresh copy of the package and the tests whose pyproject.toml scopes mutmut
+    to the module: its files, and only its test files."""
+    module, work = MODULES[name], workspace(name)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(ROOT / "skdknn", work / "skdknn")
+    shutil.copytree(ROOT / "tests", work / "tests")
+    tests = [t for t in module.tests if (ROOT / t).is_file()]
+    lines, inside = [], False
+    for line in (ROOT / "pyproject.toml").read_text().splitlines():
+        if line.startswith("["):
+            inside = line.strip() == "[tool.mutmut]"
+        if not inside:
+            lines.append(line)
+    lines += [
+        "[tool.mutmut]",
+        'source_paths = ["skdknn"]',
+        f"only_mutate = {json.dumps(module.files)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
+        'process_isolation = "forkserver"',
+    ]
+    (work / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return work
+
+
+def mutmut(work: Path, *args: str, log: Path | None = None) -> str:
     env = dict(os.environ, HYPOTHESIS_PROFILE="ci")
-    with log.open("a") as out:
-        return subprocess.call(
-            [sys.executable, "-m", "mutmut", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    env.pop("PYTHONPATH", None)  # the mutated copy, never the checkout, is imported
+    result = subprocess.run(
+        [sys.executable, "-m", "mutmut", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if log is not None:
+        with log.open("a") as out:
+            out.write(result.stdout + result.stderr)
+    return result.stdout
 
 
-def results() -> dict[str, int | None]:
+def results(work: Path) -> dict[str, int | None]:
     codes: dict[str, int | None] = {}
-    for meta in (ROOT / "mutants").rglob("*.py.meta"):
+    for meta in (work / "mutants").rglob("*.py.meta"):
         codes.update(json.loads(meta.read_text())["exit_code_by_key"])
     return codes
 
 
-def mutated_line(name: str, log: Path) -> str:
+def mutated_line(work: Path, name: str) -> str:
     """The ``+`` lines of ``mutmut show name`` (what the mutant changed)."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", name],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    shown = mutmut(work, "show", name)
     return "\n".join(
         line[1:] for line in shown.splitlines() if re.match(r"\+(?!\+\+)", line)
     )
@@ -133,27 +307,36 @@ def equivalent_reason(name: str, diff: str) -> str | None:
     return None
 
 
-def score(module: str, log: Path) -> tuple[int, int, list[str], list[str]]:
-    """(killed, non-equivalent mutants, survivors, equivalents) of ``module``."""
-    _, globs = MODULES[module]
+def score(name: str) -> tuple[int, int, list[str], list[str]]:
+    """(killed, non-equivalent mutants, survivors, equivalents) of a module."""
+    work = workspace(name)
     codes = {
-        name: code
-        for name, code in results().items()
-        if any(fnmatch.fnmatch(name, g) for g in globs)
+        mutant: code
+        for mutant, code in results(work).items()
+        if any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
     }
     killed_codes = {1, 3, 36, -24, 24, 152, 255}
+    # an interrupted run leaves mutants unchecked: they count neither way
+    codes = {mutant: code for mutant, code in codes.items() if code is not None}
     killed, survivors, equivalents = 0, [], []
-    for name, code in sorted(codes.items()):
+    for mutant, code in sorted(codes.items()):
         if code in killed_codes:
             killed += 1
             continue
-        diff = mutated_line(name, log)
-        reason = equivalent_reason(name, diff)
+        diff = mutated_line(work, mutant)
+        reason = equivalent_reason(mutant, diff)
         if reason is not None:
-            equivalents.append(f"{name}: {diff.strip()}  [{reason}]")
+            equivalents.append(f"{mutant}: {diff.strip()}  [{reason}]")
         else:
-            survivors.append(f"{name} ({code}): {diff.strip()}")
+            survivors.append(f"{mutant} ({code}): {diff.strip()}")
     return killed, len(codes) - len(equivalents), survivors, equivalents
+
+
+def unchecked_count(name: str) -> int:
+    return sum(
+        code is None and any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
+        for mutant, code in results(workspace(name)).items()
+    )
 
 
 def main() -> int:
@@ -163,40 +346,36 @@ def main() -> int:
     parser.add_argument(
         "--report", action="store_true", help="only print the last run's scores"
     )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="reuse mutants/ (by default it is rebuilt so no stale copy is tested)",
-    )
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
     unknown = sorted(set(modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
-    log = ROOT / "mutants" / "run.log"
     if not args.report:
-        if not args.keep:
-            shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-        log.parent.mkdir(exist_ok=True)
-        log.write_text("")
-        for module in modules:
+        for name in modules:
             start = time.perf_counter()
+            work = prepare(name)
+            log = work / "run.log"
             mutmut(
+                work,
                 "run",
                 "--max-children",
                 str(args.max_children),
-                *MODULES[module][1],
+                *MODULES[name].globs,
                 log=log,
             )
-            print(f"{module}: ran in {time.perf_counter() - start:.0f} s", flush=True)
+            print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
     worst = 1.0
     for module in modules:
-        killed, total, survivors, equivalents = score(module, log)
+        killed, total, survivors, equivalents = score(module)
+        unchecked = unchecked_count(module)
         rate = killed / total if total else 1.0
         worst = min(worst, rate)
         print(
             f"{module:12s} {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"
-            f"  ({len(equivalents)} equivalent)"
+            f"  ({len(equivalents)} equivalent"
+            + (f", {unchecked} not run: interrupted" if unchecked else "")
+            + ")"
         )
         for line in survivors:
             print(f"    survived  {line}")

@@ -1,8 +1,9 @@
 """The attacks page, docs/attacks.md: one session, run in this order.
 
-``python docs/_examples/attacks.py`` (3-4 minutes on 2 CPU cores: BIM runs 100
-steps and AdvKNN trains heads on every DkNN layer). A deliberately small setting:
-1,500 training images (200 for calibration), 5 epochs, k = 25, 200 test images.
+``python docs/_examples/attacks.py`` (about 5 minutes on 2 CPU cores: BIM runs
+100 steps, CW up to 5 x 100 and AdvKNN trains heads on every DkNN layer). A
+deliberately small setting: 1,500 training images (200 for calibration), 5
+epochs, k = 25, 200 test images.
 """
 
 # ruff: noqa: E402  (each part imports what it needs where it starts, as on the page)
@@ -38,6 +39,36 @@ bim = BIMAttack(dknn, eps=0.25, step=0.01, n_iter=100).fit(X_train)
 X_bim = bim.transform(X_test)
 print(f"DkNN under BIM:     {dknn.score(X_bim, y_test):.3f}")
 
+short = {"eps": 0.1, "step": 0.01, "n_iter": 20}
+X_bim_short = BIMAttack(dknn, **short).fit(X_train).transform(X_test)
+pgd = BIMAttack(dknn, **short, random_start=True, n_restarts=5, random_state=0)
+X_pgd = pgd.fit(X_train).transform(X_test)
+cnn = dknn.net_  # the DkNN's network alone (its predictions are class indices)
+for name, X_set in (("BIM", X_bim_short), ("PGD with 5 restarts", X_pgd)):
+    cnn_accuracy = np.mean(dknn.classes_[cnn.predict(X_set)] == y_test)
+    print(
+        f"eps 0.1, 20 steps, {name:<19}: CNN {cnn_accuracy:.3f}, "
+        f"DkNN {dknn.score(X_set, y_test):.3f}"
+    )
+
+from skdknn.attacks import CarliniWagnerL2Attack
+
+cw = CarliniWagnerL2Attack(dknn, binary_search_steps=5, n_iter=100).fit(X_train)
+X_cw = cw.transform(X_test)  # through the CNN, away from the DkNN's predictions
+l2 = np.linalg.norm((X_cw - X_test).reshape(len(X_test), -1), axis=1)
+found = l2 > 0  # inputs for which some c gave an example
+changed = dknn.predict(X_cw) != dknn.predict(X_test)
+print(f"CW found {found.mean():.2f} of the inputs, mean L2 {l2[found].mean():.2f}")
+print(f"DkNN under CW: {dknn.score(X_cw, y_test):.3f}, changed {changed.mean():.2f}")
+
+cw_margin = CarliniWagnerL2Attack(dknn, confidence=5.0).fit(X_train)
+X_cw5 = cw_margin.transform(X_test)
+l2_5 = np.linalg.norm((X_cw5 - X_test).reshape(len(X_test), -1), axis=1)
+changed = dknn.predict(X_cw5) != dknn.predict(X_test)
+print(
+    f"confidence 5: mean L2 {l2_5[l2_5 > 0].mean():.2f}, changed {changed.mean():.2f}"
+)
+
 # the kNN of the third layer: same frozen network, same calibration split
 knn3 = clone(dknn).set_params(net=FrozenEstimator(dknn.net_), layers=["relu3"])
 knn3.fit(X_train, y_train)
@@ -60,6 +91,15 @@ advknn_all = AdvKNNAttack(dknn, layer="all", method="bim", random_state=0)
 X_adv_all = advknn_all.fit(X_train).transform(X_test)
 print(advknn_all.layers_, f"agreement {advknn_all.agreement_:.3f}")
 print(f"DkNN under BIM through all heads: {dknn.score(X_adv_all, y_test):.3f}")
+
+advknn_cw = AdvKNNAttack(knn3, layer="relu3", method="cw", random_state=0)
+advknn_cw.fit(X_train)  # the same head as advknn's: same data, same random_state
+X_adv_cw = advknn_cw.transform(X_test)
+l2_adv = np.linalg.norm((X_adv_cw - X_test).reshape(len(X_test), -1), axis=1)
+print(
+    f"relu3 kNN under AdvKNN-CW: {knn3.score(X_adv_cw, y_test):.3f}, "
+    f"mean L2 {l2_adv[l2_adv > 0].mean():.2f}"
+)
 
 mean = MeanAttack(dknn, n_iter=8).fit(X_train, y_train)
 X_mean = mean.transform(X_test[:50])

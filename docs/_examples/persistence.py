@@ -57,6 +57,29 @@ except FileExistsError as error:
     print(error)
 save_model(clf, "dknn", overwrite=True)  # replaces the saved model
 
+# -- checksums -----------------------------------------------------------------------
+damaged = Path("dknn/index-3.fit_X.npy")  # same size, second half overwritten
+content = damaged.read_bytes()
+half = len(content) // 2
+damaged.write_bytes(content[:half] + b"\xff" * (len(content) - half))
+try:
+    load_model("dknn")
+except ValueError as error:
+    print(str(error).split(":")[0])
+save_model(clf, "dknn", overwrite=True)
+
+# -- loading without running code from the files -------------------------------------
+import skops.io as sio
+
+safe_path = save_model(clf, "dknn-safe", format="skops")
+print(sio.get_untrusted_types(file=safe_path / "model.skops"))
+safe = load_model("dknn-safe", safe=True)  # the types above are trusted by default
+print(np.array_equal(safe.p_values(X_test), clf.p_values(X_test)))
+try:
+    load_model("dknn", safe=True)  # model.pkl is a pickle: refused
+except ValueError as error:
+    print(error)
+
 # -- version warning -----------------------------------------------------------------
 import copy
 import warnings

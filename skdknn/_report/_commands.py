@@ -21,7 +21,16 @@ from ..metrics import accuracy_under_attack, mean_l2_distortion
 from ..persistence import load_model
 from ._config import ReportConfig
 from ._data import Data, load_data
-from ._models import MODEL_DIR, RUN_FILE, dknn_outputs, fit_models, network_outputs
+from ._models import (
+    MODEL_DIR,
+    RUN_FILE,
+    dknn_outputs,
+    fit_models,
+    heads_key,
+    load_heads,
+    network_outputs,
+    run_record,
+)
 
 __all__ = ["ATTACKS", "attack", "explain", "train"]
 
@@ -54,8 +63,11 @@ def train(config: ReportConfig) -> dict[str, Any]:
     return summary
 
 
-def load_trained(model_dir: str) -> tuple[ReportConfig, Data, Any]:
-    """The settings, the data split and the DkNN saved by ``train`` / ``report``."""
+def load_trained(model_dir: str, verbose: int = 0) -> tuple[ReportConfig, Data, Any]:
+    """The settings, the data split and the DkNN saved by ``train`` / ``report``.
+
+    The DkNN shows progress bars from ``verbose`` 2 (``-v``) on.
+    """
     directory = Path(model_dir)
     record_path = directory / RUN_FILE
     if not record_path.is_file():
@@ -79,19 +91,50 @@ def load_trained(model_dir: str) -> tuple[ReportConfig, Data, Any]:
             f"the model saved in {str(directory / MODEL_DIR)!r} cannot be read "
             f"({error!r}); train it again with `skdknn train --out DIR`."
         ) from None
+    dknn.set_params(verbose=max(verbose - 1, 0))
     return config, load_data(config), dknn
 
 
+def _saved_head(
+    model_dir: str, config: ReportConfig, args: dict[str, Any]
+) -> AdvKNNAttack | None:
+    """The DkNNB head ``skdknn report`` trained for these settings, if saved."""
+    same = (
+        args["layer"] == config.attacked_layer
+        and args["lam"] == config.lam
+        and args["head_epochs"] == config.head_epochs
+    )
+    model_id = str(run_record(Path(model_dir)).get("model_id", ""))
+    if not same or not model_id:
+        return None
+    heads = load_heads(Path(model_dir), heads_key(config, model_id))
+    if heads is None:
+        return None
+    return heads["dknnb_cl" if args["consistency"] else "dknnb"]
+
+
 def _make_attack(
-    name: str, dknn: Any, data: Data, args: dict[str, Any]
+    name: str,
+    dknn: Any,
+    data: Data,
+    args: dict[str, Any],
+    saved_head: AdvKNNAttack | None = None,
 ) -> tuple[Any, str]:
-    common = {"eps": args["eps"], "batch_size": 256, "verbose": args["verbose"]}
+    """The attack ``name`` (fitted for AdvKNN) and its title."""
+    verbose = max(args["verbose"] - 1, 0)
+    common = {"eps": args["eps"], "batch_size": 256, "verbose": verbose}
     bim = {"step": args["step"], "n_iter": args["n_iter"]}
     if name == "fgsm":
         return FGSMAttack(dknn.module_, **common), "FGSM through the CNN"
     if name == "bim":
         return BIMAttack(dknn.module_, **common, **bim), "BIM through the CNN"
-    layer = args["layer"]
+    layer, method = args["layer"], name.split("-")[1]
+    cl = "+CL" if args["consistency"] else ""
+    title = f"AdvKNN {method.upper()} (DkNNB{cl}, {layer})"
+    if saved_head is not None:
+        if args["verbose"] > 0:
+            print(f"Using the DkNNB head on {layer} saved by `skdknn report`.")
+        return saved_head.set_params(method=method, **common, **bim), title
     if layer != "all" and layer not in dknn.layers_:
         raise ValueError(
             f"--layer {layer!r} is not a DkNN layer; choose one of "
@@ -100,7 +143,7 @@ def _make_attack(
     attack = AdvKNNAttack(
         FrozenEstimator(dknn),
         layer=layer,
-        method=name.split("-")[1],
+        method=method,
         lam=args["lam"],
         consistency=args["consistency"],
         head_epochs=args["head_epochs"],
@@ -108,14 +151,19 @@ def _make_attack(
         **common,
         **bim,
     )
-    print(f"Training the DkNNB head on {layer} ...", flush=True)
+    if args["verbose"] > 0:
+        print(f"Training the DkNNB head on {layer} ...", flush=True)
     attack.fit(data.X_train)
-    cl = "+CL" if args["consistency"] else ""
-    return attack, f"AdvKNN {name.split('-')[1].upper()} (DkNNB{cl}, {layer})"
+    return attack, title
 
 
 def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
-    """Attack the test images of a trained model; save the adversarial set."""
+    """Attack the test images of a trained model; save the adversarial set.
+
+    ``layer``, ``lam`` and ``head_epochs`` left None take the model's settings
+    (those of its ``run.json``); an AdvKNN attack then reuses the DkNNB head that
+    ``skdknn report`` saved with the model, instead of training one.
+    """
     if name not in ATTACKS:
         raise ValueError(f"Unknown attack {name!r}; expected one of {list(ATTACKS)}.")
     if name.endswith("bim") and args["step"] > args["eps"]:
@@ -123,11 +171,20 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
             f"--step {args['step']} is larger than --eps {args['eps']}; BIM's step "
             "must be at most eps."
         )
-    _, data, dknn = load_trained(model_dir)
+    args.setdefault("verbose", 1)
+    config, data, dknn = load_trained(model_dir, args["verbose"])
+    for arg, setting in (
+        ("layer", "attacked_layer"),
+        ("lam", "lam"),
+        ("head_epochs", "head_epochs"),
+    ):
+        if args.get(arg) is None:
+            args[arg] = getattr(config, setting)
     n = len(data.y_test) if args["n_samples"] is None else args["n_samples"]
     X, y = data.X_test[:n], data.y_test[:n]
     n = len(y)  # at most the whole test set
-    attacker, title = _make_attack(name, dknn, data, args)
+    saved = None if name in ("fgsm", "bim") else _saved_head(model_dir, config, args)
+    attacker, title = _make_attack(name, dknn, data, args, saved)
     X_adv = (
         attacker.fit(X).transform(X)
         if name in ("fgsm", "bim")
@@ -143,6 +200,7 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
         "dknn_accuracy": accuracy_under_attack(y, pred),
         "dknn_mean_credibility": float(cred.mean()),
         "mean_l2_successful": mean_l2_distortion(X, X_adv, pred != clean_pred),
+        "head_reused": saved is not None,
     }
     path = save_adversarial(out, X_adv, attack=attacker, y=y, metrics=metrics)
     print(
@@ -161,8 +219,13 @@ def explain(
     *,
     adversarial: str | None = None,
     n_neighbors: int = 5,
+    verbose: int = 1,
 ) -> dict[str, Any]:
-    """The figure of a test image (or adversarial image) and its neighbours."""
+    """The figure of a test image (or adversarial image) and its neighbours.
+
+    Prints the prediction and the figure's path; from ``verbose`` 1 on, also the
+    neighbours' labels per layer.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +233,7 @@ def explain(
 
     from .. import plotting
 
-    _, data, dknn = load_trained(model_dir)
+    _, data, dknn = load_trained(model_dir, verbose)
     if adversarial is not None:
         saved = load_adversarial(adversarial)
         X = np.asarray(saved.X_adv, dtype=np.float32)
@@ -188,7 +251,7 @@ def explain(
     pred, cred = dknn_outputs(dknn, x[None])
     _, indices = dknn.kneighbors(x[None])
     figure, _ = plotting.plot_explanation(
-        dknn, x, data.X_train, n_neighbors=n_neighbors
+        dknn, x, data.X_train, n_neighbors=n_neighbors, label=y[index]
     )
     figure.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(figure)
@@ -198,6 +261,7 @@ def explain(
         f"prediction {pred[0]} (credibility {cred[0]:.3f})."
     )
     for layer, row in zip(dknn.layers_, labels, strict=True):
-        print(f"  {layer:<8} nearest training labels: {' '.join(map(str, row))}")
+        if verbose > 0:
+            print(f"  {layer:<8} nearest training labels: {' '.join(map(str, row))}")
     print(f"Figure written to {out}")
     return {"prediction": pred[0], "credibility": float(cred[0])}

@@ -30,7 +30,8 @@ class ReportConfig:
     the embedded sample: the paper CNN (trained for 15 epochs: the paper's 6-8
     epochs are on 60,000 images, ours on 4,000), k = 75, 750 calibration images,
     FGSM eps = 0.25, BIM eps = 0.25 / step 0.01 / 100 iterations, DkNNB lambda =
-    0.3 on the third layer.
+    0.3 on the third layer, exact neighbour search (``backend``: any name or recipe
+    of :func:`skdknn.neighbors.make_backend`).
     """
 
     dataset: str = "embedded"
@@ -41,6 +42,7 @@ class ReportConfig:
     max_epochs: int = 15
     n_neighbors: int = 75
     metric: str = "euclidean"
+    backend: str = "exact"
     calibration_size: int = 750
     attacked_layer: str = "relu3"
     eps: float = 0.25
@@ -112,6 +114,7 @@ MODEL_SETTINGS = (
     "max_epochs",
     "n_neighbors",
     "metric",
+    "backend",
     "calibration_size",
     "random_state",
 )

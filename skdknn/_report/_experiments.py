@@ -351,17 +351,25 @@ def eps_curves(
     n_examples: int = 8,
 ) -> Curves:
     """Accuracy of CNN / kNN / DkNN vs eps under each attack, on ``curve_size``
-    test images (BIM with Kurakin et al.'s number of iterations per eps)."""
+    test images (BIM with Kurakin et al.'s number of iterations per eps).
+
+    Every curve starts at eps = 0 with the clean accuracy (mean L2 distortion 0).
+    """
     X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
     clean = Outputs.of(models, X)
-    curves = Curves(eps=list(config.eps_grid), example_labels=y[:n_examples])
+    grid = [eps for eps in config.eps_grid if eps > 0]
+    # every curve starts at eps = 0: the clean accuracy, no perturbation
+    curves = Curves(eps=[0.0, *grid], example_labels=y[:n_examples])
     for title in CURVE_ATTACKS.values():
-        curves.accuracy[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
-        curves.distortion[title] = {MODEL_TITLES[m]: [] for m in MODEL_TITLES}
-        curves.n_iter[title] = []
-    for eps in tqdm(
-        config.eps_grid, desc="accuracy vs eps", disable=config.verbose <= 0
-    ):
+        curves.accuracy[title] = {
+            model_title: [accuracy_under_attack(y, clean.model(m)[0])]
+            for m, model_title in MODEL_TITLES.items()
+        }
+        curves.distortion[title] = {MODEL_TITLES[m]: [0.0] for m in MODEL_TITLES}
+        curves.n_iter[title] = [0]
+    curves.examples[0.0] = X[:n_examples]
+    curves.example_predictions[0.0] = clean.dknn_pred[:n_examples]
+    for eps in tqdm(grid, desc="accuracy vs eps", disable=config.verbose <= 0):
         step = min(config.step, eps)
         n_iter = _bim_iterations(eps, step, config.n_iter)
         sets = adversarial_sets(
@@ -411,18 +419,23 @@ def ood_table(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, NDArray[np.float64]]]]:
     """Credibility vs softmax confidence on inputs of no class.
 
+    The in-distribution row is the clean table's: every test image, the same
+    ``clean`` outputs; each kind of input of no class has ``ood_size`` images
+    (at most the number of test images).
+
     Returns the table rows and the scores per kind and set (for the figure).
     """
     n = min(config.ood_size, len(data.y_test))
     scores = {
-        "DkNN credibility": {"test digits": clean.dknn_cred[:n]},
-        "softmax confidence": {"test digits": clean.softmax[:n]},
+        "DkNN credibility": {"test digits": clean.dknn_cred},
+        "softmax confidence": {"test digits": clean.softmax},
     }
     rows = [
         {
-            "set": "test digits (in distribution)",
-            "mean_credibility": float(clean.dknn_cred[:n].mean()),
-            "mean_softmax_confidence": float(clean.softmax[:n].mean()),
+            "set": "test digits (in distribution: the clean table's images)",
+            "n": len(data.y_test),
+            "mean_credibility": float(clean.dknn_cred.mean()),
+            "mean_softmax_confidence": float(clean.softmax.mean()),
             "auroc_credibility": None,
             "auroc_softmax": None,
         }
@@ -437,10 +450,11 @@ def ood_table(
         rows.append(
             {
                 "set": title,
+                "n": len(X),
                 "mean_credibility": float(cred.mean()),
                 "mean_softmax_confidence": float(softmax.mean()),
-                "auroc_credibility": ood_auroc(clean.dknn_cred[:n], cred),
-                "auroc_softmax": ood_auroc(clean.softmax[:n], softmax),
+                "auroc_credibility": ood_auroc(clean.dknn_cred, cred),
+                "auroc_softmax": ood_auroc(clean.softmax, softmax),
             }
         )
     return rows, scores

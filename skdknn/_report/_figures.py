@@ -42,8 +42,9 @@ def reliability(writer: FigureWriter, y: NDArray, clean: Any) -> None:
     writer.save(
         "reliability",
         "Reliability diagrams on the clean test images: accuracy per bin of DkNN "
-        "credibility (left) and of the CNN's softmax confidence (right), with the "
-        "number of images per bin as a line.",
+        "credibility (left, blue: the DkNN's colour) and of the CNN's softmax "
+        "confidence (right, grey: the CNN's), with the number of images per bin "
+        "as a dotted line; the dashed diagonal is accuracy = score.",
         lambda: plotting.plot_reliability_diagrams_from_predictions(
             y, clean.dknn_pred, clean.dknn_cred, clean.cnn_pred, clean.softmax
         ),
@@ -55,31 +56,34 @@ def credibility_histograms(
 ) -> None:
     writer.save(
         "credibility_histograms",
-        "DkNN credibility on clean test images and on adversarial ones: the "
-        "attacks that fool the DkNN leave it with low credibility.",
-        lambda: plotting.plot_credibility_histograms(scores),
+        "DkNN credibility on adversarial test images (purple, one panel per "
+        "attack) over that on the clean ones (green, filled): the attacks that "
+        "fool the DkNN leave it with low credibility.",
+        lambda: plotting.plot_credibility_histograms(scores, reference="clean"),
     )
 
 
 def eps_curves(writer: FigureWriter, curves: Any) -> None:
     writer.save(
         "accuracy_vs_eps",
-        "Accuracy of the CNN, the attacked-layer kNN and the DkNN against the "
-        "L-infinity budget eps, per attack.",
+        "Accuracy of the CNN (grey), the attacked-layer kNN (orange) and the DkNN "
+        "(blue) against the L-infinity budget eps, per attack; eps = 0 is the "
+        "clean accuracy.",
         lambda: plotting.plot_accuracy_vs_eps(curves.eps, curves.accuracy),
     )
     writer.save(
         "accuracy_vs_distortion",
         "The same accuracies against the mean L2 distortion of the adversarial "
-        "examples that changed each model's prediction.",
+        "examples that changed each model's prediction (0 at eps = 0).",
         lambda: plotting.plot_accuracy_vs_distortion(
             curves.distortion, curves.accuracy
         ),
     )
     writer.save(
         "adversarial_examples",
-        "AdvKNN BIM (DkNNB+CL) examples per eps (rows), titled with the DkNN's "
-        "prediction (red: not the true label).",
+        "AdvKNN BIM (DkNNB+CL) examples per eps (rows; the first row is the "
+        "clean images), titled with the DkNN's prediction (red: not the true "
+        "label).",
         lambda: plotting.plot_adversarial_grid(
             curves.examples,
             labels=curves.example_labels,
@@ -94,8 +98,8 @@ def neighbor_agreement(
     writer.save(
         "neighbor_agreement",
         "Share of the k nearest training neighbours carrying the true label, per "
-        "layer, on clean and adversarial inputs: attacks change the neighbours "
-        "of the deep layers most.",
+        "layer, on clean (green) and adversarial (purple) inputs: attacks change "
+        "the neighbours of the deep layers most.",
         lambda: plotting.plot_neighbor_correctness(agreement, layers),
     )
 
@@ -105,13 +109,14 @@ def explanation(
     dknn: Any,
     x: NDArray[np.float32],
     X_train: NDArray[np.float32],
+    label: Any,
     name: str,
     caption: str,
 ) -> None:
     writer.save(
         name,
-        caption,
-        lambda: plotting.plot_explanation(dknn, x, X_train),
+        caption + " Red: a neighbour whose label is not the true label.",
+        lambda: plotting.plot_explanation(dknn, x, X_train, label=label),
     )
 
 
@@ -120,7 +125,8 @@ def ood(
 ) -> None:
     writer.save(
         "out_of_distribution",
-        "DkNN credibility (left) and softmax confidence (right) on test digits and "
-        "on inputs of no class: credibility stays low where softmax is confident.",
+        "DkNN credibility (left) and softmax confidence (right) on the clean test "
+        "digits (green, filled) and on inputs of no class (browns): credibility "
+        "stays low where softmax is confident.",
         lambda: plotting.plot_ood(scores),
     )

@@ -20,16 +20,28 @@ from tqdm.auto import tqdm
 
 from .._classifier import DeepKNNClassifier
 from ..attacks import AdvKNNAttack
+from ..neighbors import make_backend
 from ..persistence import load_model, save_model
 from ..plotting._common import dknn_predictions, network_softmax
 from ._config import HEAD_SETTINGS, MODEL_SETTINGS, ReportConfig
 from ._data import Data
 from ._render import write_atomic
 
-__all__ = ["Models", "dknn_outputs", "fit_heads", "fit_models", "network_outputs"]
+__all__ = [
+    "Models",
+    "dknn_outputs",
+    "fit_heads",
+    "fit_models",
+    "heads_key",
+    "load_heads",
+    "network_outputs",
+    "report_backend",
+    "run_record",
+]
 
 MODEL_DIR = "model"
 RUN_FILE = "run.json"
+HEADS_FILE = "heads.joblib"
 
 
 @dataclass
@@ -55,7 +67,7 @@ def network_outputs(
 dknn_outputs = dknn_predictions
 
 
-def _run_record(out: Path) -> dict[str, Any]:
+def run_record(out: Path) -> dict[str, Any]:
     """What ``run.json`` says of the saved model; empty when missing or damaged."""
     try:
         record = json.loads((out / RUN_FILE).read_text())
@@ -71,7 +83,7 @@ def _write_run_record(out: Path, record: dict[str, Any]) -> None:
 def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
     """Train the DkNN, or load the one saved in ``out`` under the same settings."""
     key = config.key(*MODEL_SETTINGS)
-    record = _run_record(out)
+    record = run_record(out)
     model_dir = out / MODEL_DIR
     dknn: DeepKNNClassifier | None = None
     model_id = str(record.get("model_id", ""))
@@ -85,6 +97,7 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         dknn = DeepKNNClassifier(
             n_neighbors=config.n_neighbors,
             metric=config.metric,
+            backend=report_backend(config),
             calibration_size=config.calibration_size,
             max_epochs=config.max_epochs,
             batch_size=500,
@@ -94,6 +107,8 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         start = time.perf_counter()
         dknn.fit(data.X_train, data.y_train)
         seconds = time.perf_counter() - start
+        # saved quiet: `attack`, `explain` and load_model print no progress bars
+        dknn.set_params(verbose=0)
         # no record names a half-written model
         (out / RUN_FILE).unlink(missing_ok=True)
         save_model(dknn, model_dir, overwrite=True)
@@ -117,21 +132,25 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
     return Models(dknn, knn, loaded, seconds, model_id)
 
 
+def report_backend(config: ReportConfig) -> Any:
+    """The neighbour backend of ``config.backend``, seeded when it draws at random."""
+    backend = make_backend(config.backend)
+    if "random_state" in backend.get_params():
+        backend.set_params(random_state=config.random_state)
+    return backend
+
+
 def fit_heads(
     config: ReportConfig, models: Models, data: Data, out: Path
 ) -> dict[str, AdvKNNAttack]:
     """The DkNNB of the attacked layer, trained without and with consistency
     learning (cached in ``out/heads.joblib``)."""
     key = heads_key(config, models)
-    path = out / "heads.joblib"
-    if config.reuse and path.is_file():
-        try:
-            cached = joblib.load(path)
-            if cached.get("key") == key:
-                # each attack holds its own pickled copy of the (identical) kNN
-                return dict(cached["heads"])
-        except Exception as error:  # a damaged cache is rebuilt
-            print(f"Saved heads in {path} not usable ({error!r}); training again.")
+    path = out / HEADS_FILE
+    if config.reuse:
+        cached = load_heads(out, key)
+        if cached is not None:
+            return cached
     heads = {}
     variants = (("dknnb", False), ("dknnb_cl", True))
     for name, consistency in tqdm(
@@ -158,6 +177,25 @@ def fit_heads(
     return heads
 
 
-def heads_key(config: ReportConfig, models: Models) -> str:
-    """Key of the DkNNB heads: the model they imitate and their settings."""
-    return config.key(*HEAD_SETTINGS, parent=models.model_id)
+def heads_key(config: ReportConfig, models: Models | str) -> str:
+    """Key of the DkNNB heads: the model they imitate (its ``model_id``) and their
+    settings."""
+    model_id = models if isinstance(models, str) else models.model_id
+    return config.key(*HEAD_SETTINGS, parent=model_id)
+
+
+def load_heads(out: Path, key: str) -> dict[str, AdvKNNAttack] | None:
+    """The DkNNB heads saved in ``out`` under ``key`` (``"dknnb"``: cross-entropy
+    only, ``"dknnb_cl"``: with consistency learning); None when missing, saved
+    under another key, or damaged (a damaged file is reported, then retrained)."""
+    path = out / HEADS_FILE
+    if not path.is_file():
+        return None
+    try:
+        cached = joblib.load(path)
+        if cached.get("key") == key:
+            # each attack holds its own pickled copy of the (identical) kNN
+            return dict(cached["heads"])
+    except Exception as error:  # a damaged cache is rebuilt
+        print(f"Saved heads in {path} not usable ({error!r}); training again.")
+    return None

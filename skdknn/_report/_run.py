@@ -40,13 +40,16 @@ __all__ = ["run_report"]
 class _Steps:
     """Prints each step with its wall time."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: int = 1) -> None:
+        self.verbose = verbose
         self.start = time.perf_counter()
         self.times: dict[str, float] = {}
 
     def __call__(self, name: str) -> _Steps:
         self.name = name
-        print(f"[{time.perf_counter() - self.start:6.1f} s] {name} ...", flush=True)
+        if self.verbose > 0:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{elapsed:6.1f} s] {name} ...", flush=True)
         self._t = time.perf_counter()
         return self
 
@@ -81,12 +84,12 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = _Steps()
+    steps = _Steps(config.verbose)
     data = load_data(config)
     print(data.describe(config.calibration_size))
     with steps(f"DkNN paper CNN ({config.max_epochs} epochs) and DkNN"):
         models = fit_models(config, data, out)
-    if models.loaded:
+    if models.loaded and config.verbose > 0:
         print(f"  loaded from {out / 'model'} (same settings)")
     with steps("DkNNB heads (AdvKNN, with and without consistency learning)"):
         heads = fit_heads(config, models, data, out)
@@ -196,6 +199,7 @@ def _draw_figures(
         models.dknn,
         data.X_test[i],
         data.X_train,
+        data.y_test[i],
         "explanation_clean",
         f"Test image {i} (label {data.y_test[i]}, DkNN prediction "
         f"{clean.dknn_pred[i]}) and its nearest training images at every layer.",
@@ -210,6 +214,7 @@ def _draw_figures(
         models.dknn,
         sets["bim_dknnb_cl"][0][j],
         data.X_train,
+        data.y_test[j],
         "explanation_adversarial",
         f"AdvKNN BIM (DkNNB+CL) version of test image {j} (label "
         f"{data.y_test[j]}, DkNN prediction "
@@ -239,7 +244,8 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         f"{d['n_calibration']:,} calibration), {d['n_test']:,} held-out test images. "
         f"The DkNN paper CNN, {config.max_epochs} epochs; DkNN on "
         f"`{', '.join(results['layers'])}`, k = {config.n_neighbors}, "
-        f"{config.metric} distance. Attacks at eps = {config.eps:g} (BIM: step "
+        f"{config.metric} distance, neighbour search `{config.backend}`. Attacks "
+        f"at eps = {config.eps:g} (BIM: step "
         f"{config.step:g}, {config.n_iter} iterations), DkNNB lambda = "
         f"{config.lam:g} on `{config.attacked_layer}`. Machine: "
         f"{results['machine']['platform']}, {results['machine']['cores']} cores, "
@@ -311,6 +317,7 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
     page.table(
         [
             "inputs",
+            "images",
             "mean credibility",
             "mean softmax confidence",
             "AUROC credibility",
@@ -319,6 +326,7 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         [
             [
                 row["set"],
+                str(row["n"]),
                 _num(row["mean_credibility"]),
                 _num(row["mean_softmax_confidence"]),
                 _num(row["auroc_credibility"]),
@@ -329,7 +337,8 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
     )
     page.paragraph(
         "AUROC of telling test digits from inputs of no class by each score "
-        "(1 = perfect, 0.5 = chance)."
+        "(1 = perfect, 0.5 = chance). The test digits are the clean table's test "
+        "images, so their mean credibility is the DkNN's there."
     )
     page.heading("Accuracy against eps")
     eps = results["curves"]["eps"]
@@ -344,12 +353,12 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         if "BIM" in attack
     )
     page.paragraph(
-        f"On the first {min(config.curve_size, d['n_test'])} test images; BIM "
-        "with min(eps / step + 4, 1.25 eps / step) iterations per eps (Kurakin et "
-        f"al.), at most {config.n_iter}: "
-        + ", ".join(str(n) for n in bim_steps)
+        f"On the first {min(config.curve_size, d['n_test'])} test images; eps = 0 "
+        "is the clean accuracy. BIM with min(eps / step + 4, 1.25 eps / step) "
+        f"iterations per eps (Kurakin et al.), at most {config.n_iter}: "
+        + ", ".join(str(n) for n in bim_steps[1:])
         + " iterations at eps "
-        + ", ".join(f"{e:g}" for e in eps)
+        + ", ".join(f"{e:g}" for e in eps[1:])
         + "."
     )
     page.heading("Figures")

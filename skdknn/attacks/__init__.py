@@ -7,6 +7,7 @@ Every attack is a scikit-learn transformer: ``fit(X)`` binds it to a fitted mode
 from ._advknn import AdvKNNAttack
 from ._base import GradientAttack
 from ._bim import BIMAttack
+from ._cw import CarliniWagnerL2Attack
 from ._fgsm import FGSMAttack
 from ._io import load_adversarial, save_adversarial
 from ._mean import MeanAttack
@@ -14,6 +15,7 @@ from ._mean import MeanAttack
 __all__ = [
     "AdvKNNAttack",
     "BIMAttack",
+    "CarliniWagnerL2Attack",
     "FGSMAttack",
     "GradientAttack",
     "MeanAttack",

@@ -15,12 +15,22 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import conformal
-from .._activations import forward_to_layers
+from .._activations import eval_mode, forward_to_layers
 from .._classifier import DeepKNNClassifier
-from ._base import GradientAttack, bim, fgsm
+from ._base import GradientAttack, _loss_gradient_sign, bim, fgsm
 from ._bim import check_step
+from ._cw import CarliniWagnerL2Attack, carlini_wagner_l2
 
 __all__ = ["AdvKNNAttack", "dknnb_loss"]
+
+# CarliniWagnerL2Attack's settings that AdvKNNAttack(method="cw") shares
+_CW_PARAMS = (
+    "confidence",
+    "initial_const",
+    "binary_search_steps",
+    "learning_rate",
+    "abort_early",
+)
 
 
 def dknnb_loss(
@@ -68,16 +78,17 @@ class _Heads(nn.Module):
 
 
 class AdvKNNAttack(GradientAttack):
-    """AdvKNN: FGSM or BIM through a deep kNN block imitating the DkNN's kNN.
+    """AdvKNN: FGSM, BIM or CW through a deep kNN block imitating the DkNN's kNN.
 
     A kNN has no useful gradient, so AdvKNN (Li et al., 2019) trains a small
     differentiable head h_l on a layer's activations to imitate the kNN's output
     distribution p(x) = n_{l,.}(x) / k, with the consistency-learning loss
     ``lam * CE(q, argmax p) + KL(p || q)``, q = softmax(h_l(phi_l(x))). The attack
     then runs FGSM or BIM through x -> phi_l(x) -> h_l, pushing each input away from
-    the kNN's clean prediction. With several layers, one head per layer is trained
-    jointly so that the average of their outputs imitates the layer-averaged
-    distribution of the DkNN.
+    the kNN's clean prediction (or, with ``method="cw"``, the Carlini-Wagner L2
+    attack on the head's log-probabilities). With several layers, one head per
+    layer is trained jointly so that the average of their outputs imitates the
+    layer-averaged distribution of the DkNN.
 
     Parameters
     ----------
@@ -86,14 +97,20 @@ class AdvKNNAttack(GradientAttack):
     layer : str or "all", default="all"
         The attacked layer (one of the DkNN's ``layers_``; the papers attack the
         third), or ``"all"`` for every DkNN layer.
-    method : {"fgsm", "bim"}, default="fgsm"
-        Gradient attack run through the head.
+    method : {"fgsm", "bim", "cw"}, default="fgsm"
+        Gradient attack run through the head: FGSM, BIM, or the Carlini-Wagner L2
+        attack (see :class:`CarliniWagnerL2Attack`; its margin is taken on the
+        head's log-probabilities log q, whose differences are the head's logit
+        differences for one layer).
     eps : float, default=0.25
-        L-infinity budget.
+        L-infinity budget of FGSM and BIM (CW has none).
     step : float, default=0.01
         BIM step size (at most ``eps``).
     n_iter : int, default=100
-        BIM iterations.
+        BIM iterations; for CW, Adam iterations per binary-search step.
+    confidence, initial_const, binary_search_steps, learning_rate, abort_early
+        The CW settings (``method="cw"`` only), as in
+        :class:`CarliniWagnerL2Attack`: defaults 0.0, 1e-2, 5, 1e-1, True.
     lam : float, default=0.3
         Weight of the cross-entropy term of the head's loss.
     consistency : bool, default=True
@@ -111,6 +128,16 @@ class AdvKNNAttack(GradientAttack):
     validation_fraction : float, default=0.1
         Share of ``X`` held out to measure how often the heads agree with the kNN
         (``agreement_``); 0 trains on everything and leaves ``agreement_`` as NaN.
+    boundary_eps : float, default=0.0
+        Also train the heads on one perturbed copy of each training row,
+        ``clip(x + u * boundary_eps * sign(grad_x CE(f(x), t)))`` with ``u``
+        uniform in [0, 1] per row and ``t`` the kNN's label of ``x`` (FGSM through
+        the network at a random strength), with the kNN distributions of the
+        copies as targets. A training point's leave-one-out distribution is
+        almost one-hot, so a head trained on those alone learns little about
+        where the kNN's distribution changes; the copies sample the way to the
+        boundary. A copy's own source point may count among its neighbours (a
+        bias of at most 1/k). ``0`` (the default) is the paper's recipe.
     clip_min, clip_max : float or array-like, default=0.0, 1.0
         Box of valid inputs.
     batch_size : int, default=256
@@ -159,7 +186,7 @@ class AdvKNNAttack(GradientAttack):
     _parameter_constraints: dict[str, Any] = {
         **GradientAttack._parameter_constraints,
         "layer": [str],
-        "method": [StrOptions({"fgsm", "bim"})],
+        "method": [StrOptions({"fgsm", "bim", "cw"})],
         "step": [Interval(Real, 0, None, closed="neither")],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
         "lam": [Interval(Real, 0, None, closed="left")],
@@ -169,6 +196,11 @@ class AdvKNNAttack(GradientAttack):
         "head_lr": [Interval(Real, 0, None, closed="neither")],
         "head_batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "boundary_eps": [Interval(Real, 0, None, closed="left")],
+        **{
+            name: CarliniWagnerL2Attack._parameter_constraints[name]
+            for name in _CW_PARAMS
+        },
     }
 
     def __init__(
@@ -187,6 +219,12 @@ class AdvKNNAttack(GradientAttack):
         head_lr: float = 1e-3,
         head_batch_size: int = 128,
         validation_fraction: float = 0.1,
+        boundary_eps: float = 0.0,
+        confidence: float = 0.0,
+        initial_const: float = 1e-2,
+        binary_search_steps: int = 5,
+        learning_rate: float = 1e-1,
+        abort_early: bool = True,
         clip_min: Any = 0.0,
         clip_max: Any = 1.0,
         batch_size: int = 256,
@@ -215,6 +253,12 @@ class AdvKNNAttack(GradientAttack):
         self.head_lr = head_lr
         self.head_batch_size = head_batch_size
         self.validation_fraction = validation_fraction
+        self.boundary_eps = boundary_eps
+        self.confidence = confidence
+        self.initial_const = initial_const
+        self.binary_search_steps = binary_search_steps
+        self.learning_rate = learning_rate
+        self.abort_early = abort_early
 
     def _check_params(self) -> None:
         if self.method == "bim":
@@ -223,7 +267,12 @@ class AdvKNNAttack(GradientAttack):
     def _budgets(self) -> dict[str, float]:
         if self.method == "bim":
             return {"eps": self.eps, "step": self.step}
+        if self.method == "cw":
+            return {}  # eps and step play no part
         return {"eps": self.eps}
+
+    def _ball(self) -> float | None:
+        return None if self.method == "cw" else float(self.eps)
 
     # -- fitting the heads ------------------------------------------------------------
     def _dknn(self) -> DeepKNNClassifier:
@@ -299,12 +348,23 @@ class AdvKNNAttack(GradientAttack):
         n_val = round(self.validation_fraction * len(p))
         order = rng.permutation(len(p))
         val, train = order[:n_val], order[n_val:]
+        head_seed = int(rng.randint(2**31 - 1))
+        train_acts = [a[train] for a in acts]
+        train_p = p[train]
+        if self.boundary_eps > 0:
+            # copies of the training rows only: agreement_ stays on clean rows
+            X_copy = self._boundary_copies(X_net[train], train_p.argmax(1), rng)
+            copy_acts = dknn._activations(X_copy, self.layers_)
+            copy_p = self._distribution(copy_acts, exclude_self=False)
+            pairs = zip(train_acts, copy_acts, strict=True)
+            train_acts = [np.concatenate(pair) for pair in pairs]
+            train_p = np.concatenate([train_p, copy_p])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.randint(2**31 - 1)))
+            torch.manual_seed(head_seed)
             self.heads_ = self._new_heads([a.shape[1] for a in acts], p.shape[1])
             self.loss_curve_ = self._train_heads(
-                [torch.from_numpy(a[train]) for a in acts],
-                torch.from_numpy(p[train]).float(),
+                [torch.from_numpy(a) for a in train_acts],
+                torch.from_numpy(train_p).float(),
             )
         self.agreement_ = float("nan")
         if n_val:
@@ -313,6 +373,31 @@ class AdvKNNAttack(GradientAttack):
             self.agreement_ = float(
                 np.mean(q_log.argmax(1).numpy() == p[val].argmax(axis=1))
             )
+
+    def _boundary_copies(
+        self, X_net: NDArray[np.float32], t: NDArray[np.int64], rng: Any
+    ) -> NDArray[np.float32]:
+        """One perturbed copy per row, toward the network's boundary away from t.
+
+        x + u * boundary_eps * sign(grad_x CE(f(x), t)), u ~ U(0, 1) per row,
+        clipped to the box: FGSM through the network at a random strength, so the
+        copies sample the way from each point to (and past) the boundary.
+        """
+        strength = rng.uniform(size=len(X_net)) * self.boundary_eps
+        lo, hi = self._box(X_net)
+        module = self.target_.module
+        device = self.target_.device
+        out = np.empty_like(X_net)
+        with eval_mode(module):
+            for start in range(0, len(X_net), self.batch_size):
+                stop = start + self.batch_size
+                x = torch.from_numpy(X_net[start:stop]).to(device)
+                labels = torch.from_numpy(t[start:stop]).to(device)
+                eps = torch.from_numpy(strength[start:stop]).float().to(device)
+                eps = eps.view(-1, *([1] * (x.dim() - 1)))
+                x_copy = x + eps * _loss_gradient_sign(module, x, labels)
+                out[start:stop] = torch.clamp(x_copy, lo, hi).cpu().numpy()
+        return out
 
     def head_proba(self, X: Any) -> NDArray[np.float64]:
         """The deep kNN block's output distribution q(x) (the heads' average).
@@ -390,4 +475,14 @@ class AdvKNNAttack(GradientAttack):
         self.heads_.to(x.device)
         if self.method == "fgsm":
             return fgsm(self._logits, x, t, self.eps, lo, hi)
+        if self.method == "cw":
+            return carlini_wagner_l2(
+                self._logits,
+                x,
+                t,
+                lo,
+                hi,
+                n_iter=self.n_iter,
+                **{name: getattr(self, name) for name in _CW_PARAMS},
+            )
         return bim(self._logits, x, t, self.eps, self.step, self.n_iter, lo, hi)

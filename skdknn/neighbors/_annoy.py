@@ -106,6 +106,9 @@ class AnnoyBackend(NeighborsBackend):
         "verbose": ["verbose"],
     }
 
+    # identical points cannot be split by a hyperplane: index each distinct row once
+    _index_distinct = True
+
     def __init__(
         self,
         n_neighbors: int = 5,
@@ -151,7 +154,7 @@ class AnnoyBackend(NeighborsBackend):
         get = self._index.get_nns_by_item if by_item else self._index.get_nns_by_vector
         ind, dist = get(query, n_neighbors, self._search_k(n_neighbors), True)
         if len(ind) < n_neighbors:
-            exhaustive = self.n_samples_fit_ * self.n_trees
+            exhaustive = self._n_indexed * self.n_trees
             ind, dist = get(query, n_neighbors, exhaustive, True)
         return ind, dist
 
@@ -164,7 +167,11 @@ class AnnoyBackend(NeighborsBackend):
         def run_chunk(start: int) -> None:
             for i in range(start, min(start + _CHUNK, n_queries)):
                 ind, dist = self._answer(queries[i], n_neighbors, by_item)
-                indices[i], distances[i] = ind, dist
+                # a short answer is padded with -1 (answered exactly by the base
+                # class), never broadcast over the row
+                found = min(len(ind), n_neighbors)
+                indices[i, :found], distances[i, :found] = ind[:found], dist[:found]
+                indices[i, found:], distances[i, found:] = -1, np.inf
 
         starts = range(0, n_queries, _CHUNK)
         with ThreadPoolExecutor(max_workers=n_threads(self.n_jobs)) as pool:
@@ -184,17 +191,25 @@ class AnnoyBackend(NeighborsBackend):
     def _search_fitted(
         self, n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        n = self.n_samples_fit_
+        n = self._n_indexed
         return self._run(range(n), n, n_neighbors, by_item=True)
+
+    def _indexed_rows(self) -> NDArray[np.float32]:
+        n = self._n_indexed
+        rows = np.empty((n, self.n_features_in_), dtype=np.float32)
+        for i in range(n):
+            rows[i] = self._index.get_item_vector(i)
+        return rows
 
     # -- persistence -----------------------------------------------------------------
     def _load_file(self, path: str | os.PathLike[str], prefault: bool) -> None:
         index = self._new_index()
         index.load(os.fspath(path), prefault)
-        if index.get_n_items() != self.n_samples_fit_:
+        if index.get_n_items() != self._n_indexed:
             raise ValueError(
                 f"The Annoy index {os.fspath(path)!r} holds {index.get_n_items()} "
-                f"points; this backend was fitted on {self.n_samples_fit_}."
+                f"points; this backend was fitted on {self._n_indexed} distinct "
+                "points."
             )
         self._index = index
 

@@ -15,8 +15,11 @@ import torch
 from joblib import effective_n_jobs
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._duplicates import duplicate_groups, expand_groups, group_of_rows
 
 __all__ = ["NeighborsBackend"]
 
@@ -83,6 +86,35 @@ def _l2_normalize(X: NDArray[np.float32]) -> NDArray[np.float32]:
     return X / norms
 
 
+def _inspect_answer(
+    dist: Any, ind: Any, n_queries: int, k: int, n_rows: int, name: str
+) -> tuple[NDArray[np.float32], NDArray[np.intp], NDArray[np.bool_], NDArray[np.bool_]]:
+    """An engine's answer as writable ``(n_queries, k)`` arrays, and its bad rows.
+
+    Rows with fewer than k columns are padded with ``-1`` (never broadcast). Returns
+    ``(dist, ind, short, faulty)``: ``short`` rows hold ``-1`` padding; ``faulty``
+    rows hold ids out of range, an id twice or non-finite distances.
+    """
+    ind = np.array(ind, dtype=np.intp, ndmin=2)
+    dist = np.array(dist, dtype=np.float32, ndmin=2)
+    if ind.shape != dist.shape or ind.shape[0] != n_queries or ind.shape[1] > k:
+        raise RuntimeError(
+            f"{name}'s engine answered {n_queries} queries for {k} neighbours with "
+            f"ids of shape {ind.shape} and distances of shape {dist.shape}; expected "
+            f"both of shape ({n_queries}, {k})."
+        )
+    if ind.shape[1] < k:
+        pad = k - ind.shape[1]
+        ind = np.pad(ind, ((0, 0), (0, pad)), constant_values=-1)
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+    short = (ind == -1).any(axis=1)
+    out_of_range = ((ind < -1) | (ind >= n_rows)).any(axis=1)
+    ordered = np.sort(ind, axis=1)
+    repeated = ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
+    not_finite = ~np.isfinite(dist).all(axis=1) & ~short
+    return dist, ind, short, out_of_range | repeated | not_finite
+
+
 class NeighborsBackend(TransformerMixin, BaseEstimator):
     """Base class of the k-nearest-neighbour search engines of the DkNN.
 
@@ -102,6 +134,16 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     A subclass whose ``_build`` keeps no reference to the rows it is given (it
     copies them into its engine, or projects them) sets ``_keeps_rows = False``, so
     that ``fit`` skips its defensive copy.
+
+    Every answer of an engine goes through one check here: a query answered with
+    fewer than k ids, ``-1`` padding, ids out of range, the same id twice or
+    non-finite distances is answered again by exact search among the rows that
+    ``_indexed_rows()`` returns (or raises a ``RuntimeError`` naming the backend
+    when it has none), so a short answer is never passed on. An approximate engine
+    sets ``_index_distinct = True``: it then indexes each distinct row once
+    (duplicate rows, such as the all-zero activations of dead ReLU units, trap
+    graph walks and tree splits) and the base class expands every answer back to
+    all the copies of each row, with the same distance.
 
     Parameters
     ----------
@@ -143,6 +185,15 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     #: so that later changes to the caller's array cannot change the answers).
     _keeps_rows = True
 
+    #: Whether the engine indexes each distinct row once (see the class docstring).
+    _index_distinct = False
+
+    #: Duplicate groups of the indexed rows when ``_index_distinct`` found any:
+    #: ``members`` (row ids sorted by group) and ``starts`` (offsets of each group
+    #: in ``members``); group ``g`` is the engine's row ``g``.
+    _group_members: NDArray[np.intp] | None = None
+    _group_starts: NDArray[np.intp] | None = None
+
     # -- steps for subclasses -------------------------------------------------------
     @abstractmethod
     def _build(self, X: NDArray[np.float32]) -> None:
@@ -160,18 +211,59 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         """Search the indexed rows themselves, each row's own index included."""
 
+    def _indexed_rows(self) -> NDArray[np.float32]:
+        """The rows the engine holds, in its row order (metric-prepared float32).
+
+        The exact fallback of :meth:`kneighbors` searches them. The default returns
+        ``_fit_X``; a backend whose engine keeps its rows elsewhere overrides it,
+        and one that keeps none raises ``NotImplementedError``.
+        """
+        rows = getattr(self, "_fit_X", None)
+        if rows is None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no rows.")
+        return cast(NDArray[np.float32], rows)
+
+    def _fitted_rows(self) -> NDArray[np.float32]:
+        """The prepared rows in the order given to ``fit`` (copies expanded)."""
+        rows = self._indexed_rows()
+        if self._group_members is None or self._group_starts is None:
+            return rows
+        return rows[group_of_rows(self._group_members, self._group_starts)]
+
+    @property
+    def _n_indexed(self) -> int:
+        """Number of rows the engine holds (distinct rows when deduplicated)."""
+        if self._group_starts is None:
+            return int(self.n_samples_fit_)
+        return int(self._group_starts.size - 1)
+
     # -- public API -------------------------------------------------------------------
     def _prepare(self, X: NDArray, *, copy: bool = False) -> NDArray[np.float32]:
-        """C-contiguous, writable float32 rows, L2-normalised for ``cosine``.
+        """C-contiguous, writable, finite float32 rows, L2-normalised for ``cosine``.
 
         ``copy=True`` (at fit) guarantees the index owns its data, so that later
-        changes to the caller's array cannot change the answers.
+        changes to the caller's array cannot change the answers. Values finite in
+        float64 but beyond float32's range (about 3.4e38) become infinite in the
+        conversion and are refused.
         """
         if self.metric == "cosine":
-            return _l2_normalize(np.asarray(X, dtype=np.float32))
-        X = np.array(X, dtype=np.float32, order="C", copy=copy or None)
-        # torch cannot wrap read-only memory (e.g. a memmap) without a warning
-        return X if X.flags.writeable else X.copy()
+            with np.errstate(over="ignore"):
+                X = _l2_normalize(np.asarray(X, dtype=np.float32))
+        else:
+            with np.errstate(over="ignore"):  # refused below, with a clear error
+                X = np.array(X, dtype=np.float32, order="C", copy=copy or None)
+            # torch cannot wrap read-only memory (e.g. a memmap) without a warning;
+            # misaligned floats (e.g. unpickled from a Dask frame) take numpy's and
+            # BLAS's other code paths, which round differently
+            X = X if X.flags.writeable and X.flags.aligned else X.copy()
+        try:
+            assert_all_finite(X, input_name="X")
+        except ValueError as exc:
+            raise ValueError(
+                f"{type(self).__name__}: the rows hold values that are not finite "
+                f"once converted to float32 (beyond +-3.4e38): {exc}"
+            ) from None
+        return X
 
     def fit(self, X: Any, y: Any = None) -> NeighborsBackend:
         """Build the neighbour index.
@@ -196,7 +288,14 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         self.n_samples_fit_ = X.shape[0]
-        self._build(self._prepare(X, copy=copy and self._keeps_rows))
+        rows = self._prepare(X, copy=copy and self._keeps_rows)
+        self._group_members = self._group_starts = None
+        if self._index_distinct:
+            groups = duplicate_groups(rows)
+            if groups is not None:
+                self._group_members, self._group_starts = groups
+                rows = rows[self._group_members[self._group_starts[:-1]]]
+        self._build(rows)
         return self
 
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
@@ -239,12 +338,73 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         if X is None:
             k = self._check_n_neighbors(n_neighbors, self.n_samples_fit_ - 1)
-            dist, ind = self._exclude_self(*self._search_fitted(k + 1))
+            dist, ind = self._exclude_self(*self._search_rows(None, k + 1))
         else:
             k = self._check_n_neighbors(n_neighbors, self.n_samples_fit_)
             Xq = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
-            dist, ind = self._search(self._prepare(Xq), k)
+            dist, ind = self._search_rows(self._prepare(Xq), k)
         return (dist, ind) if return_distance else ind
+
+    def _search_rows(
+        self, X: NDArray[np.float32] | None, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        """The k nearest indexed rows of X (``None``: of every indexed row, itself
+        included), checked, in the ids of the rows given to ``fit``."""
+        members, starts = self._group_members, self._group_starts
+        if members is None or starts is None:
+            return self._checked_search(X, k)
+        # the engine holds each distinct row once: ask for k distinct rows (all of
+        # them if fewer), then list every copy of each, nearest first
+        dist, ind = self._checked_search(X, min(k, starts.size - 1))
+        dist, ind = expand_groups(dist, ind, members, starts, k)
+        if X is None:  # each copy of a row has its row's answer
+            group = group_of_rows(members, starts)
+            dist, ind = dist[group], ind[group]
+        return dist, ind
+
+    def _checked_search(
+        self, X: NDArray[np.float32] | None, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        """The engine's answer, with every malformed row answered exactly.
+
+        A row is malformed when it holds fewer than k ids, ``-1`` padding, an id out
+        of range, an id twice or a non-finite distance. Engines return short rows
+        on small or disconnected indexes (and some on duplicate-heavy data): these
+        are re-answered silently. Out-of-range or repeated ids and non-finite
+        distances are engine faults: re-answered too, with a ``RuntimeWarning``.
+        """
+        n_rows = self._n_indexed
+        n_queries = n_rows if X is None else X.shape[0]
+        dist, ind = self._search_fitted(k) if X is None else self._search(X, k)
+        dist, ind, short, faulty = _inspect_answer(
+            dist, ind, n_queries, k, n_rows, type(self).__name__
+        )
+        bad = short | faulty
+        if not bad.any():
+            return dist, ind
+        name = type(self).__name__
+        try:
+            rows = self._indexed_rows()
+        except NotImplementedError:
+            raise RuntimeError(
+                f"{name}'s engine answered {int(bad.sum())} of {n_queries} queries "
+                f"with fewer than {k} distinct neighbours (first: query "
+                f"{int(np.flatnonzero(bad)[0])}), and {name} keeps no rows to answer "
+                "them exactly."
+            ) from None
+        if faulty.any():
+            warnings.warn(
+                f"{name}'s engine answered {int(faulty.sum())} of {n_queries} "
+                "queries with repeated or out-of-range ids or non-finite distances; "
+                "they were answered again by exact search.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        from ._exact import exact_search  # the exact engine is a subclass
+
+        queries = rows[bad] if X is None else X[bad]
+        dist[bad], ind[bad] = exact_search(rows, queries, k)
+        return dist, ind
 
     @staticmethod
     def _exclude_self(
@@ -320,6 +480,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     # -- persistence hooks, used by :mod:`skdknn.persistence` --------------------------
     #: Fitted array attributes that ``save_model`` writes to ``.npy`` files.
     _index_arrays: tuple[str, ...] = ()
+
+    #: Whether the index files load without running code (not pickles): only
+    #: such backends can be saved with ``save_model(..., format="skops")``.
+    _index_loads_safely = True
 
     def _state(self) -> dict[str, Any]:
         """A copy of the pickled state (``BaseEstimator.__getstate__``)."""

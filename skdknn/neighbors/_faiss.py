@@ -15,7 +15,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import NeighborsBackend, import_optional, n_threads
-from ._exact import exact_search
 
 __all__ = ["FaissBackend"]
 
@@ -85,6 +84,9 @@ def _refine_near_duplicates(
     """
     q_sq = np.einsum("ij,ij->i", X, X)
     rows, cols = np.nonzero(sq_dist < 0.025 * q_sq[:, None])
+    # ids outside the index are the base class's to re-answer, not to look up
+    valid = (ind[rows, cols] >= 0) & (ind[rows, cols] < data.shape[0])
+    rows, cols = rows[valid], cols[valid]
     if rows.size == 0:
         return
     step = max(1, _REFINE_BYTES // (4 * max(1, X.shape[1])))
@@ -211,6 +213,8 @@ class FaissBackend(NeighborsBackend):
 
     # faiss copies the rows into its own storage
     _keeps_rows = False
+    # each distinct row once: copies would crowd the inverted file's cells
+    _index_distinct = True
 
     def __init__(
         self,
@@ -277,9 +281,9 @@ class FaissBackend(NeighborsBackend):
         copy reconstructed from the cells for the inverted file."""
         if self._is_flat():
             faiss = _import_faiss(type(self).__name__)
-            n, d = self.n_samples_fit_, self.n_features_in_
+            n, d = self._n_indexed, self.n_features_in_
             return faiss.rev_swig_ptr(self._index.get_xb(), n * d).reshape(n, d)
-        return np.asarray(self._index.reconstruct_n(0, self.n_samples_fit_))
+        return np.asarray(self._index.reconstruct_n(0, self._n_indexed))
 
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int
@@ -289,14 +293,10 @@ class FaissBackend(NeighborsBackend):
             sq_dist, ind = self._index.search(X, n_neighbors)
         if self._is_flat():
             _refine_near_duplicates(X, self._indexed_rows(), sq_dist, ind)
+        # rows the inverted file pads with -1 (too few points in the probed cells)
+        # are answered exactly by the base class
         dist = np.sqrt(np.maximum(sq_dist, 0), dtype=np.float32)
-        ind = ind.astype(np.intp, copy=False)
-        short = (ind < 0).any(axis=1)
-        if short.any():
-            dist[short], ind[short] = exact_search(
-                self._indexed_rows(), X[short], n_neighbors
-            )
-        return dist, ind
+        return dist, ind.astype(np.intp, copy=False)
 
     def _search_fitted(
         self, n_neighbors: int
@@ -337,10 +337,10 @@ class FaissBackend(NeighborsBackend):
             index = faiss.read_index(path, flags)
         except RuntimeError as exc:
             raise ValueError(f"faiss cannot read {os.fspath(path)!r}: {exc}") from exc
-        if index.ntotal != self.n_samples_fit_ or index.d != self.n_features_in_:
+        if index.ntotal != self._n_indexed or index.d != self.n_features_in_:
             raise ValueError(
                 f"The faiss index {path!r} holds {index.ntotal} points of {index.d} "
-                f"features; this backend was fitted on {self.n_samples_fit_} points "
-                f"of {self.n_features_in_}."
+                f"features; this backend was fitted on {self._n_indexed} distinct "
+                f"points of {self.n_features_in_}."
             )
         self._index = index

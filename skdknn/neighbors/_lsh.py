@@ -106,6 +106,9 @@ class LSHBackend(NeighborsBackend):
     array([[0.1, 0.9]], dtype=float32)
     """
 
+    # copies of a row would share every bucket: index each distinct row once
+    _index_distinct = True
+
     _index_arrays = (
         "_fit_X",
         "_sq_norms",
@@ -197,7 +200,7 @@ class LSHBackend(NeighborsBackend):
         """(n_queries, n_samples_fit) mask of the points in the probed buckets."""
         probes = self._probe_codes(proj)
         n_queries = probes.shape[0]
-        mask = np.zeros((n_queries, self.n_samples_fit_), dtype=bool)
+        mask = np.zeros((n_queries, self._n_indexed), dtype=bool)
         for t in range(self.n_tables):
             table = self._sorted_codes[t]
             starts = np.searchsorted(table, probes[:, t], side="left").ravel()
@@ -219,7 +222,7 @@ class LSHBackend(NeighborsBackend):
         budget_mb = self.working_memory
         if budget_mb is None:
             budget_mb = get_config()["working_memory"]
-        bytes_per_row = 5 * max(self.n_samples_fit_, width)  # float32 + bool mask
+        bytes_per_row = 5 * max(self._n_indexed, width)  # float32 + bool mask
         return max(1, int(budget_mb * 2**20 // bytes_per_row))
 
     def _rerank_dense(

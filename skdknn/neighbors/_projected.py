@@ -233,6 +233,12 @@ class ProjectedBackend(NeighborsBackend):
         with torch_threads(self.n_jobs), torch.inference_mode():
             return (read_tensor(X) @ read_tensor(self.components_)).numpy()
 
+    def _indexed_rows(self) -> NDArray[np.float32]:
+        # the projected rows, held by the wrapped backend (if it is one of ours)
+        if not isinstance(self.backend_, NeighborsBackend):
+            raise NotImplementedError(f"{type(self.backend_).__name__} keeps no rows.")
+        return self.backend_._fitted_rows()
+
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:

@@ -60,8 +60,16 @@ class PyNNDescentBackend(NeighborsBackend):
     a tree leaf and walks the graph best-first; ``epsilon`` widens the walk (higher
     recall, slower queries). The AdvKNN thesis compared it with Annoy and FALCONN.
 
-    PyNNDescent compiles its routines with numba: the first build in a process
-    takes about half a minute more (the compiled search is cached on disk).
+    PyNNDescent compiles its routines with numba the first time they run in a
+    process. Measured on 2 cores (``benchmarks/pynndescent_first_call.py``): 125 s
+    of CPU with an empty numba cache, 35 s once numba's on-disk cache holds what it
+    can, and several times that in wall time when other jobs share the cores. numba
+    keeps the functions pynndescent compiles with ``cache=True`` in ``__pycache__``
+    beside pynndescent, in a user-wide cache directory when that is read-only, or
+    in ``NUMBA_CACHE_DIR`` when set (set it to a persistent, writable directory in
+    containers and CI jobs); the functions that take the distance function as an
+    argument are compiled again in every process (numba puts the function's
+    address in their type, so a cached copy never matches another process).
 
     Parameters
     ----------
@@ -117,7 +125,10 @@ class PyNNDescentBackend(NeighborsBackend):
     Notes
     -----
     A query that the graph walk answers with fewer than ``n_neighbors`` points (tiny
-    or disconnected indexes) is answered again by exact search.
+    or disconnected indexes) is answered again by exact search. Each distinct row
+    is indexed once and the answers list every copy of a row: copies (e.g. the
+    all-zero rows of dead ReLU units) form cliques in the graph that a walk cannot
+    leave, and a query then got k copies of one far point.
 
     References
     ----------
@@ -155,6 +166,8 @@ class PyNNDescentBackend(NeighborsBackend):
 
     # the index keeps its own copy of the rows, in its search order
     _keeps_rows = False
+    # copies of a row form cliques in the graph that a walk cannot leave
+    _index_distinct = True
 
     def __init__(
         self,
@@ -217,33 +230,29 @@ class PyNNDescentBackend(NeighborsBackend):
         index.prepare()
         self._index = index
 
-    def _exact(
-        self, X: NDArray[np.float32], n_neighbors: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        """Exact search among the indexed rows, in their original order."""
+    def _indexed_rows(self) -> NDArray[np.float32]:
         if self._index is None:
-            return exact_search(self._fit_X, X, n_neighbors)
-        dist, ind = exact_search(self._index._raw_data, X, n_neighbors)
-        return dist, self._index._vertex_order[ind].astype(np.intp)
+            return self._fit_X
+        # _raw_data[j] is row _vertex_order[j]
+        rows = np.empty_like(self._index._raw_data)
+        rows[self._index._vertex_order] = self._index._raw_data
+        return rows
 
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         if self._index is None:
-            return self._exact(X, n_neighbors)
+            return exact_search(self._fit_X, X, n_neighbors)
+        # queries the graph walk answers short (-1) are answered exactly by the
+        # base class
         ind, dist = self._index.query(X, k=n_neighbors, epsilon=self.epsilon)
-        ind = ind.astype(np.intp, copy=False)
-        dist = dist.astype(np.float32, copy=False)
-        short = (ind < 0).any(axis=1)
-        if short.any():
-            dist[short], ind[short] = self._exact(X[short], n_neighbors)
-        return dist, ind
+        return dist.astype(np.float32, copy=False), ind.astype(np.intp, copy=False)
 
     def _search_fitted(
         self, n_neighbors: int
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         if self._index is None:
-            return self._exact(self._fit_X, n_neighbors)
+            return exact_search(self._fit_X, self._fit_X, n_neighbors)
         # query the stored rows in the index's order, then put the answers back
         # in the original order of the rows
         dist, ind = self._search(self._index._raw_data, n_neighbors)
@@ -268,6 +277,9 @@ class PyNNDescentBackend(NeighborsBackend):
         super().__setstate__(state)
 
     # -- persistence -----------------------------------------------------------------
+    #: the graph and trees are saved with joblib (a pickle)
+    _index_loads_safely = False
+
     def _save_index(self, prefix: Path) -> dict[str, Any]:
         state = self._state()
         # the graph, the trees and the rows (or the rows alone for tiny indexes)

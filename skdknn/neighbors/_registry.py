@@ -1,7 +1,8 @@
-"""Backend names accepted by ``DeepKNNClassifier(backend=...)``."""
+"""Backend names and recipes accepted by ``DeepKNNClassifier(backend=...)``."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sklearn.base import clone
@@ -23,30 +24,90 @@ BACKENDS: dict[str, type] = {
     "pynndescent": PyNNDescentBackend,
 }
 
+#: Names for backends with a non-default setting.
+_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "faiss-flat": ("faiss", {"index": "flat"}),
+    "faiss-ivf": ("faiss", {"index": "ivf"}),
+}
+
+#: ``pca128+`` / ``random256+`` / ``pca+`` in front of a name.
+_PROJECTION = re.compile(r"(?P<method>pca|random)(?P<width>[0-9]*)\+(?P<rest>.+)")
+
+_RECIPES_HELP = (
+    "a backend name ({names}), optionally after a projection 'pca<N>+' or "
+    "'random<N>+' (e.g. 'pca128+faiss-ivf'; N defaults to 256)"
+)
+
+
+def _from_recipe(recipe: str) -> Any:
+    """The unfitted backend a recipe names (see :func:`make_backend`)."""
+    match = _PROJECTION.fullmatch(recipe)
+    if match is not None:
+        from ._projected import ProjectedBackend  # it imports make_backend
+
+        params: dict[str, Any] = {"method": match["method"]}
+        if match["width"]:
+            width = int(match["width"])
+            if width < 1:
+                raise ValueError(
+                    f"Backend recipe {recipe!r}: the projection width must be at "
+                    "least 1."
+                )
+            params["n_components"] = width
+        return ProjectedBackend(_from_recipe(match["rest"]), **params)
+    name, params = _ALIASES.get(recipe, (recipe, {}))
+    if name not in BACKENDS:
+        names = ", ".join(sorted([*BACKENDS, *_ALIASES]))
+        raise ValueError(
+            f"Unknown backend {recipe!r}; expected "
+            + _RECIPES_HELP.format(names=names)
+            + ", or a backend instance (an object with fit and kneighbors)."
+        )
+    return BACKENDS[name](**params)
+
 
 def make_backend(spec: Any) -> Any:
-    """An unfitted backend from a name in :data:`BACKENDS` or a backend instance.
+    """An unfitted backend from a name, a recipe, or a backend instance.
 
-    An instance is cloned (it is never fitted in place); any object with ``fit`` and
-    ``kneighbors`` is accepted.
+    Parameters
+    ----------
+    spec : str or object with ``fit`` and ``kneighbors``
+        A name from :data:`BACKENDS`; ``"faiss-ivf"`` / ``"faiss-flat"``
+        (:class:`FaissBackend` with that ``index``); or a recipe
+        ``"<projection>+<backend>"`` where ``<projection>`` is ``pca<N>`` or
+        ``random<N>`` (:class:`ProjectedBackend` with ``method`` and
+        ``n_components=N``; ``N`` defaults to 256) and ``<backend>`` any of these
+        strings, e.g. ``"pca128+faiss-ivf"``. Every other setting is the
+        backends' default; set it with ``set_params`` on the result. An instance
+        is cloned (it is never fitted in place); any object with ``fit`` and
+        ``kneighbors`` is accepted.
+
+    Returns
+    -------
+    backend : NeighborsBackend or object
+        Unfitted.
+
+    Raises
+    ------
+    ValueError
+        When the string names no backend or recipe (the message lists them).
+    TypeError
+        When ``spec`` is neither a string nor an object with ``fit`` and
+        ``kneighbors``.
 
     Examples
     --------
     >>> make_backend("exact")
     ExactBackend()
+    >>> make_backend("pca128+faiss-ivf")
+    ProjectedBackend(backend=FaissBackend(index='ivf'), n_components=128)
     """
     if isinstance(spec, str):
-        try:
-            return BACKENDS[spec]()
-        except KeyError:
-            raise ValueError(
-                f"Unknown backend {spec!r}; available backends: {sorted(BACKENDS)}, or "
-                "pass a backend instance (an object with fit and kneighbors)."
-            ) from None
+        return _from_recipe(spec)
     if not (hasattr(spec, "fit") and hasattr(spec, "kneighbors")):
         raise TypeError(
-            "backend must be a backend name or an object with fit and kneighbors "
-            f"methods; got {type(spec).__name__}."
+            "backend must be a backend name or recipe, or an object with fit and "
+            f"kneighbors methods; got {type(spec).__name__}."
         )
     return clone(spec)
 

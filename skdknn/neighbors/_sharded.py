@@ -132,7 +132,9 @@ class _Shard:
 
 # -- functions run on the workers (module level: pickled by reference) -------------
 def _fit_shard(backend: Any, rows: NDArray) -> _Shard:
-    rows = np.require(rows, dtype=np.float32, requirements=["C", "W"])
+    # rows unpickled from a Dask frame may be misaligned: numpy and BLAS round
+    # those differently, and the answer would depend on where the shard lives
+    rows = np.require(rows, dtype=np.float32, requirements=["C", "W", "A"])
     if isinstance(backend, NeighborsBackend):
         # the rows are this task's own: index them without a copy
         backend._fit_rows(rows, copy=False)
@@ -152,6 +154,7 @@ def _shard_rows(shard: _Shard) -> NDArray[np.float32]:
 def _search_shard(
     shard: _Shard, X: NDArray[np.float32], n_neighbors: int, offset: int
 ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    X = np.require(X, dtype=np.float32, requirements=["C", "A"])
     dist, ind = shard.backend.kneighbors(X, n_neighbors)
     return np.asarray(dist, dtype=np.float32), np.asarray(ind, dtype=np.intp) + offset
 

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._common import as_images, check_mapping, display_range
+from ._palette import PALETTE, model_colors
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -83,7 +84,7 @@ def _panel_axes(ax: Any, n_panels: int) -> tuple[Figure, NDArray[Any]]:
 
 
 def _plot_curves(
-    x: Any, accuracy: Any, *, xlabel: str, x_name: str, ax: Any
+    x: Any, accuracy: Any, *, xlabel: str, x_name: str, ax: Any, from_zero: bool
 ) -> tuple[Figure, NDArray[Any]]:
     curves = _accuracy_curves(accuracy)
     points = {
@@ -100,8 +101,9 @@ def _plot_curves(
     values = np.concatenate([v for m in curves.values() for v in m.values()])
     percent = bool(np.nanmax(values, initial=0.0) > 1)
     ylim = (-2.0, 102.0) if percent else (-0.02, 1.02)
-    # one colour per model, the same in every panel
+    # one colour per model, the same in every panel and every figure
     models = list(dict.fromkeys(m for models in curves.values() for m in models))
+    colors = model_colors(models)
     fig, axes = _panel_axes(ax, len(curves))
     for panel, (attack, model_curves) in zip(axes, curves.items(), strict=True):
         for model, acc in model_curves.items():
@@ -109,14 +111,29 @@ def _plot_curves(
                 points[attack, model],
                 acc,
                 marker="o",
-                color=f"C{models.index(model)}",
+                color=colors[model],
                 label=model,
             )
         panel.set_title(attack)
         panel.set_xlabel(xlabel)
         panel.set_ylim(*ylim)
+        if from_zero:
+            panel.set_xlim(left=0.0)
         panel.grid(alpha=0.3)
-        panel.legend(fontsize="small")
+        if ax is not None:
+            panel.legend(fontsize="small")
+    if ax is None:
+        # one legend for every panel, under them: inside, it covered the curves
+        unique: dict[str, Any] = {}
+        for panel in axes:
+            for line in panel.get_lines():
+                unique.setdefault(str(line.get_label()), line)
+        fig.legend(
+            handles=list(unique.values()),
+            loc="outside lower center",
+            ncol=len(unique),
+            frameon=False,
+        )
     axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
     return fig, axes
 
@@ -145,7 +162,9 @@ def plot_accuracy_vs_eps(
     -------
     fig : matplotlib Figure
     axes : ndarray of matplotlib Axes
-        One per attack, in the order of ``accuracy``; one line per model.
+        One per attack, in the order of ``accuracy``; one line per model, in the
+        colours of :data:`skdknn.plotting.PALETTE`. The legend sits under the
+        panels (with ``ax`` given, one legend per panel).
 
     Examples
     --------
@@ -160,7 +179,9 @@ def plot_accuracy_vs_eps(
     (['FGSM', 'BIM'], 2)
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
-    return _plot_curves(eps, accuracy, xlabel="eps (L-infinity)", x_name="eps", ax=ax)
+    return _plot_curves(
+        eps, accuracy, xlabel="eps (L-infinity)", x_name="eps", ax=ax, from_zero=True
+    )
 
 
 def plot_accuracy_vs_distortion(
@@ -187,7 +208,9 @@ def plot_accuracy_vs_distortion(
     -------
     fig : matplotlib Figure
     axes : ndarray of matplotlib Axes
-        One per attack, in the order of ``accuracy``; one line per model.
+        One per attack, in the order of ``accuracy``; one line per model, in the
+        colours of :data:`skdknn.plotting.PALETTE`. The legend sits under the
+        panels (with ``ax`` given, one legend per panel).
 
     Examples
     --------
@@ -207,12 +230,13 @@ def plot_accuracy_vs_distortion(
         xlabel="mean L2 distortion",
         x_name="distortion",
         ax=ax,
+        from_zero=True,
     )
 
 
 def _eps_label(key: Any) -> str:
     if isinstance(key, Real) and not isinstance(key, bool):
-        return f"eps = {float(key):g}"
+        return "clean\n(eps = 0)" if key == 0 else f"eps = {float(key):g}"
     return str(key)
 
 
@@ -235,7 +259,9 @@ def plot_adversarial_grid(
         Number of columns: the first ``n_examples`` rows of every array.
     labels : array-like of shape (n,), default=None
         True labels: titles of the first row when ``predictions`` is None, else
-        predictions that differ from them are titled in red.
+        predictions that differ from them are titled in the ``"wrong"`` colour of
+        :data:`skdknn.plotting.PALETTE` (red), which a legend under the grid
+        explains.
     predictions : mapping of float to array-like of shape (n,), default=None
         ``predictions[eps]``: the model's predictions on ``images[eps]``, shown as
         each image's title (rows missing from it get none).
@@ -291,7 +317,11 @@ def plot_adversarial_grid(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(1.3 * n_cols + 0.6, 1.5 * len(rows)), squeeze=False
+        len(rows),
+        n_cols,
+        figsize=(1.3 * n_cols + 0.6, 1.5 * len(rows) + 0.3),
+        squeeze=False,
+        layout="constrained",
     )
     for r, (key, arr) in enumerate(rows.items()):
         for c in range(n_cols):
@@ -303,10 +333,19 @@ def plot_adversarial_grid(
                 wrong = true is not None and preds[key][c] != true[c]
                 ax.set_title(
                     f"pred {preds[key][c]}",
-                    color="tab:red" if wrong else "black",
+                    color=PALETTE["wrong"] if wrong else "black",
                     fontsize="small",
                 )
             elif true is not None and r == 0 and not preds:
                 ax.set_title(f"label {true[c]}", fontsize="small")
         axes[r, 0].set_ylabel(_eps_label(key))
+    if preds and true is not None:
+        from matplotlib.patches import Patch
+
+        wrong = Patch(
+            color=PALETTE["wrong"], label="red title: prediction is not the true label"
+        )
+        fig.legend(
+            handles=[wrong], loc="outside lower center", frameon=False, fontsize="small"
+        )
     return fig, axes

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..metrics import _indexed_labels, _unwrap_dknn
 from ._common import as_images, display_range, dknn_predictions
+from ._palette import PALETTE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,9 +36,12 @@ class ExplanationDisplay:
 
     The DkNN paper's interpretability argument: the neighbours that decide a
     prediction are training points one can look at. Row ``l`` shows the
-    ``n_neighbors`` nearest training images in layer ``layers[l]`` with their labels;
-    neighbours whose label differs from the DkNN's prediction are framed and titled
-    in the highlight colour. Build it with :meth:`from_estimator`.
+    ``n_neighbors`` nearest training images in layer ``layers[l]`` with their labels.
+    Neighbours whose label is not the input's true label (when ``label`` is given;
+    else not the DkNN's prediction) are framed and titled in the ``"wrong"``
+    colour of :data:`skdknn.plotting.PALETTE`, as wrong predictions are in the
+    other figures; a legend under the grid says which rule applies and how many
+    neighbours it marks. Build it with :meth:`from_estimator`.
 
     Parameters
     ----------
@@ -50,11 +54,15 @@ class ExplanationDisplay:
     layers : list of str
         Layer names, the row titles.
     prediction : object, default=None
-        The DkNN's prediction for the input; ``None`` highlights nothing.
+        The DkNN's prediction for the input.
     credibility : float, default=None
         Its credibility, shown with the input.
     neighbor_indices : ndarray of shape (n_layers, n_neighbors), default=None
         Rows of the training ``X`` of the neighbours.
+    label : object, default=None
+        The input's true label. Neighbours of another label are highlighted; with
+        ``None``, those whose label differs from ``prediction`` (nothing when both
+        are ``None``).
 
     Attributes
     ----------
@@ -63,6 +71,9 @@ class ExplanationDisplay:
         ``j + 1`` the ``j``-th nearest neighbour.
     figure_ : matplotlib Figure
         Figure holding the grid.
+    legend_ : matplotlib Legend or None
+        The figure legend of the highlight colour; ``None`` when nothing is
+        highlighted.
 
     Examples
     --------
@@ -91,6 +102,7 @@ class ExplanationDisplay:
         prediction: Any = None,
         credibility: float | None = None,
         neighbor_indices: ArrayLike | None = None,
+        label: Any = None,
     ) -> None:
         self.image = np.asarray(image)
         self.neighbor_images = np.asarray(neighbor_images)
@@ -101,6 +113,7 @@ class ExplanationDisplay:
         self.neighbor_indices = (
             None if neighbor_indices is None else np.asarray(neighbor_indices)
         )
+        self.label = label
 
     @classmethod
     def from_estimator(
@@ -111,6 +124,7 @@ class ExplanationDisplay:
         *,
         n_neighbors: int = 5,
         y_train: ArrayLike | None = None,
+        label: Any = None,
         axes: Any = None,
     ) -> ExplanationDisplay:
         """Explain the DkNN's prediction for one input by its neighbours.
@@ -129,6 +143,9 @@ class ExplanationDisplay:
         y_train : array-like of shape (n_fit_samples,), default=None
             Labels shown for the neighbours; ``None`` uses the labels the estimator
             was fitted with.
+        label : object, default=None
+            The true label of ``x``: neighbours of another label are highlighted
+            (``None``: those whose label differs from the DkNN's prediction).
         axes : array of matplotlib Axes of shape (n_layers, n_neighbors + 1), \
                 default=None
             Axes to draw on; ``None`` makes a new figure.
@@ -180,11 +197,12 @@ class ExplanationDisplay:
             prediction=prediction[0],
             credibility=float(credibility[0]),
             neighbor_indices=indices,
+            label=label,
         )
         return display.plot(axes=axes)
 
     def plot(
-        self, *, axes: Any = None, highlight: str = "tab:red"
+        self, *, axes: Any = None, highlight: str | None = None
     ) -> ExplanationDisplay:
         """Draw the input and the neighbours, one row per layer.
 
@@ -193,8 +211,9 @@ class ExplanationDisplay:
         axes : array of matplotlib Axes of shape (n_layers, n_neighbors + 1), \
                 default=None
             Axes to draw on; ``None`` makes a new figure.
-        highlight : str, default="tab:red"
-            Colour of the neighbours whose label differs from the prediction.
+        highlight : str, default=None
+            Colour of the highlighted neighbours; ``None`` takes
+            ``PALETTE["wrong"]``.
 
         Returns
         -------
@@ -207,13 +226,17 @@ class ExplanationDisplay:
             import matplotlib.pyplot as plt
 
             fig, grid = plt.subplots(
-                *shape, figsize=(1.4 * shape[1] + 0.4, 1.5 * n_layers), squeeze=False
+                *shape,
+                figsize=(1.4 * shape[1] + 0.4, 1.5 * n_layers + 0.4),
+                squeeze=False,
+                layout="constrained",
             )
         else:
             grid = np.asarray(axes, dtype=object)
             if grid.shape != shape:
                 raise ValueError(f"axes must have shape {shape}; got {grid.shape}.")
             fig = grid[0, 0].figure
+        highlight = PALETTE["wrong"] if highlight is None else highlight
         vmin, vmax = display_range(self.image, self.neighbor_images)
         shown = {"cmap": "gray", "vmin": vmin, "vmax": vmax}
         for row in range(n_layers):
@@ -228,12 +251,55 @@ class ExplanationDisplay:
             grid[row, 1].set_ylabel(self.layers[row], fontsize="small")
             for j in range(n_neighbors):
                 self._draw_neighbor(grid[row, j + 1], row, j, shown, highlight)
+        self.legend_ = self._legend(fig, highlight)
         self.axes_: NDArray[Any] = grid
         self.figure_: Figure = fig
         return self
 
+    def _compared_to(self) -> tuple[Any, str] | None:
+        """What a neighbour's label is compared with, and its name."""
+        if self.label is not None:
+            return self.label, "the true label"
+        if self.prediction is not None:
+            return self.prediction, "the prediction"
+        return None
+
+    def _legend(self, fig: Figure, highlight: str) -> Any:
+        compared = self._compared_to()
+        if compared is None:
+            return None
+        from matplotlib.patches import Patch
+
+        value, name = compared
+        n_marked = int(np.sum(self.neighbor_labels != value))
+        handles = [
+            Patch(
+                facecolor="white",
+                edgecolor=highlight,
+                linewidth=2,
+                label=f"neighbour label is not {name} ({value}): "
+                f"{n_marked} of {self.neighbor_labels.size}",
+            ),
+            Patch(
+                facecolor="white",
+                edgecolor="black",
+                linewidth=0.8,
+                label=f"neighbour label is {name}",
+            ),
+        ]
+        # under the grid: constrained layout makes room for an "outside" legend;
+        # on other figures it hangs below (saved whole with bbox_inches="tight")
+        place: dict[str, Any] = (
+            {"loc": "outside lower center"}
+            if type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+            else {"loc": "upper center", "bbox_to_anchor": (0.5, 0.0)}
+        )
+        return fig.legend(
+            handles=handles, ncol=1, frameon=False, fontsize="small", **place
+        )
+
     def _input_title(self) -> str:
-        title = "input"
+        title = "input" if self.label is None else f"input, label {self.label}"
         if self.prediction is not None:
             title += f"\npred {self.prediction}"
         if self.credibility is not None:
@@ -244,7 +310,8 @@ class ExplanationDisplay:
         self, ax: Any, row: int, j: int, shown: dict[str, Any], highlight: str
     ) -> None:
         label = self.neighbor_labels[row, j]
-        differs = self.prediction is not None and label != self.prediction
+        compared = self._compared_to()
+        differs = compared is not None and label != compared[0]
         ax.imshow(self.neighbor_images[row, j], **shown)
         ax.set_title(
             str(label), color=highlight if differs else "black", fontsize="small"
@@ -262,6 +329,7 @@ def plot_explanation(
     *,
     n_neighbors: int = 5,
     y_train: ArrayLike | None = None,
+    label: Any = None,
 ) -> tuple[Figure, NDArray[Any]]:
     """An input and its nearest training images in each DkNN layer.
 
@@ -291,6 +359,6 @@ def plot_explanation(
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     display = ExplanationDisplay.from_estimator(
-        estimator, x, X_train, n_neighbors=n_neighbors, y_train=y_train
+        estimator, x, X_train, n_neighbors=n_neighbors, y_train=y_train, label=label
     )
     return display.figure_, display.axes_

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._common import check_mapping, check_unit_interval, figure_and_axes
+from ._palette import input_colors
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -34,7 +35,8 @@ def plot_neighbor_correctness(
     ----------
     correctness : mapping of str to array-like of shape (n_layers,)
         One set of inputs per name (e.g. ``"clean"``, ``"FGSM"``), with its share
-        in [0, 1] per layer.
+        in [0, 1] per layer. A set named ``"clean"`` takes the clean colour of
+        :data:`skdknn.plotting.PALETTE`, the others shades of the adversarial one.
     layers : sequence of str
         Layer names, the groups on the x-axis (e.g. the DkNN's ``layers_``).
     ax : matplotlib Axes, default=None
@@ -74,8 +76,11 @@ def plot_neighbor_correctness(
     fig, ax = figure_and_axes(ax, figsize=(1.2 * len(layer_names) + 3, 3.8))
     x = np.arange(len(layer_names))
     width = 0.8 / len(sets)
+    colors = input_colors(sets, reference="clean" if "clean" in sets else None)
     for i, (name, values) in enumerate(sets.items()):
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=name)
+        ax.bar(
+            x - 0.4 + width * (i + 0.5), values, width, label=name, color=colors[name]
+        )
     ax.set_xticks(x, layer_names)
     ax.set(
         ylim=(0, 1),

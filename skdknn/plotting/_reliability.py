@@ -15,6 +15,7 @@ from ._common import (
     figure_and_axes,
     network_softmax,
 )
+from ._palette import PALETTE, model_color
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,7 +75,9 @@ class ReliabilityDisplay:
     Bars give the accuracy of the predictions whose score (DkNN credibility, softmax
     confidence) falls in each of ``n_bins`` equal-width bins of [0, 1]; a line on a
     second y-axis gives how many predictions each bin holds, and the diagonal is
-    where accuracy equals the score. A well-calibrated score follows the diagonal;
+    where accuracy equals the score; the legend sits below the axes, so that it
+    never covers a bar. Bars take the colour of the score's model in
+    :data:`skdknn.plotting.PALETTE`. A well-calibrated score follows the diagonal;
     the DkNN paper (Fig. 7) shows credibility doing so where the softmax is
     over-confident. Build it with :meth:`from_estimator` or :meth:`from_predictions`.
 
@@ -165,7 +168,7 @@ class ReliabilityDisplay:
         edges = self.bin_edges
         widths = np.diff(edges)
         bar_kwargs: dict[str, Any] = {
-            "color": "tab:blue",
+            "color": model_color(name or "DkNN"),
             "alpha": 0.8,
             "edgecolor": "white",
             "label": "accuracy",
@@ -178,7 +181,7 @@ class ReliabilityDisplay:
             [0, 1],
             [0, 1],
             linestyle="--",
-            color="black",
+            color=PALETTE["reference"],
             lw=1,
             label="accuracy = score",
         )
@@ -189,13 +192,22 @@ class ReliabilityDisplay:
         (self.line_,) = self.count_ax_.plot(
             edges[:-1] + widths / 2,
             self.counts,
-            "o-",
-            color="tab:orange",
-            label="count",
+            marker=".",
+            linestyle=":",
+            color=PALETTE["reference"],
+            label="count (right axis)",
         )
         self.count_ax_.set_ylabel("count")
         self.count_ax_.set_ylim(bottom=0)
-        ax.legend(handles=[self.bars_, self.diagonal_, self.line_], loc="upper left")
+        # below the axes: inside, it covered the tall bars of confident bins
+        ax.legend(
+            handles=[self.bars_, self.diagonal_, self.line_],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=3,
+            frameon=False,
+            fontsize="small",
+        )
         self.ax_, self.figure_ = ax, fig
         return self
 

@@ -1,0 +1,464 @@
+"""Carlini-Wagner L2 and PGD with restarts, checked against torchattacks and ART.
+
+torchattacks and ART are test dependencies (CI installs torchattacks with
+``pip install --no-deps``: it pins an old ``requests``). Where the algorithms
+coincide the adversarial examples must agree to float rounding; where they differ,
+the test says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone
+from sklearn.datasets import make_classification
+from sklearn.frozen import FrozenEstimator
+from torch import nn
+
+from skdknn import DeepKNNClassifier
+from skdknn.attacks import AdvKNNAttack, BIMAttack, CarliniWagnerL2Attack
+
+torchattacks = pytest.importorskip("torchattacks")
+art_classification = pytest.importorskip("art.estimators.classification")
+art_evasion = pytest.importorskip("art.attacks.evasion")
+
+
+def tiny_cnn(logit_shift: float = 0.0) -> nn.Module:
+    """A seeded 8x8 CNN with 3 classes; ``logit_shift`` is added to every logit."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+    with torch.no_grad():
+        net[3].bias += logit_shift
+    return net.eval()
+
+
+def images(low: float = 0.05, high: float = 0.95, n: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(low, high, size=(n, 1, 8, 8)).astype(np.float32)
+
+
+def clean_labels(net: nn.Module, X: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return net(torch.from_numpy(X)).argmax(1)
+
+
+def logits_of(net: nn.Module, X: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(X)).numpy()
+
+
+def generator_seed(random_state: int) -> int:
+    """The torch seed an attack draws its random starts from (see _perturb_batches)."""
+    return int(np.random.RandomState(random_state).randint(2**31 - 1))
+
+
+# -- Carlini-Wagner L2 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c, steps", [(1.0, 20), (10.0, 40)])
+def test_cw_equals_torchattacks_without_binary_search(c, steps):
+    """torchattacks' CW is ours with one binary-search step and no early abort.
+
+    Its margin multiplies the logits by a one-hot mask, which replaces negative
+    logits by 0 (torchattacks issue #184); with positive logits, as here, the two
+    objectives are the same, and the examples agree to float rounding (atanh is
+    computed differently).
+    """
+    net = tiny_cnn(logit_shift=5.0)
+    X = images()
+    assert logits_of(net, X).min() > 0
+    t = clean_labels(net, X)
+    ours = (
+        CarliniWagnerL2Attack(
+            net,
+            learning_rate=0.01,
+            initial_const=c,
+            binary_search_steps=1,
+            n_iter=steps,
+            abort_early=False,
+        )
+        .fit(X)
+        .transform(X)
+    )
+    theirs = torchattacks.CW(net, c=c, kappa=0, steps=steps, lr=0.01)(
+        torch.from_numpy(X), t
+    ).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert not np.array_equal(ours, X)  # the attack did something
+
+
+def test_cw_margin_uses_the_largest_other_logit_even_when_negative():
+    """With negative logits torchattacks' margin is wrong; ours is C&W's."""
+    net = tiny_cnn(logit_shift=-5.0)
+    X = images()
+    assert logits_of(net, X).max() < 0
+    ours = (
+        CarliniWagnerL2Attack(
+            net, initial_const=1.0, binary_search_steps=3, n_iter=50, learning_rate=0.01
+        )
+        .fit(X)
+        .transform(X)
+    )
+    z = logits_of(net, ours)
+    t = clean_labels(net, X).numpy()
+    changed = z.argmax(1) != t
+    assert changed.mean() > 0.5
+    # rows that failed come back unchanged
+    np.testing.assert_array_equal(ours[~changed], X[~changed])
+    theirs = torchattacks.CW(net, c=1.0, kappa=0, steps=50, lr=0.01)(
+        torch.from_numpy(X), torch.from_numpy(t)
+    ).numpy()
+    # torchattacks pushes Z_t below 0 instead of below the other logits: no success
+    assert (logits_of(net, theirs).argmax(1) == t).all()
+
+
+def test_cw_binary_search_finds_the_minimal_l2_of_a_linear_model():
+    """For a 2-class linear model the smallest L2 perturbation is known exactly."""
+    torch.manual_seed(1)
+    net = nn.Linear(6, 2)
+    X = np.random.default_rng(1).uniform(0.3, 0.7, size=(10, 6)).astype(np.float32)
+    w = (net.weight[1] - net.weight[0]).detach().numpy()
+    b = float((net.bias[1] - net.bias[0]).detach())
+    margin = X @ w + b
+    minimal = np.abs(margin) / np.linalg.norm(w)  # distance to the hyperplane
+    one_step = CarliniWagnerL2Attack(
+        net, initial_const=1e-3, binary_search_steps=1, n_iter=200, learning_rate=0.01
+    ).fit(X)
+    searched = clone(one_step).set_params(binary_search_steps=8).fit(X)
+    # c = 1e-3 alone is too weak to cross the boundary; the search raises it
+    np.testing.assert_array_equal(one_step.transform(X), X)
+    X_adv = searched.transform(X)
+    l2 = np.linalg.norm(X_adv - X, axis=1)
+    assert (np.sign(X_adv @ w + b) != np.sign(margin)).all()
+    assert (l2 >= minimal - 1e-5).all()  # nothing beats the optimum
+    assert (l2 <= 1.05 * minimal + 1e-3).all(), l2 / minimal
+
+
+def test_cw_confidence_is_a_margin():
+    net = tiny_cnn(logit_shift=5.0)
+    X = images()
+    t = clean_labels(net, X).numpy()
+    X_adv = (
+        CarliniWagnerL2Attack(
+            net, confidence=0.05, initial_const=10.0, n_iter=50, learning_rate=0.01
+        )
+        .fit(X)
+        .transform(X)
+    )
+    z = logits_of(net, X_adv)
+    done = ~np.all(X_adv == X, axis=(1, 2, 3))
+    assert done.mean() > 0.5
+    real = z[np.arange(len(z)), t]
+    z[np.arange(len(z)), t] = -np.inf
+    assert (z.max(1)[done] - real[done] > 0.05).all()
+
+
+def test_cw_box_boundary_pixels_move_and_the_box_holds():
+    """Pixels at exactly 0 or 1 start 1e-6 inside the box and can move (slowly:
+    tanh is flat there, hence the large learning rate); torchattacks starts them
+    at atanh(+-1) = +-inf, where they stay."""
+    net = tiny_cnn(logit_shift=5.0)
+    X = np.round(images(0.0, 1.0))  # only 0s and 1s
+    lo = np.zeros((1, 8, 8), np.float32)
+    lo[0, :4] = -0.5  # a per-feature box: the top half may go below 0
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=10.0, n_iter=100, learning_rate=0.1, clip_min=lo
+    )
+    X_adv = attack.fit(X).transform(X)
+    assert (X_adv >= lo).all() and X_adv.max() <= 1.0
+    assert X_adv[:, :, :4].min() < 0  # the per-feature bound is the one used
+    changed = np.abs(X_adv - X).max(axis=(1, 2, 3)) > 1e-3
+    assert changed.mean() > 0.5
+    t = clean_labels(net, X)
+    theirs = torchattacks.CW(net, c=10.0, steps=100, lr=0.1)(torch.from_numpy(X), t)
+    np.testing.assert_array_equal(theirs.numpy(), X)
+
+
+def test_cw_result_does_not_depend_on_the_batch():
+    net = tiny_cnn(logit_shift=5.0)
+    X = images()
+    make = lambda bs: CarliniWagnerL2Attack(  # noqa: E731
+        net,
+        initial_const=1.0,
+        binary_search_steps=3,
+        n_iter=30,
+        learning_rate=0.01,
+        batch_size=bs,
+    ).fit(X)
+    # per-row early abort: the batch changes only the convolution's rounding
+    np.testing.assert_allclose(make(16).transform(X), make(5).transform(X), atol=1e-6)
+
+
+def test_cw_leaves_the_network_parameters_alone():
+    net = tiny_cnn()
+    X = images(n=4)
+    CarliniWagnerL2Attack(net, n_iter=5, binary_search_steps=2).fit(X).transform(X)
+    assert all(p.grad is None for p in net.parameters())
+    assert not net.training
+
+
+def test_cw_keeps_float64_input_in_its_box_and_failed_rows_exact():
+    net = tiny_cnn(logit_shift=5.0)
+    X = images().astype(np.float64)
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=1.0, binary_search_steps=1, n_iter=20, learning_rate=0.01
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no budget, so no budget warning
+        X_adv = attack.fit(X).transform(X)
+    assert X_adv.dtype == np.float64
+    assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
+    t = clean_labels(net, X.astype(np.float32)).numpy()
+    failed = logits_of(net, X_adv.astype(np.float32)).argmax(1) == t
+    assert 0 < failed.sum() < len(X)
+    np.testing.assert_array_equal(X_adv[failed], X[failed])
+
+
+def test_cw_parameters():
+    net = tiny_cnn()
+    X = images(n=4)
+    assert "eps" not in CarliniWagnerL2Attack(net).get_params()
+    with pytest.raises(TypeError, match="eps"):
+        CarliniWagnerL2Attack(net, eps=0.1)  # type: ignore[call-arg]
+    for bad in ({"n_iter": 0}, {"initial_const": 0.0}, {"confidence": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CarliniWagnerL2Attack(net, **bad).fit(X)
+
+
+def test_cw_true_labels_through_generate():
+    net = tiny_cnn(logit_shift=5.0)
+    X = images()
+    t = clean_labels(net, X).numpy()
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=1.0, n_iter=20, learning_rate=0.01
+    ).fit(X)
+    np.testing.assert_array_equal(attack.generate(X, t), attack.transform(X))
+    other = (t + 1) % 3
+    assert not np.array_equal(attack.generate(X, other), attack.transform(X))
+
+
+def test_cw_statistics_beside_art():
+    """ART's CarliniL2Method replaces Adam by a line search: compare outcomes only.
+
+    Both must succeed on every input of this easy model with a comparable mean L2
+    (measured: ours / ART = 1.03; the better optimiser may win by up to 25 %).
+    """
+    net = tiny_cnn(logit_shift=5.0)
+    X = images()
+    t = clean_labels(net, X).numpy()
+    ours = (
+        CarliniWagnerL2Attack(
+            net,
+            initial_const=1.0,
+            binary_search_steps=4,
+            n_iter=30,
+            learning_rate=0.01,
+        )
+        .fit(X)
+        .transform(X)
+    )
+    clf = art_classification.PyTorchClassifier(
+        net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=3,
+        clip_values=(0.0, 1.0),
+    )
+    theirs = art_evasion.CarliniL2Method(
+        clf,
+        initial_const=1.0,
+        binary_search_steps=4,
+        max_iter=30,
+        batch_size=16,
+        verbose=False,
+    ).generate(X, y=t)
+    for X_adv in (ours, theirs):
+        assert (logits_of(net, X_adv).argmax(1) != t).all()
+    l2_ours = np.linalg.norm((ours - X).reshape(len(X), -1), axis=1).mean()
+    l2_art = np.linalg.norm((theirs - X).reshape(len(X), -1), axis=1).mean()
+    assert 1 / 1.25 < l2_ours / l2_art < 1.25, (l2_ours, l2_art)
+
+
+# -- PGD: BIM with random starts and restarts ------------------------------------------
+
+
+def test_bim_equals_torchattacks_pgd_and_art_bim_without_random_start():
+    net = tiny_cnn()
+    X = images(0.0, 1.0)
+    t = clean_labels(net, X)
+    ours = BIMAttack(net, eps=0.1, step=0.01, n_iter=20).fit(X).transform(X)
+    theirs = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=20, random_start=False)(
+        torch.from_numpy(X), t
+    ).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    clf = art_classification.PyTorchClassifier(
+        net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=3,
+        clip_values=(0.0, 1.0),
+    )
+    art_bim = art_evasion.BasicIterativeMethod(
+        clf, eps=0.1, eps_step=0.01, max_iter=20, batch_size=64, verbose=False
+    ).generate(X, y=t.numpy())
+    np.testing.assert_allclose(ours, art_bim, atol=1e-6)
+
+
+def test_random_start_equals_torchattacks_pgd_from_the_same_seed():
+    net = tiny_cnn()
+    X = images(0.0, 1.0)
+    t = clean_labels(net, X)
+    ours = (
+        BIMAttack(net, eps=0.1, step=0.01, n_iter=20, random_start=True, random_state=3)
+        .fit(X)
+        .transform(X)
+    )
+    torch.manual_seed(generator_seed(3))
+    theirs = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=20)(
+        torch.from_numpy(X), t
+    ).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_restarts_keep_the_most_damaging_torchattacks_run():
+    """n_restarts = R is R torchattacks PGD runs, then per input: misclassified
+    first, then the highest cross-entropy. (ART's num_random_init keeps the last
+    successful run instead, so it is not compared.)"""
+    net = tiny_cnn()
+    X = images(0.0, 1.0)
+    t = clean_labels(net, X)
+    R = 4
+    ours = (
+        BIMAttack(
+            net,
+            eps=0.1,
+            step=0.01,
+            n_iter=20,
+            random_start=True,
+            n_restarts=R,
+            random_state=3,
+        )
+        .fit(X)
+        .transform(X)
+    )
+    torch.manual_seed(generator_seed(3))
+    pgd = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=20)
+    runs = np.stack([pgd(torch.from_numpy(X), t).numpy() for _ in range(R)])
+    logits = torch.from_numpy(logits_of(net, runs.reshape(-1, 1, 8, 8)))
+    t_rep = t.repeat(R)
+    wrong = (logits.argmax(1) != t_rep).numpy().reshape(R, -1)
+    loss = F.cross_entropy(logits, t_rep, reduction="none").numpy().reshape(R, -1)
+    best = np.lexsort((loss, wrong), axis=0)[-1]  # sort by wrong, then by loss
+    expected = runs[best, np.arange(len(X))]
+    assert len(set(best.tolist())) > 1  # the choice matters on this data
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_restarts_are_seeded_and_never_less_damaging():
+    net = tiny_cnn(logit_shift=0.0)
+    X = images(0.0, 1.0, n=32)
+    t = clean_labels(net, X)
+
+    def make(n_restarts, seed=0):
+        return BIMAttack(
+            net,
+            eps=0.05,
+            step=0.01,
+            n_iter=5,
+            random_start=True,
+            n_restarts=n_restarts,
+            random_state=seed,
+        ).fit(X)
+
+    np.testing.assert_array_equal(make(3).transform(X), make(3).transform(X))
+    first = make(1).transform(X)  # the first of the three restarts
+    three = make(3).transform(X)
+    z1, z3 = (
+        torch.from_numpy(logits_of(net, first)),
+        torch.from_numpy(logits_of(net, three)),
+    )
+    wrong1, wrong3 = z1.argmax(1) != t, z3.argmax(1) != t
+    assert (wrong3 | ~wrong1).all()  # a success is never lost
+    same = wrong1 == wrong3
+    loss1 = F.cross_entropy(z1, t, reduction="none")
+    loss3 = F.cross_entropy(z3, t, reduction="none")
+    assert (loss3[same] >= loss1[same] - 1e-6).all()
+
+
+def test_restarts_need_a_random_start():
+    X = images(n=4)
+    with pytest.raises(ValueError, match="n_restarts=3 needs random_start=True"):
+        BIMAttack(tiny_cnn(), n_restarts=3).fit(X)
+    with pytest.raises(ValueError, match="n_restarts"):
+        BIMAttack(tiny_cnn(), n_restarts=0, random_start=True).fit(X)
+
+
+# -- AdvKNN with CW through the DkNNB head ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tabular_dknn():
+    X, y = make_classification(
+        n_samples=400, n_features=6, n_informative=4, random_state=0
+    )
+    X = ((X - X.min()) / (X.max() - X.min())).astype(np.float32)
+    dknn = DeepKNNClassifier(
+        n_neighbors=10,
+        calibration_size=60,
+        max_epochs=20,
+        batch_size=64,
+        random_state=0,
+    ).fit(X[:300], y[:300])
+    return dknn, X[:300], X[300:]
+
+
+def test_advknn_cw_crosses_the_head_and_moves_the_knn(tabular_dknn):
+    dknn, X_train, X_test = tabular_dknn
+    attack = AdvKNNAttack(
+        FrozenEstimator(dknn),
+        layer="relu2",
+        method="cw",
+        initial_const=1.0,
+        learning_rate=0.01,
+        n_iter=50,
+        head_epochs=20,
+        random_state=0,
+    ).fit(X_train)
+    X_adv = attack.transform(X_test)
+    clean = attack.neighbor_distribution(X_test).argmax(1)
+    head_adv = attack.head_proba(X_adv).argmax(1)
+    done = np.abs(X_adv - X_test).max(axis=1) > 0
+    # every changed row crosses the head's boundary (CW returns x where it fails)
+    assert done.mean() > 0.8
+    assert (head_adv[done] != clean[done]).all()
+    # CW's smallest perturbations stop just past the head's boundary; many of them
+    # also cross the kNN's (measured 41 %), with a mean L2 of about 0.13
+    knn_adv = attack.neighbor_distribution(X_adv).argmax(1)
+    assert np.mean(knn_adv != clean) > 0.3
+    assert np.linalg.norm(X_adv - X_test, axis=1)[done].mean() < 0.3
+    assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
+    # the CW settings are parameters (clonable, grid-searchable)
+    assert clone(attack).get_params()["binary_search_steps"] == 5
+
+
+def test_advknn_boundary_copies_are_an_option(tabular_dknn):
+    dknn, X_train, X_test = tabular_dknn
+    base = AdvKNNAttack(
+        FrozenEstimator(dknn), layer="relu2", head_epochs=20, random_state=0
+    )
+    paper = clone(base).fit(X_train)
+    again = clone(base).set_params(boundary_eps=0.0).fit(X_train)
+    boundary = clone(base).set_params(boundary_eps=0.2).fit(X_train)
+    assert paper.get_params()["boundary_eps"] == 0.0  # the paper's recipe by default
+    np.testing.assert_array_equal(paper.loss_curve_, again.loss_curve_)
+    # more (and harder) training rows: a different head, still imitating the kNN
+    assert not np.allclose(paper.loss_curve_, boundary.loss_curve_)
+    assert boundary.agreement_ > 0.7, (paper.agreement_, boundary.agreement_)
+    with pytest.raises(ValueError, match="boundary_eps"):
+        clone(base).set_params(boundary_eps=-0.1).fit(X_train)
