@@ -34,9 +34,10 @@ import torch
 from _machine import cpu_model, load_average, skdknn_revision
 from distributed import Client, LocalCluster
 
+from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import ExactBackend, ShardedBackend
-from skdknn.nets import DkNNPaperCNN, default_layers, resolve_layer
+from skdknn.nets import DkNNPaperCNN, default_layers
 
 K = 75
 
@@ -85,21 +86,9 @@ def base_activations(seed: int) -> dict[str, np.ndarray]:
     X, _ = load_mnist(return_X_y=True)
     torch.manual_seed(seed)
     module = DkNNPaperCNN().eval()
-    captured: dict[str, list[np.ndarray]] = {}
-    hooks = [
-        resolve_layer(module, name)[1].register_forward_hook(
-            lambda _m, _i, out, name=name: captured.setdefault(name, []).append(
-                out.flatten(1).numpy().copy()
-            )
-        )
-        for name in default_layers(module)
-    ]
-    with torch.inference_mode():
-        for start in range(0, X.shape[0], 500):
-            module(torch.from_numpy(X[start : start + 500]))
-    for hook in hooks:
-        hook.remove()
-    return {name: np.vstack(parts) for name, parts in captured.items()}
+    layers = default_layers(module)
+    acts = extract_activations(module, X, layers, batch_size=500)
+    return dict(zip(layers, acts, strict=True))
 
 
 def replicate(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

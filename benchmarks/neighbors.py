@@ -48,7 +48,8 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 
 import skdknn
-from skdknn import DeepKNNClassifier, conformal
+from skdknn import DeepKNNClassifier
+from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import make_backend
 
@@ -206,12 +207,14 @@ def run_dknn(
     clf = dknn(net, backend, seed)
     start = time.perf_counter()
     clf.fit(X, y)
-    counts = clf.neighbor_counts(Xq)
+    result = clf.predict_with_credibility(Xq)
     elapsed = time.perf_counter() - start
-    alpha = conformal.nonconformity(counts, clf.n_neighbors)
-    p = conformal.p_values(alpha, clf.calibration_nonconformity_)
-    pred = clf.classes_[conformal.predict_from_counts(counts)]
-    return {"clf": clf, "time": elapsed, "pred": pred, "cred": p.max(axis=1)}
+    return {
+        "clf": clf,
+        "time": elapsed,
+        "pred": result.prediction,
+        "cred": result.credibility,
+    }
 
 
 # ---------------------------------------------------------------------------------
@@ -279,8 +282,9 @@ def per_layer(
     # per layer, on the activations of the replicated images
     probe = dknn(net, "exact", seed).fit(Xr[:1000], yr[:1000])
     layers = probe.layers_
-    train_acts = probe._activations(Xr[:n_train], layers)
-    query_acts = probe._activations(Xqr, layers)
+    module, batch = probe.module_, probe.batch_size
+    train_acts = extract_activations(module, Xr[:n_train], layers, batch_size=batch)
+    query_acts = extract_activations(module, Xqr, layers, batch_size=batch)
     widths = [a.shape[1] for a in train_acts]
     print("\n### Per layer\n")
     print(

@@ -1,26 +1,45 @@
-"""Hidden-layer activations of a torch module, in batches and without autograd."""
+"""Hidden-layer activations of a torch module: streamed in chunks, without autograd.
+
+The one producer of activations for the whole package. :func:`iter_activations` is
+the stream every consumer reads (fit, predict, the attacks' heads): it yields the
+outputs of the named layers for consecutive chunks of rows, each chunk holding at
+most a ``working_memory`` budget of activations, so memory does not grow with the
+number of rows. :func:`extract_activations` gathers a stream when the caller needs
+every row at once (a cache entry, a small head-training set).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import joblib
 import numpy as np
 import torch
-from joblib import Memory
 from numpy.typing import NDArray
+from sklearn.utils._chunking import get_chunk_n_rows
 from torch import nn
 from tqdm.auto import tqdm
 
-from .nets import resolve_layer
+from ._graph import layer_extractor
 
-__all__ = ["LayerActivations", "eval_mode", "forward_to_layers", "module_device"]
+__all__ = [
+    "ActivationChunk",
+    "cached_activations",
+    "chunk_size",
+    "eval_mode",
+    "extract_activations",
+    "forward_to_layers",
+    "iter_activations",
+    "layer_widths",
+    "module_device",
+    "weights_hash",
+]
 
-
-class _AllLayersCaptured(Exception):
-    """Raised inside a forward hook to skip the layers after the last one needed."""
+#: ``(start, stop, activations)``: rows ``start:stop`` of the stream and one array
+#: of shape ``(stop - start, width_l)`` per layer.
+ActivationChunk = tuple[int, int, list[NDArray[np.float32]]]
 
 
 @contextlib.contextmanager
@@ -41,143 +60,227 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _clone(_position: int, flat: torch.Tensor) -> torch.Tensor:
-    return flat.clone()
-
-
 def forward_to_layers(
-    module: nn.Module,
-    x: torch.Tensor,
-    layers: Sequence[str],
-    store: Callable[[int, torch.Tensor], torch.Tensor] = _clone,
+    module: nn.Module, x: torch.Tensor, layers: Sequence[str]
 ) -> list[torch.Tensor]:
     """Outputs of the named layers for the batch ``x``, flattened to (n, width).
 
-    The forward pass stops after the last layer needed. Autograd follows the outputs
-    when it is enabled (as the attacks need); each output is copied as it is
-    produced (by ``store(position, flat_output)``, a clone by default), so in-place
-    operations later in the network cannot change it. A module called several times
-    per forward pass contributes its first output. Threads may share the module:
-    each call sees only its own forward pass.
+    Layer names are resolved as :func:`skdknn.nets.layer_names` lists them (graph
+    nodes of the traced network; module paths for networks that cannot be traced).
+    The forward pass stops after the last layer needed. Autograd follows the
+    outputs when it is enabled (as the attacks need); each output is a copy, so
+    in-place operations later in the network cannot change it. Threads may share
+    the module.
     """
-    captured: dict[int, torch.Tensor] = {}
-    # hooks live on the shared module: ignore forward passes of other threads
-    owner = threading.get_ident()
-
-    def make_hook(position: int) -> Any:
-        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            if threading.get_ident() != owner:
-                return
-            if position not in captured:
-                captured[position] = store(position, out.reshape(out.shape[0], -1))
-            if len(captured) == len(layers):
-                raise _AllLayersCaptured
-
-        return hook
-
-    handles = [
-        resolve_layer(module, name)[1].register_forward_hook(make_hook(position))
-        for position, name in enumerate(layers)
-    ]
-    try:
-        with contextlib.suppress(_AllLayersCaptured):
-            module(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if len(captured) != len(layers):
-        missing = [name for i, name in enumerate(layers) if i not in captured]
-        raise ValueError(
-            f"Layers {missing} produced no output during the forward pass of "
-            f"{type(module).__name__}; choose layers that are called by its forward "
-            "method."
-        )
-    return [captured[i] for i in range(len(layers))]
+    return layer_extractor(module, layers)(x)
 
 
-def _extract(
+def chunk_size(
+    row_bytes: int, n_rows: int, *, batch_size: int, working_memory: float | None
+) -> int:
+    """Rows per chunk of a stream: one forward batch, fewer when a batch's
+    activations would exceed ``working_memory`` MiB.
+
+    scikit-learn's rule (``working_memory=None`` reads ``sklearn.get_config()``);
+    at least one row. A chunk is one forward batch, so its activations are the
+    network's own outputs, never copied into a larger buffer.
+    """
+    rows = get_chunk_n_rows(
+        row_bytes=max(int(row_bytes), 1),
+        max_n_rows=max(n_rows, 1),
+        working_memory=working_memory,
+    )
+    return max(min(int(rows), batch_size), 1)
+
+
+def _batch(
+    X: NDArray[np.float32], rows: NDArray[np.intp] | None, a: int, b: int
+) -> Any:
+    part = X[a:b] if rows is None else X[rows[a:b]]
+    return torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+
+
+def layer_widths(
+    module: nn.Module, X: NDArray[np.float32], layers: Sequence[str]
+) -> list[int]:
+    """Width of each layer's flattened output, from a forward pass on one row."""
+    extractor = layer_extractor(module, layers)
+    with torch.inference_mode(), eval_mode(module):
+        outputs = extractor(_batch(X, None, 0, 1).to(module_device(module)))
+    return [int(out.shape[1]) for out in outputs]
+
+
+def iter_activations(
     module: nn.Module,
     X: NDArray[np.float32],
     layers: Sequence[str],
+    *,
     batch_size: int,
+    rows: NDArray[np.intp] | None = None,
+    chunk_rows: int | None = None,
+    start: int = 0,
+    working_memory: float | None = None,
     verbose: int = 0,
-) -> list[NDArray[np.float32]]:
-    """Activations of the layers for all of X, batch by batch, without autograd.
-
-    Each layer's output is copied straight into its slice of the result as the
-    forward pass produces it (one copy, no per-batch temporaries: this halves the
-    overhead over a bare forward pass on the paper CNN's 12,544-wide first layer).
-    """
-    n = X.shape[0]
-    outputs: dict[int, NDArray[np.float32]] = {}
-    device = module_device(module)
-    start = 0
-
-    def store(position: int, flat: torch.Tensor) -> torch.Tensor:
-        if position not in outputs:
-            outputs[position] = np.empty((n, flat.shape[1]), np.float32)
-        rows = torch.from_numpy(outputs[position][start : start + flat.shape[0]])
-        return rows.copy_(flat)
-
-    with torch.inference_mode(), eval_mode(module):
-        starts = range(0, n, batch_size)
-        for start in tqdm(starts, desc="activations", disable=verbose <= 0):
-            batch = torch.from_numpy(X[start : start + batch_size]).to(device)
-            forward_to_layers(module, batch, layers, store)
-    if n == 0:
-        return []
-    return [outputs[i] for i in range(len(layers))]
-
-
-def _extract_one(
-    module: nn.Module, X: NDArray[np.float32], layer: str, batch_size: int
-) -> NDArray[np.float32]:
-    # module-level so that joblib.Memory can cache it by its arguments
-    return _extract(module, X, [layer], batch_size)[0]
-
-
-class LayerActivations:
-    """Computes (and optionally caches) the flattened outputs of named layers.
+) -> Iterator[ActivationChunk]:
+    """Stream the activations of ``layers`` for the rows of ``X``, chunk by chunk.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network; it is put in eval mode for the forward passes.
+        The network, run in eval mode and inference mode (restored between chunks,
+        so the consumer's code runs in the caller's modes).
+    X : ndarray of shape (n_samples, ...)
+        Network input (images or rows). Never copied as a whole.
     layers : sequence of str
-        Layer names (dotted paths or unique short names).
+        Layer names (see :func:`skdknn.nets.layer_names`).
     batch_size : int
         Rows per forward pass.
-    memory : None, str or joblib.Memory
-        Where to cache each layer's activations, keyed by the module's weights, the
-        input rows and the layer, so that refits on the same rows (e.g. grid-search
-        candidates over ``n_neighbors`` or ``layers``) reuse them.
-    verbose : int
+    rows : ndarray of int, default=None
+        Rows of ``X`` to stream, in this order (default: all, in order); each forward
+        batch gathers its own rows.
+    chunk_rows : int, default=None
+        Rows per chunk; by default as many as ``working_memory`` allows for the
+        layers' activations (see :func:`chunk_size`).
+    start : int, default=0
+        First position of the stream (with ``chunk_rows``): resume a stream.
+    working_memory : float, default=None
+        Budget in MiB per chunk; ``None`` is scikit-learn's ``working_memory``.
+    verbose : int, default=0
         Progress bar when positive.
+
+    Yields
+    ------
+    start, stop, activations : int, int, list of ndarray
+        Positions ``start:stop`` in the stream and, per layer, a float32 array of
+        shape ``(stop - start, width)`` that the consumer owns.
     """
+    n = X.shape[0] if rows is None else rows.shape[0]
+    if n == 0:
+        return
+    extractor = layer_extractor(module, layers)
+    device = module_device(module)
 
-    def __init__(
-        self,
-        module: nn.Module,
-        layers: Sequence[str],
-        *,
-        batch_size: int,
-        memory: str | Memory | None = None,
-        verbose: int = 0,
-    ) -> None:
-        self.module = module
-        self.layers = list(layers)
-        self.batch_size = batch_size
-        self.memory = memory
-        self.verbose = verbose
+    def forward(a: int, b: int) -> list[NDArray[np.float32]]:
+        with torch.inference_mode(), eval_mode(module):
+            outputs = extractor(_batch(X, rows, a, b).to(device))
+        return [out.cpu().numpy() for out in outputs]
 
-    def __call__(self, X: NDArray[np.float32]) -> list[NDArray[np.float32]]:
-        """Activations of every layer for X, each of shape (n_samples, width)."""
-        if self.memory is None:
-            return _extract(self.module, X, self.layers, self.batch_size, self.verbose)
-        memory = (
-            self.memory
-            if isinstance(self.memory, Memory)
-            else Memory(self.memory, verbose=0)
+    def fill(start: int, stop: int, step: int, first: list[NDArray]) -> list[NDArray]:
+        """Rows start:stop, whose first forward batch ``first`` is already done."""
+        if first and first[0].shape[0] == stop - start:
+            return first  # one forward batch: its outputs are the chunk
+        chunk = [np.empty((stop - start, out.shape[1]), np.float32) for out in first]
+        done = start + first[0].shape[0]
+        for buffer, out in zip(chunk, first, strict=True):
+            buffer[: done - start] = out
+        for a in range(done, stop, step):
+            b = min(a + step, stop)
+            for buffer, out in zip(chunk, forward(a, b), strict=True):
+                buffer[a - start : b - start] = out
+        return chunk
+
+    if chunk_rows is None:
+        # the first forward batch tells the layers' widths, hence the chunk size
+        first = forward(start, min(start + batch_size, n))
+        chunk_rows = chunk_size(
+            4 * sum(out.shape[1] for out in first),
+            n,
+            batch_size=batch_size,
+            working_memory=working_memory,
         )
-        cached = memory.cache(_extract_one)
-        return [cached(self.module, X, layer, self.batch_size) for layer in self.layers]
+        stop = max(min(start + chunk_rows, n), start + first[0].shape[0])
+        yield start, stop, fill(start, stop, min(batch_size, chunk_rows), first)
+        start = stop
+    step = min(batch_size, chunk_rows)
+    starts = range(start, n, chunk_rows)
+    for start in tqdm(starts, desc="activations", disable=verbose <= 0):
+        stop = min(start + chunk_rows, n)
+        yield (
+            start,
+            stop,
+            fill(start, stop, step, forward(start, min(start + step, stop))),
+        )
+
+
+def extract_activations(
+    module: nn.Module,
+    X: NDArray[np.float32],
+    layers: Sequence[str],
+    *,
+    batch_size: int,
+    rows: NDArray[np.intp] | None = None,
+    verbose: int = 0,
+) -> list[NDArray[np.float32]]:
+    """Every row's activations at once: one array (n_rows, width) per layer."""
+    (_, _, chunk), *rest = list(
+        iter_activations(
+            module,
+            X,
+            layers,
+            batch_size=batch_size,
+            rows=rows,
+            chunk_rows=max(X.shape[0] if rows is None else rows.shape[0], 1),
+            verbose=verbose,
+        )
+    ) or [(0, 0, [])]
+    assert not rest
+    return chunk
+
+
+def weights_hash(module: nn.Module) -> str:
+    """A hash of the network: its class and its ``state_dict`` (weights, buffers).
+
+    Computed from the tensors, never by pickling the module, so modules with hooks
+    or other unpicklable attributes can be hashed.
+    """
+    state = {
+        name: tensor.detach().cpu().numpy()
+        for name, tensor in module.state_dict().items()
+    }
+    kind = f"{type(module).__module__}.{type(module).__qualname__}"
+    return str(joblib.hash((kind, state)))
+
+
+def _cacheable_activations(
+    module: nn.Module,
+    weights: str,
+    X: NDArray[np.float32],
+    rows: NDArray[np.intp],
+    layers: tuple[str, ...],
+    batch_size: int,
+) -> list[NDArray[np.float32]]:
+    # module-level so that joblib.Memory keys it by (weights, X, rows, layers)
+    return extract_activations(
+        module, X, list(layers), batch_size=batch_size, rows=rows
+    )
+
+
+def cached_activations(
+    memory: Any,
+    module: nn.Module,
+    X: NDArray[np.float32],
+    rows: NDArray[np.intp],
+    layers: Sequence[str],
+    *,
+    batch_size: int,
+) -> list[NDArray[np.float32]]:
+    """Activations of ``X[rows]`` for all ``layers`` from one forward pass, cached.
+
+    One cache entry per (network weights hash, input rows, layer list), like
+    ``Pipeline(memory=...)`` caches a fitted transformer: refitting on the same
+    rows with the same network (a grid search over ``n_neighbors`` with a prefit
+    net) loads them instead of running the network.
+    """
+    if not isinstance(memory, joblib.Memory):
+        memory = joblib.Memory(memory, verbose=0)
+    cached = memory.cache(_cacheable_activations, ignore=["module", "batch_size"])
+    return list(
+        cached(
+            module,
+            weights_hash(module),
+            X,
+            np.asarray(rows, dtype=np.intp),
+            tuple(layers),
+            batch_size,
+        )
+    )

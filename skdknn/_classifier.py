@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from numpy.typing import NDArray
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils import check_random_state
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
@@ -23,11 +22,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import conformal
-from ._activations import LayerActivations
+from ._activations import cached_activations
 from ._calibration import balanced_calibration_split
+from ._graph import default_layers, match_layer, resolve_layer
+from ._indexing import ActivationSource, fit_indexes, query_indexes
 from ._network import (
     build_network,
     initialize_network,
+    is_prefit,
     torch_module,
     train_network,
 )
@@ -42,18 +44,9 @@ from ._validation import (
 from ._version import __version__
 from .exceptions import InconsistentVersionWarning
 from .neighbors import make_backend
-from .neighbors._base import METRICS, NeighborsBackend
-from .nets import default_layers, resolve_layer
+from .neighbors._base import METRICS
 
 __all__ = ["DeepKNNClassifier"]
-
-
-def _fit_backend(backend: Any, rows: NDArray[np.float32]) -> Any:
-    """Fit a layer's backend on rows nobody else holds (a fancy-indexed copy of the
-    activations): skdknn's backends index them without copying them again."""
-    if isinstance(backend, NeighborsBackend):
-        return backend._fit_rows(rows, copy=False)
-    return backend.fit(rows)
 
 
 class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
@@ -91,10 +84,14 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         initialized skorch net and for a module in eval mode or holding gradients.
         The module must return logits.
     layers : list of str, default=None
-        Names of the modules whose outputs are searched (dotted paths or unique
-        short names, see :func:`skdknn.nets.layer_names`). ``None`` uses the
-        module's ``dknn_layers`` attribute, else every activation module and the last
-        module.
+        Names of the tensors of the forward pass that are searched, as
+        :func:`skdknn.nets.layer_names` lists them: module outputs (``layer1``,
+        ``features.relu1``, or the unique short name ``relu1``), each call of a
+        reused module (``layer1.0.relu_1``), functional activations and residual
+        sums (``layer1.0.add``). ``None`` uses :func:`skdknn.nets.default_layers`:
+        the module's ``dknn_layers`` attribute, the stage outputs and logits of a
+        ResNet, the pooling outputs and logits of a VGG-style network, else every
+        activation and the logits.
     n_neighbors : int, default=75
         Number of neighbours ``k`` per layer (75 in the DkNN paper).
     backend : str or NeighborsBackend, default="exact"
@@ -122,10 +119,15 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     device : str, default="cpu"
         Torch device of a network built here.
     memory : None, str or joblib.Memory, default=None
-        Caches each layer's activations by network weights, rows and layer (like
-        ``Pipeline(memory=...)``), so that refitting on the same rows, e.g. a grid
-        search over ``n_neighbors`` or ``layers`` with a prefit net, never recomputes
-        them. A string is a cache directory.
+        Caches the activations of the fit rows, like ``Pipeline(memory=...)``
+        caches fitted transformers: one cache entry per (network weights, layer
+        list, rows), holding every layer from one forward pass, so that refitting
+        on the same rows with the same network (e.g. a grid search over
+        ``n_neighbors`` with a prefit net) loads them instead of running the
+        network. Used by ``fit`` only; the network is hashed from its
+        ``state_dict``, so modules with hooks work. A string is a cache directory.
+        The entry holds full-width activations: with very wide layers, prefer no
+        cache (``fit`` then streams, see the guide "DkNN on large networks").
     n_jobs : int, default=None
         Layers queried in parallel (threads). ``None`` means 1.
     random_state : int, RandomState instance or None, default=None
@@ -159,6 +161,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         network built here); :meth:`kneighbors` returns indices into ``X``.
     calibration_indices_ : ndarray of int
         Rows of the training ``X`` held out for calibration.
+    y_index_ : ndarray of int, shape (n_indexed,)
+        Encoded label (a position in ``classes_``) of each indexed row, in the
+        order of ``train_indices_`` and of the backends' rows:
+        ``classes_[y_index_]`` are the labels of ``X[train_indices_]``.
     calibration_nonconformity_ : ndarray of shape (n_calibration,)
         Sorted nonconformity ``alpha_y(x)`` of the calibration points' true labels.
     skdknn_version_ : str
@@ -319,24 +325,59 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         check_neighbors_per_class(
             y_encoded[train_rows], self.n_neighbors, self.classes_
         )
-        backend = self._make_layer_backend()
+        backend = self._make_layer_backend()  # a bad backend fails before training
         X_net = self._network_input(X_flat)
-        self.net_ = self._fit_net(X_net[train_rows], y_encoded[train_rows], rng)
-        activations = self._activations(X_net, self.layers_)
-        self.backends_ = [
-            _fit_backend(clone(backend), acts[train_rows]) for acts in activations
-        ]
+        self.net_ = self._fit_net(X_net, train_rows, y_encoded[train_rows], rng)
         self.train_indices_ = train_rows
         self.calibration_indices_ = calibration_rows
-        self._y_index = y_encoded[train_rows]
-        counts = self._counts([acts[calibration_rows] for acts in activations])
+        self.y_index_ = y_encoded[train_rows]
+        train, calibration = self._fit_sources(X_net, train_rows, calibration_rows)
+        self.backends_ = fit_indexes(backend, train)
+        counts, _, _ = self._search(calibration)
         self.calibration_nonconformity_ = conformal.calibration_scores(
             counts, y_encoded[calibration_rows], self.n_neighbors
         )
         self.skdknn_version_ = __version__
         return self
 
-    def _fit_net(self, X: NDArray, y: NDArray, rng: np.random.RandomState) -> Any:
+    def _fit_sources(
+        self,
+        X_net: NDArray[np.float32],
+        train_rows: NDArray[np.intp],
+        calibration_rows: NDArray[np.intp],
+    ) -> tuple[ActivationSource, ActivationSource]:
+        """The activations of the indexed rows and of the calibration rows.
+
+        Streamed from the network (each forward batch gathers its own rows: the
+        input is never copied or reordered as a whole), or, with ``memory``, one
+        cache entry holding every layer of both row sets from one forward pass.
+        """
+        layers, batch_size = self.layers_, self.batch_size
+        if self.memory is None:
+            module = self.module_
+            return (
+                ActivationSource(
+                    layers, batch_size, module, X_net, train_rows, verbose=self.verbose
+                ),
+                ActivationSource(layers, batch_size, module, X_net, calibration_rows),
+            )
+        rows = np.concatenate([train_rows, calibration_rows])
+        acts = cached_activations(
+            self.memory, self.module_, X_net, rows, layers, batch_size=batch_size
+        )
+        n = train_rows.size
+        return (
+            ActivationSource(layers, batch_size, arrays=[a[:n] for a in acts]),
+            ActivationSource(layers, batch_size, arrays=[a[n:] for a in acts]),
+        )
+
+    def _fit_net(
+        self,
+        X_net: NDArray[np.float32],
+        train_rows: NDArray[np.intp],
+        y: NDArray,
+        rng: np.random.RandomState,
+    ) -> Any:
         """Build the network, check the layer names, then train it (unless prefit).
 
         Torch's global RNG is seeded for initialisation and shuffling, then restored.
@@ -355,7 +396,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
             self.layers_ = self._resolve_layers(initialize_network(net))
-            return train_network(net, X, y)
+            if is_prefit(net):  # never copy the training rows for a prefit net
+                return net
+            return train_network(net, X_net[train_rows], y)
 
     def _resolve_layers(self, module: nn.Module) -> list[str]:
         layers = default_layers(module) if self.layers is None else list(self.layers)
@@ -397,30 +440,117 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         check_value_range(X_flat, getattr(self, "input_range_", None), name)
         return self._network_input(X_flat)
 
-    def _activations(
-        self, X_net: NDArray[np.float32], layers: list[str]
-    ) -> list[NDArray[np.float32]]:
-        extract = LayerActivations(
-            self.module_,
-            layers,
-            batch_size=self.batch_size,
-            memory=self.memory,
-            verbose=self.verbose,
-        )
-        return extract(X_net)
+    def _search(
+        self, source: ActivationSource, *, return_neighbors: bool = False
+    ) -> tuple[NDArray[np.int64], NDArray[np.intp] | None, NDArray | None]:
+        """Neighbour counts of the queries of ``source``: one search per layer.
 
-    def _query(self, activations: list[NDArray[np.float32]]) -> list[NDArray[np.intp]]:
-        """Indices into the indexed rows of each layer's k nearest neighbours."""
-        return Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(backend.kneighbors)(acts, self.n_neighbors, return_distance=False)
-            for backend, acts in zip(self.backends_, activations, strict=True)
+        Queries are streamed in chunks (see :func:`skdknn._indexing.query_indexes`).
+        Returns the counts ``(n, n_layers, n_classes)`` and, with
+        ``return_neighbors``, the neighbours' rows of the fit ``X`` and distances,
+        each ``(n, n_layers, n_neighbors)``.
+        """
+        n, n_layers, k = source.n_rows, len(self.backends_), self.n_neighbors
+        counts = np.zeros((n, n_layers, self.classes_.size), dtype=np.int64)
+        neighbors = np.empty((n, n_layers, k), np.intp) if return_neighbors else None
+        distances = np.empty((n, n_layers, k), np.float32) if return_neighbors else None
+        chunks = query_indexes(
+            self.backends_,
+            source,
+            k,
+            return_distance=return_neighbors,
+            n_jobs=self.n_jobs,
         )
+        for start, stop, results in chunks:
+            if return_neighbors:
+                assert neighbors is not None and distances is not None
+                distances[start:stop] = np.stack([d for d, _ in results], axis=1)
+                results = [ind for _, ind in results]
+                neighbors[start:stop] = self.train_indices_[np.stack(results, axis=1)]
+            labels = self.y_index_[np.stack(results, axis=1)]
+            counts[start:stop] = conformal.neighbor_label_counts(
+                labels, self.classes_.size
+            )
+        return counts, neighbors, distances
 
-    def _counts(self, activations: list[NDArray[np.float32]]) -> NDArray[np.int64]:
-        neighbors = np.stack(self._query(activations), axis=1)
-        return conformal.neighbor_label_counts(
-            self._y_index[neighbors], self.classes_.size
+    def _query_source(
+        self, X: Any, layers: list[str] | None = None
+    ) -> ActivationSource:
+        X_net = self._validate_input(X)  # checks that the model is fitted first
+        layers = self.layers_ if layers is None else layers
+        return ActivationSource(layers, self.batch_size, module=self.module_, X=X_net)
+
+    def _p_values_from_counts(self, counts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The p-value of every class from the neighbour counts (the one place
+        where p-values are computed: every public method goes through here)."""
+        alpha = conformal.nonconformity(counts, self.n_neighbors)
+        return conformal.p_values(alpha, self.calibration_nonconformity_)
+
+    def predict_with_credibility(self, X: Any, return_neighbors: bool = False) -> Bunch:
+        """Every DkNN output from one forward pass and one search per layer.
+
+        :meth:`predict`, :meth:`p_values`, :meth:`credibility`,
+        :meth:`confidence`, :meth:`predict_set` and :meth:`neighbor_counts` each
+        return one field of this result; asking for several of them, call this
+        method once instead (each of those runs the network and every search
+        again). Queries are processed in chunks whose activations fit
+        scikit-learn's ``working_memory`` budget (:func:`sklearn.set_config`), so
+        memory does not grow with the number of queries.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...) as in ``fit``
+        return_neighbors : bool, default=False
+            Also return each layer's neighbours and their distances.
+
+        Returns
+        -------
+        result : sklearn.utils.Bunch
+            With the fields
+
+            prediction : ndarray of shape (n_samples,)
+                Labels from ``classes_`` (as :meth:`predict`).
+            p_values : ndarray of shape (n_samples, n_classes)
+                Conformal p-value of every class (as :meth:`p_values`).
+            credibility : ndarray of shape (n_samples,)
+                The largest p-value (as :meth:`credibility`).
+            confidence : ndarray of shape (n_samples,)
+                One minus the second largest p-value (as :meth:`confidence`).
+            counts : ndarray of int64, shape (n_samples, n_layers, n_classes)
+                Neighbours of each class in each layer (as :meth:`neighbor_counts`).
+            neighbors : ndarray of int, shape (n_samples, n_layers, n_neighbors)
+                Only with ``return_neighbors``: rows of the ``X`` passed to ``fit``,
+                nearest first (as :meth:`kneighbors`).
+            distances : ndarray of float32, shape (n_samples, n_layers, n_neighbors)
+                Only with ``return_neighbors``: their distances.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_classification
+        >>> from skdknn import DeepKNNClassifier
+        >>> X, y = make_classification(n_samples=200, n_features=6, random_state=0)
+        >>> clf = DeepKNNClassifier(n_neighbors=5, calibration_size=40, max_epochs=5,
+        ...                         batch_size=64, random_state=0).fit(X, y)
+        >>> result = clf.predict_with_credibility(X[:3])
+        >>> sorted(result)
+        ['confidence', 'counts', 'credibility', 'p_values', 'prediction']
+        >>> bool((result.prediction == clf.predict(X[:3])).all())
+        True
+        """
+        counts, neighbors, distances = self._search(
+            self._query_source(X), return_neighbors=return_neighbors
         )
+        p = self._p_values_from_counts(counts)
+        result = Bunch(
+            prediction=self.classes_[conformal.predict_from_counts(counts)],
+            p_values=p,
+            credibility=conformal.credibility(p),
+            confidence=conformal.confidence(p),
+            counts=counts,
+        )
+        if return_neighbors:
+            result.update(neighbors=neighbors, distances=distances)
+        return result
 
     def neighbor_counts(self, X: Any) -> NDArray[np.int64]:
         """Number of neighbours of each class in each layer: n_{l,j}(x).
@@ -435,8 +565,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             ``counts[i, l, j]`` neighbours of ``X[i]`` in ``layers_[l]`` have label
             ``classes_[j]``.
         """
-        X_net = self._validate_input(X)
-        return self._counts(self._activations(X_net, self.layers_))
+        counts: NDArray[np.int64] = self._search(self._query_source(X))[0]
+        return counts
 
     # -- predictions ----------------------------------------------------------------
     def predict(self, X: Any) -> NDArray:
@@ -451,8 +581,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        counts = self.neighbor_counts(X)
-        return self.classes_[conformal.predict_from_counts(counts)]
+        prediction: NDArray = self.predict_with_credibility(X).prediction
+        return prediction
 
     def predict_proba(self, X: Any) -> NDArray[np.float64]:
         """Layer-averaged neighbour label distribution (1 / (L k)) sum_l n_{l,j}(x).
@@ -480,8 +610,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         p : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        alpha = conformal.nonconformity(self.neighbor_counts(X), self.n_neighbors)
-        return conformal.p_values(alpha, self.calibration_nonconformity_)
+        p: NDArray[np.float64] = self.predict_with_credibility(X).p_values
+        return p
 
     def credibility(self, X: Any) -> NDArray[np.float64]:
         """Credibility of the prediction: the largest p-value.
@@ -497,7 +627,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         credibility : ndarray of shape (n_samples,)
         """
-        return conformal.credibility(self.p_values(X))
+        credibility: NDArray[np.float64] = self.predict_with_credibility(X).credibility
+        return credibility
 
     def confidence(self, X: Any) -> NDArray[np.float64]:
         """Confidence of the prediction: one minus the second largest p-value.
@@ -510,7 +641,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         confidence : ndarray of shape (n_samples,)
         """
-        return conformal.confidence(self.p_values(X))
+        confidence: NDArray[np.float64] = self.predict_with_credibility(X).confidence
+        return confidence
 
     def predict_set(self, X: Any, significance: float = 0.1) -> NDArray[np.bool_]:
         """Conformal prediction sets {j : p_j(x) > significance}.
@@ -532,43 +664,64 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         return conformal.prediction_sets(self.p_values(X), significance)
 
     def kneighbors(
-        self, X: Any, layer: str | None = None
-    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        """Nearest training points of X in the activation space of the layers.
+        self,
+        X: Any = None,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+        layer: str | None = None,
+    ) -> Any:
+        """Nearest indexed training points in the activation space of the layers.
+
+        As scikit-learn's ``KNeighborsMixin.kneighbors``, with one search per layer.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...) as in ``fit``
+        X : array-like of shape (n_samples, ...) as in ``fit``, default=None
+            Queries. ``None`` queries the indexed training points themselves
+            (the rows ``train_indices_`` of the fit ``X``, in that order), each one
+            left out of its own neighbours.
+        n_neighbors : int, default=None
+            Number of neighbours; ``None`` uses ``n_neighbors``.
+        return_distance : bool, default=True
+            Whether to return the distances.
         layer : str, default=None
-            One layer of ``layers_``; ``None`` returns every layer.
+            One layer of ``layers_``, by any name that denotes the same tensor
+            (e.g. ``"relu3"`` or ``"features.relu3"``); ``None`` returns every layer.
 
         Returns
         -------
-        distances : ndarray
-            Shape (n_samples, n_neighbors) for one layer, else
-            (n_samples, n_layers, n_neighbors); nearest first.
-        indices : ndarray
+        distances : ndarray of float32
+            Only with ``return_distance``. Shape (n_samples, n_neighbors) for one
+            layer, else (n_samples, n_layers, n_neighbors); nearest first.
+        indices : ndarray of int
             Same shape; row indices into the ``X`` passed to ``fit``.
         """
-        X_net = self._validate_input(X)
+        check_is_fitted(self)
         if layer is None:
             positions = list(range(len(self.layers_)))
-        elif layer in self.layers_:
-            positions = [self.layers_.index(layer)]
         else:
-            raise ValueError(
-                f"Unknown layer {layer!r}; this model searches layers {self.layers_}."
+            positions = [match_layer(self.module_, layer, self.layers_)]
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        backends = [self.backends_[p] for p in positions]
+        if X is None:
+            results = [b.kneighbors(None, k, return_distance=True) for b in backends]
+            distances = np.stack([d for d, _ in results], axis=1)
+            indices = np.stack([i for _, i in results], axis=1)
+        else:
+            source = self._query_source(X, [self.layers_[p] for p in positions])
+            n = source.n_rows
+            distances = np.empty((n, len(positions), k), np.float32)
+            indices = np.empty((n, len(positions), k), np.intp)
+            chunks = query_indexes(
+                backends, source, k, return_distance=True, n_jobs=self.n_jobs
             )
-        activations = self._activations(X_net, [self.layers_[p] for p in positions])
-        results = [
-            self.backends_[p].kneighbors(acts, self.n_neighbors)
-            for p, acts in zip(positions, activations, strict=True)
-        ]
-        distances = np.stack([d for d, _ in results], axis=1)
-        indices = self.train_indices_[np.stack([i for _, i in results], axis=1)]
+            for start, stop, results in chunks:
+                distances[start:stop] = np.stack([d for d, _ in results], axis=1)
+                indices[start:stop] = np.stack([i for _, i in results], axis=1)
+        indices = self.train_indices_[indices]
         if layer is not None:
-            return distances[:, 0], indices[:, 0]
-        return distances, indices
+            distances, indices = distances[:, 0], indices[:, 0]
+        return (distances, indices) if return_distance else indices
 
     # -- persistence ----------------------------------------------------------------
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -582,6 +735,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 ),
                 stacklevel=2,
             )
+        if "_y_index" in state:  # pickled by skdknn <= 0.x, before y_index_ was public
+            state["y_index_"] = state.pop("_y_index")
         super().__setstate__(state)
 
     def __sklearn_tags__(self) -> Any:

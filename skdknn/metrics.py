@@ -205,7 +205,7 @@ def _indexed_labels(estimator: Any) -> NDArray:
     """
     rows = np.asarray(estimator.train_indices_)
     labels = np.empty(int(rows.max()) + 1, dtype=estimator.classes_.dtype)
-    labels[rows] = estimator.classes_[estimator._y_index]
+    labels[rows] = estimator.classes_[estimator.y_index_]
     return labels
 
 

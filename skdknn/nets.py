@@ -6,7 +6,8 @@ declares the layers the DkNN uses by default in its ``dknn_layers`` attribute.
 - :class:`DkNNPaperCNN`: Papernot & McDaniel (2018), the DkNN paper's CNN;
 - :class:`BatchNormCNN`: the deeper BatchNorm CNN of the thesis ("Kaggle");
 - :class:`LeNet5`: LeCun et al. (1998), for transferability experiments;
-- :class:`MLP`: a small perceptron for tabular input.
+- :class:`MLP`: a small perceptron for tabular input;
+- :class:`CifarResNet18`: ResNet-18 (He et al., 2016) for 32x32 images.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from ._graph import default_layers, layer_names
+
 __all__ = [
     "MLP",
     "BatchNormCNN",
+    "CifarResNet18",
     "DkNNPaperCNN",
     "LeNet5",
     "default_layers",
     "layer_names",
 ]
-
-_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
 
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
@@ -232,80 +234,98 @@ class MLP(nn.Module):
         return self.logits(self.hidden(x.flatten(1)))
 
 
-def layer_names(module: nn.Module) -> list[str]:
-    """Names of every submodule whose output can serve as a DkNN layer.
+class _BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a residual connection (ResNet-18).
 
-    Nested modules are also reachable by their dotted path (``features.relu1``);
-    the short name works when it is unique.
+    The shortcut is the identity, or a strided 1x1 convolution with batch norm when
+    the block changes the resolution or the width. The block's ReLU module runs
+    twice (after the first convolution and after the residual sum), as in
+    torchvision: its calls are the layers ``relu`` and ``relu_1`` of the block.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 (He et al., 2016) adapted to 32x32 images, as used on CIFAR-10.
+
+    The ImageNet stem (7x7 stride-2 convolution and max pooling) is replaced by one
+    3x3 stride-1 convolution, so the four stages work at 32, 16, 8 and 4 pixels.
+    Modules are named as in torchvision's ``resnet18`` (``conv1``, ``bn1``,
+    ``relu``, ``layer1`` .. ``layer4``, ``avgpool``, ``fc``). The DkNN layers are
+    the stage outputs and the logits: on 3x32x32 input with ``width=64``,
+    ``layer1`` .. ``layer4`` have 65,536 / 32,768 / 16,384 / 8,192 values.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(3, 32, 32)
+        ``(channels, height, width)``; height and width must be at least 8.
+    n_classes : int, default=10
+        Number of outputs (logits).
+    width : int, default=64
+        Channels of the first stage (doubled at each of the next three stages);
+        a smaller width gives a smaller, faster network of the same shape.
+
+    References
+    ----------
+    K. He, X. Zhang, S. Ren and J. Sun, "Deep Residual Learning for Image
+    Recognition", CVPR 2016.
 
     Examples
     --------
-    >>> layer_names(MLP(n_features=4, n_classes=3, hidden_layer_sizes=(8,)))
-    ['fc1', 'relu1', 'logits']
+    >>> import torch
+    >>> net = CifarResNet18(width=8)
+    >>> net(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> net.dknn_layers
+    ('layer1', 'layer2', 'layer3', 'layer4', 'fc')
     """
-    return [_short_name(name) for name, _ in _leaf_modules(module)]
 
+    dknn_layers = ("layer1", "layer2", "layer3", "layer4", "fc")
 
-def _leaf_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [
-        (name, sub)
-        for name, sub in module.named_modules()
-        if name and not list(sub.children())
-    ]
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (3, 32, 32),
+        n_classes: int = 10,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        _check_image_shape(input_shape, "CifarResNet18", minimum=8)
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, 1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        stages, c_in = [], width
+        for stage in range(4):
+            c_out = width * 2**stage
+            stride = 1 if stage == 0 else 2
+            stages.append(
+                nn.Sequential(
+                    _BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)
+                )
+            )
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, n_classes)
 
-
-def _short_name(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
-
-
-def default_layers(module: nn.Module) -> list[str]:
-    """The layers a DkNN uses when none are given.
-
-    The module's ``dknn_layers`` attribute when it declares one; otherwise the output
-    of every activation module followed by the last module (usually the logits).
-
-    Examples
-    --------
-    >>> default_layers(DkNNPaperCNN())
-    ['relu1', 'relu2', 'relu3', 'logits']
-    >>> default_layers(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
-    ...                                    torch.nn.Linear(8, 2)))
-    ['1', '2']
-    """
-    declared = getattr(module, "dknn_layers", None)
-    if declared is not None:
-        return list(declared)
-    leaves = _leaf_modules(module)
-    if not leaves:
-        raise ValueError(
-            f"{type(module).__name__} has no submodules whose output could be used as "
-            "a DkNN layer; pass `layers` explicitly or declare `dknn_layers`."
-        )
-    names = [name for name, sub in leaves if isinstance(sub, _ACTIVATIONS)]
-    if leaves[-1][0] not in names:
-        names.append(leaves[-1][0])
-    return names
-
-
-def resolve_layer(module: nn.Module, name: str) -> tuple[str, nn.Module]:
-    """Find a submodule by dotted path or unique short name.
-
-    Raises a ``ValueError`` listing the available names when there is no such layer
-    or the short name is ambiguous.
-    """
-    modules = dict(module.named_modules())
-    if name and name in modules:
-        return name, modules[name]
-    matches = [full for full in modules if full and _short_name(full) == name]
-    if len(matches) == 1:
-        return matches[0], modules[matches[0]]
-    available = ", ".join(repr(n) for n in layer_names(module))
-    if matches:
-        raise ValueError(
-            f"Layer name {name!r} is ambiguous in {type(module).__name__}; use one of "
-            f"the full paths {matches}."
-        )
-    raise ValueError(
-        f"Unknown layer {name!r} for {type(module).__name__}. "
-        f"Available layers: {available}."
-    )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

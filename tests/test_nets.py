@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from skdknn._activations import LayerActivations
+from skdknn._activations import extract_activations
+from skdknn._graph import resolve_layer
 from skdknn.nets import (
     MLP,
     BatchNormCNN,
@@ -16,14 +17,13 @@ from skdknn.nets import (
     LeNet5,
     default_layers,
     layer_names,
-    resolve_layer,
 )
 
 
 def _widths(module, input_shape, layers=None):
     layers = layers or default_layers(module)
     X = torch.rand(3, *input_shape).numpy()
-    acts = LayerActivations(module, layers, batch_size=2)(X)
+    acts = extract_activations(module, X, layers, batch_size=2)
     return [a.shape[1] for a in acts]
 
 
@@ -66,16 +66,23 @@ def test_default_layers_of_a_plain_sequential():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
     # activations only; the last module is already one of them
     assert default_layers(net) == ["1", "3"]
-    with pytest.raises(ValueError, match="no submodules"):
-        default_layers(nn.Linear(3, 2))
+    # a single module: its traced output (the logits) is a layer
+    assert default_layers(nn.Linear(3, 2)) == ["linear"]
+
+    class Pair(nn.Module):  # returns no single tensor: no logits, no activation
+        def forward(self, x):
+            return x + 1, x - 1
+
+    with pytest.raises(ValueError, match="no layer that could be used"):
+        default_layers(Pair())
 
 
 def test_resolve_layer_by_path_and_short_name():
     net = DkNNPaperCNN()
-    assert resolve_layer(net, "relu2")[0] == "features.relu2"
-    assert resolve_layer(net, "features.relu2")[0] == "features.relu2"
-    assert "conv1" in layer_names(net)
-    with pytest.raises(ValueError, match="Unknown layer 'relu9'.*'relu1'"):
+    assert resolve_layer(net, "relu2") == "features.relu2"
+    assert resolve_layer(net, "features.relu2") == "features.relu2"
+    assert "features.conv1" in layer_names(net)
+    with pytest.raises(ValueError, match="Unknown layer 'relu9'.*'features.relu1'"):
         resolve_layer(net, "relu9")
     twice = nn.Sequential(
         OrderedDict(
@@ -85,7 +92,7 @@ def test_resolve_layer_by_path_and_short_name():
     )
     with pytest.raises(ValueError, match=r"'act' is ambiguous.*'a.act', 'b.act'"):
         resolve_layer(twice, "act")
-    assert resolve_layer(twice, "b.act")[0] == "b.act"
+    assert resolve_layer(twice, "b.act") == "b.act"
 
 
 def test_layer_not_called_in_forward_is_reported():
@@ -98,9 +105,9 @@ def test_layer_not_called_in_forward_is_reported():
         def forward(self, x):
             return self.used(x)
 
-    with pytest.raises(ValueError, match=r"\['unused'\] produced no output"):
-        LayerActivations(Skips(), ["used", "unused"], batch_size=4)(
-            torch.zeros(2, 3).numpy()
+    with pytest.raises(ValueError, match=r"'unused' .* never calls .*no output"):
+        extract_activations(
+            Skips(), torch.zeros(2, 3).numpy(), ["used", "unused"], batch_size=4
         )
 
 
@@ -109,7 +116,7 @@ def test_activations_restore_training_mode_and_copy_before_inplace_ops():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True))
     net.train()
     X = torch.tensor([[1.0, -2.0, 3.0], [-1.0, 0.5, 2.0]]).numpy()
-    (pre,) = LayerActivations(net, ["0"], batch_size=2)(X)
+    (pre,) = extract_activations(net, X, ["0"], batch_size=2)
     with torch.no_grad():
         expected = net[0](torch.from_numpy(X)).numpy()
     torch.testing.assert_close(torch.from_numpy(pre), torch.from_numpy(expected))

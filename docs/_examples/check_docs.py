@@ -29,6 +29,7 @@ PAGES = [
         "dknn.md",
         "choosing-layers-and-k.md",
         "backends.md",
+        "large-networks.md",
         "attacks.md",
         "persistence.md",
         "scaling-out.md",

@@ -38,7 +38,7 @@ with tempfile.TemporaryDirectory() as cache:
             net=FrozenEstimator(clf.net_),  # never retrained
             calibration_size=200,
             random_state=0,
-            memory=cache,  # each layer's activations computed once
+            memory=cache,  # activations computed once per layer list
         ),
         param_grid={
             "n_neighbors": [10, 25, 75],

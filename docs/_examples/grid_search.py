@@ -32,7 +32,7 @@ with tempfile.TemporaryDirectory() as cache:
             net=FrozenEstimator(clf.net_),
             calibration_size=200,
             random_state=0,
-            memory=cache,  # each layer's activations computed once, then reused
+            memory=cache,  # activations computed once per layer list, then reused
         ),
         param_grid={
             "n_neighbors": [10, 25, 75],

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
@@ -30,7 +29,6 @@ from ..metrics import (
     neighbor_label_agreement,
     ood_auroc,
 )
-from ..plotting._common import predictions_from_counts
 from ._config import ATTACK_SETTINGS, ReportConfig
 from ._data import OOD_KINDS, Data, ood_sets
 from ._models import Models, dknn_outputs, heads_key, network_outputs
@@ -83,24 +81,17 @@ class Outputs:
 
     @classmethod
     def of(cls, models: Models, X: NDArray[np.float32]) -> Outputs:
-        """One forward pass serves the three models: the kNN searches the DkNN's
-        activations of its layer (same frozen network), and the CNN's softmax is
-        that of the ``logits`` layer when the DkNN searches it."""
-        dknn, knn = models.dknn, models.knn
-        layers = list(dknn.layers_)
-        acts = dknn._activations(dknn._validate_input(X), layers)
-        dknn_pred, dknn_cred = predictions_from_counts(dknn, dknn._counts(acts))
-        knn_acts = [acts[layers.index(layer)] for layer in knn.layers_]
-        knn_pred, knn_cred = predictions_from_counts(knn, knn._counts(knn_acts))
-        if "logits" in layers:
-            logits = torch.from_numpy(acts[layers.index("logits")]).double()
-            # as network_softmax: rounding may push the largest a hair above one
-            proba = np.clip(torch.softmax(logits, dim=1).numpy(), 0.0, 1.0)
-            cnn_pred = dknn.classes_[proba.argmax(axis=1)]
-        else:
-            cnn_pred, proba = network_outputs(dknn, X)
+        """The three models' outputs, through their public single-pass methods."""
+        dknn = models.dknn.predict_with_credibility(X)
+        knn = models.knn.predict_with_credibility(X)
+        cnn_pred, proba = network_outputs(models.dknn, X)
         return cls(
-            cnn_pred, proba.max(axis=1), knn_pred, knn_cred, dknn_pred, dknn_cred
+            cnn_pred,
+            proba.max(axis=1),
+            knn.prediction,
+            knn.credibility,
+            dknn.prediction,
+            dknn.credibility,
         )
 
     def model(self, name: str) -> tuple[NDArray, NDArray[np.float64] | None]:

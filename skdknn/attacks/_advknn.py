@@ -15,8 +15,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import conformal
-from .._activations import eval_mode, forward_to_layers
+from .._activations import eval_mode, extract_activations, forward_to_layers
 from .._classifier import DeepKNNClassifier
+from .._graph import match_layer
 from ._base import GradientAttack, _loss_gradient_sign, bim, fgsm
 from ._bim import check_step
 from ._cw import CarliniWagnerL2Attack, carlini_wagner_l2
@@ -288,12 +289,19 @@ class AdvKNNAttack(GradientAttack):
     def _resolve_layers(self, dknn: DeepKNNClassifier) -> list[str]:
         if self.layer == "all":
             return list(dknn.layers_)
-        if self.layer not in dknn.layers_:
+        try:
+            position = match_layer(dknn.module_, self.layer, dknn.layers_)
+        except ValueError:
             raise ValueError(
                 f"layer={self.layer!r} is not a layer of the attacked DkNN; choose "
                 f"one of {dknn.layers_} or 'all'."
-            )
-        return [self.layer]
+            ) from None
+        return [dknn.layers_[position]]
+
+    def _layer_activations(self, X_net: NDArray[np.float32]) -> list[NDArray]:
+        return extract_activations(
+            self.target_.module, X_net, self.layers_, batch_size=self.batch_size
+        )
 
     def neighbor_distribution(
         self, X: Any, *, exclude_self: bool = False
@@ -313,37 +321,36 @@ class AdvKNNAttack(GradientAttack):
         p : ndarray of shape (n_samples, n_classes)
         """
         X_net = self._validate_input(X, reset=False)
-        acts = self._dknn()._activations(X_net, self.layers_)
-        return self._distribution(acts, exclude_self=exclude_self)
+        return self._distribution(X_net, exclude_self=exclude_self)
 
     def _distribution(
-        self, acts: list[NDArray[np.float32]], *, exclude_self: bool
+        self, X_net: NDArray[np.float32], *, exclude_self: bool
     ) -> NDArray[np.float64]:
+        """p(x) from the attacked DkNN's public neighbour search."""
         dknn = self._dknn()
         k = dknn.n_neighbors
-        neighbors = []
-        for name, layer_acts in zip(self.layers_, acts, strict=True):
-            backend = dknn.backends_[dknn.layers_.index(name)]
-            if not exclude_self:
-                neighbors.append(
-                    backend.kneighbors(layer_acts, k, return_distance=False)
-                )
-                continue
-            dist, ind = backend.kneighbors(layer_acts, k + 1)
+        layer = None if len(self.layers_) > 1 else self.layers_[0]
+        dist, ind = dknn.kneighbors(X_net, n_neighbors=k + exclude_self, layer=layer)
+        if layer is not None:
+            dist, ind = dist[:, None], ind[:, None]
+        if exclude_self:
             # drop the point itself (distance 0) when indexed, else the farthest
-            drop = np.where(dist[:, 0] == 0, 0, k)
+            n, n_layers, _ = ind.shape
+            drop = np.where(dist[:, :, 0] == 0, 0, k)
             keep = np.ones_like(ind, dtype=bool)
-            keep[np.arange(len(ind)), drop] = False
-            neighbors.append(ind[keep].reshape(len(ind), k))
-        labels = dknn._y_index[np.stack(neighbors, axis=1)]
-        counts = conformal.neighbor_label_counts(labels, dknn.classes_.size)
+            keep[np.arange(n)[:, None], np.arange(n_layers), drop] = False
+            ind = ind[keep].reshape(n, n_layers, k)
+        # kneighbors returns rows of the fit X; y_index_ follows train_indices_
+        label_of = np.zeros(int(dknn.train_indices_.max()) + 1, dtype=np.intp)
+        label_of[dknn.train_indices_] = dknn.y_index_
+        counts = conformal.neighbor_label_counts(label_of[ind], dknn.classes_.size)
         return conformal.neighbor_proba(counts)
 
     def _fit(self, X_net: NDArray[np.float32], y: Any) -> None:
         dknn = self._dknn()
         self.layers_ = self._resolve_layers(dknn)
-        acts = dknn._activations(X_net, self.layers_)
-        p = self._distribution(acts, exclude_self=True)
+        acts = self._layer_activations(X_net)
+        p = self._distribution(X_net, exclude_self=True)
         rng = self._rng()
         n_val = round(self.validation_fraction * len(p))
         order = rng.permutation(len(p))
@@ -354,8 +361,8 @@ class AdvKNNAttack(GradientAttack):
         if self.boundary_eps > 0:
             # copies of the training rows only: agreement_ stays on clean rows
             X_copy = self._boundary_copies(X_net[train], train_p.argmax(1), rng)
-            copy_acts = dknn._activations(X_copy, self.layers_)
-            copy_p = self._distribution(copy_acts, exclude_self=False)
+            copy_acts = self._layer_activations(X_copy)
+            copy_p = self._distribution(X_copy, exclude_self=False)
             pairs = zip(train_acts, copy_acts, strict=True)
             train_acts = [np.concatenate(pair) for pair in pairs]
             train_p = np.concatenate([train_p, copy_p])
@@ -418,7 +425,7 @@ class AdvKNNAttack(GradientAttack):
         """
         check_is_fitted(self, "heads_")
         X_net = self._validate_input(X, reset=False)
-        acts = self._dknn()._activations(X_net, self.layers_)
+        acts = self._layer_activations(X_net)
         q = np.empty((X_net.shape[0], self._dknn().classes_.size))
         device = next(self.heads_.parameters()).device
         with torch.inference_mode():
@@ -461,8 +468,7 @@ class AdvKNNAttack(GradientAttack):
 
     def _clean_labels(self, X_net: NDArray[np.float32]) -> NDArray[np.int64]:
         """The kNN's clean prediction on the attacked layers (the DkNN's for all)."""
-        acts = self._dknn()._activations(X_net, self.layers_)
-        return self._distribution(acts, exclude_self=False).argmax(axis=1)
+        return self._distribution(X_net, exclude_self=False).argmax(axis=1)
 
     def _perturb(
         self,

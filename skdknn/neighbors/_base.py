@@ -298,6 +298,40 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         self._build(rows)
         return self
 
+    # -- streamed fitting: rows arrive in chunks (DeepKNNClassifier.fit) -----------
+    # A streamed fit never holds the caller's full-width rows at once: the backend
+    # names the rows it must see first (e.g. a projection's fitting sample), then
+    # reduces each chunk as it arrives into rows it keeps, then builds its index.
+    def _stream_sample(self, n_samples: int, n_features: int) -> NDArray[np.intp]:
+        """Start a streamed fit of ``n_samples`` rows of ``n_features`` values.
+
+        Validates the parameters and returns the sorted positions of the rows that
+        :meth:`_fit_reduction` needs before the stream (none by default).
+        """
+        self._validate_params()
+        self.n_features_in_ = int(n_features)
+        self.n_samples_fit_ = int(n_samples)
+        return np.empty(0, dtype=np.intp)
+
+    def _fit_reduction(self, sample: NDArray[np.float32]) -> int:
+        """Fit what :meth:`_reduce` applies, on the sample rows; return its width."""
+        return self.n_features_in_
+
+    def _reduce(self, chunk: NDArray) -> NDArray[np.float32]:
+        """The rows the index keeps for a chunk of streamed rows (metric-prepared)."""
+        chunk = np.asarray(chunk)
+        if not np.isfinite(chunk).all():
+            raise ValueError(
+                "Input contains NaN or infinity: the network produced non-finite "
+                "activations."
+            )
+        return self._prepare(chunk)
+
+    def _finish_stream(self, rows: NDArray[np.float32]) -> NeighborsBackend:
+        """Build the index on the reduced rows (an array nobody else holds)."""
+        self._build(rows)
+        return self
+
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if not isinstance(k, Integral) or k < 1:

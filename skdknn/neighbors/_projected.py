@@ -199,17 +199,27 @@ class ProjectedBackend(NeighborsBackend):
         self.pca_power_iterations = pca_power_iterations
         self.random_state = random_state
 
-    def _build(self, X: NDArray[np.float32]) -> None:
-        d = X.shape[1]
-        rng = check_random_state(self.random_state)
+    def _sample_positions(
+        self, n: int, d: int, rng: np.random.RandomState
+    ) -> NDArray[np.intp]:
+        """Sorted rows on which the principal components are fitted."""
+        if self.n_components >= d or self.method == "random":
+            return np.empty(0, dtype=np.intp)
+        if self.pca_samples is None or self.pca_samples >= n:
+            return np.arange(n)
+        return np.sort(rng.choice(n, size=self.pca_samples, replace=False))
+
+    def _fit_projection(
+        self, sample: NDArray[np.float32], d: int, rng: np.random.RandomState
+    ) -> None:
         with torch_threads(self.n_jobs), torch.inference_mode():
             if self.n_components >= d:
                 self.components_ = None
             elif self.method == "pca":
                 self.components_ = pca_components(
-                    X,
+                    sample,
                     self.n_components,
-                    n_samples=self.pca_samples,
+                    n_samples=None,
                     power_iterations=self.pca_power_iterations,
                     rng=rng,
                 )
@@ -220,12 +230,50 @@ class ProjectedBackend(NeighborsBackend):
         self.n_components_ = (
             d if self.components_ is None else self.components_.shape[1]
         )
+
+    def _fit_inner(
+        self, projected: NDArray[np.float32], rng: np.random.RandomState
+    ) -> None:
         inner = make_inner_backend(
             self.backend, self.n_neighbors, self.metric, type(self).__name__
         )
         if inner.get_params(deep=False).get("random_state", "absent") is None:
             inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
-        self.backend_ = inner.fit(self._project(X))
+        # the projected rows are ours alone: the inner index need not copy them
+        copy = self.components_ is None
+        if isinstance(inner, NeighborsBackend):
+            self.backend_ = inner._fit_rows(projected, copy=copy)
+        else:
+            self.backend_ = inner.fit(projected)
+
+    def _build(self, X: NDArray[np.float32]) -> None:
+        n, d = X.shape
+        rng = check_random_state(self.random_state)
+        positions = self._sample_positions(n, d, rng)
+        self._fit_projection(X if positions.size == n else X[positions], d, rng)
+        self._fit_inner(self._project(X), rng)
+
+    # -- streamed fit: the projection is fitted on a sample, then each chunk of
+    # full-width rows is projected as it arrives (they never exist for all rows)
+    def _stream_sample(self, n_samples: int, n_features: int) -> NDArray[np.intp]:
+        super()._stream_sample(n_samples, n_features)
+        self._stream_rng = check_random_state(self.random_state)
+        return self._sample_positions(n_samples, n_features, self._stream_rng)
+
+    def _fit_reduction(self, sample: NDArray[np.float32]) -> int:
+        self._fit_projection(
+            self._prepare(sample), self.n_features_in_, self._stream_rng
+        )
+        return int(self.n_components_)
+
+    def _reduce(self, chunk: NDArray) -> NDArray[np.float32]:
+        return self._project(super()._reduce(chunk))
+
+    def _finish_stream(self, rows: NDArray[np.float32]) -> ProjectedBackend:
+        rng = self._stream_rng
+        del self._stream_rng
+        self._fit_inner(rows, rng)
+        return self
 
     def _project(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.components_ is None:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from .. import conformal
 from .._activations import eval_mode
 from .._validation import as_flat_rows
 from ..attacks._target import resolve_target
@@ -102,17 +101,8 @@ def display_range(*images: NDArray) -> tuple[float, float]:
 
 def dknn_predictions(dknn: Any, X: Any) -> tuple[NDArray, NDArray[np.float64]]:
     """Predictions and credibility of a fitted DkNN from one neighbour search."""
-    return predictions_from_counts(dknn, dknn.neighbor_counts(X))
-
-
-def predictions_from_counts(
-    dknn: Any, counts: NDArray[np.int64]
-) -> tuple[NDArray, NDArray[np.float64]]:
-    """Predictions and credibility of a fitted DkNN from its neighbour counts."""
-    y_pred = dknn.classes_[conformal.predict_from_counts(counts)]
-    alpha = conformal.nonconformity(counts, dknn.n_neighbors)
-    p = conformal.p_values(alpha, dknn.calibration_nonconformity_)
-    return y_pred, conformal.credibility(p)
+    result = dknn.predict_with_credibility(X)
+    return result.prediction, result.credibility
 
 
 def network_softmax(
@@ -125,16 +115,12 @@ def network_softmax(
     or the output indices when it has none.
     """
     target = resolve_target(estimator)
-    dknn = target.dknn
-    if dknn is not None:
-        X_net = dknn._validate_input(X)
-    else:
-        X_flat, image_shape = as_flat_rows(X)
-        X_flat = np.asarray(X_flat, dtype=np.float32)
-        shape = target.input_shape or image_shape
-        X_net = X_flat if shape is None else X_flat.reshape(X_flat.shape[0], *shape)
-        if X_net.shape[0] == 0:
-            raise ValueError("X holds no samples.")
+    X_flat, image_shape = as_flat_rows(X)
+    X_flat = np.asarray(X_flat, dtype=np.float32)
+    shape = target.input_shape or image_shape
+    X_net = X_flat if shape is None else X_flat.reshape(X_flat.shape[0], *shape)
+    if X_net.shape[0] == 0:
+        raise ValueError("X holds no samples.")
     chunks = []
     with eval_mode(target.module), torch.inference_mode():
         for start in range(0, X_net.shape[0], batch_size):
