@@ -156,6 +156,19 @@ def test_fit_on_a_dask_array_of_rows(client):
         ShardedBackend("exact", 2, timeout=TIMEOUT).fit(bad)
 
 
+def test_fewer_rows_than_workers_and_empty_rows(client):
+    # n_shards=None means one shard per worker, as far as there are rows: one row
+    # on 2 workers once failed with "n_shards=2 exceeds ..." though none was given
+    X, Q = _data(seed=5)
+    for rows in (X[:1], da.from_array(X[:1], chunks=1)):
+        sharded = ShardedBackend(n_neighbors=1, timeout=TIMEOUT).fit(rows)
+        assert sharded.n_shards_ == 1
+        np.testing.assert_array_equal(sharded.kneighbors(Q)[1], np.zeros((100, 1)))
+    # an empty dask array gets the message of an empty numpy array
+    with pytest.raises(ValueError, match=r"0 sample\(s\) \(shape=\(0, 12\)\)"):
+        ShardedBackend(timeout=TIMEOUT).fit(da.from_array(X[:0], chunks=5))
+
+
 def test_timeout_names_the_pending_shards(client):
     X, Q = _data(seed=3)
     sharded = ShardedBackend(n_neighbors=3, timeout=TIMEOUT).fit(X)

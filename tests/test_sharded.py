@@ -16,6 +16,7 @@ from skdknn.neighbors import (
     AnnoyBackend,
     ExactBackend,
     FaissBackend,
+    ProjectedBackend,
     ShardedBackend,
     merge_kneighbors,
     shard_bounds,
@@ -156,6 +157,26 @@ def test_inner_backend_is_cloned_and_configured():
     assert backends[0] is not backends[1]
     assert not hasattr(inner, "n_samples_fit_")
     assert sharded.get_params()["backend__n_trees"] == 3
+
+
+@pytest.mark.parametrize("wrapper", [ShardedBackend, ProjectedBackend])
+def test_a_metric_on_the_inner_backend_is_not_silently_dropped(wrapper):
+    # the wrapper searches its inner backend with the euclidean distance: an inner
+    # metric="cosine" under a euclidean wrapper once gave euclidean neighbours
+    X, _ = _data(n=30, duplicates=False)
+    X = X * np.arange(1, 31)[:, None]  # row norms differ: cosine != euclidean
+    with pytest.raises(
+        ValueError,
+        match=r"inner backend's metric='cosine'.*"
+        rf"metric='cosine' on the {wrapper.__name__}",
+    ):
+        wrapper(ExactBackend(metric="cosine"), n_neighbors=3).fit(X)
+    # the same metric on both, or on the wrapper only: the cosine answer
+    expected = ExactBackend(n_neighbors=3, metric="cosine").fit(X).kneighbors(X[:5])
+    for inner in (ExactBackend(metric="cosine"), ExactBackend()):
+        params = {"n_components": 30} if wrapper is ProjectedBackend else {}
+        got = wrapper(inner, n_neighbors=3, metric="cosine", **params).fit(X)
+        np.testing.assert_array_equal(got.kneighbors(X[:5])[1], expected[1])
 
 
 def test_clone_shares_the_client_and_keeps_parameters():

@@ -98,7 +98,8 @@ class ProjectedBackend(NeighborsBackend):
         Search engine for the projected points: a name from
         :data:`skdknn.neighbors.BACKENDS` or a backend instance (cloned at fit; its
         parameters are reachable as ``backend__<name>``). Its ``n_neighbors`` is set
-        from this backend's and its metric to ``euclidean``.
+        from this backend's and its metric to ``euclidean``; an inner metric other
+        than ``euclidean`` and this backend's raises a ``ValueError`` at fit.
     n_components : int, default=256
         Target width.
     method : {"pca", "random"}, default="pca"
@@ -233,7 +234,9 @@ class ProjectedBackend(NeighborsBackend):
     def _fit_inner(
         self, projected: NDArray[np.float32], rng: np.random.RandomState
     ) -> None:
-        inner = make_inner_backend(self.backend, self.n_neighbors)
+        inner = make_inner_backend(
+            self.backend, self.n_neighbors, self.metric, type(self).__name__
+        )
         if inner.get_params(deep=False).get("random_state", "absent") is None:
             inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
         # the projected rows are ours alone: the inner index need not copy them

@@ -112,17 +112,30 @@ def make_backend(spec: Any) -> Any:
     return clone(spec)
 
 
-def make_inner_backend(spec: Any, n_neighbors: int) -> Any:
+def make_inner_backend(spec: Any, n_neighbors: int, metric: str, owner: str) -> Any:
     """The unfitted engine of a backend that wraps another one.
 
     :func:`make_backend` with the wrapper's ``n_neighbors`` and the ``euclidean``
     metric: the wrapper (:class:`ProjectedBackend`, :class:`ShardedBackend`)
-    applies the ``cosine`` metric itself, before handing rows over.
+    applies its ``metric`` itself, before handing rows over.
+
+    Raises
+    ------
+    ValueError
+        When the inner backend asks for another metric than the wrapper's (e.g.
+        ``ShardedBackend(ExactBackend(metric="cosine"))``): it would be ignored.
     """
     inner = make_backend(spec)
     params = inner.get_params(deep=False)
     if "n_neighbors" in params:
         inner.set_params(n_neighbors=n_neighbors)
     if "metric" in params:
+        if params["metric"] not in ("euclidean", metric):
+            raise ValueError(
+                f"The inner backend's metric={params['metric']!r} would be ignored: "
+                f"{owner} applies its own metric={metric!r} before handing rows to "
+                "the inner backend, which then searches with the euclidean "
+                f"distance. Set metric={params['metric']!r} on the {owner} instead."
+            )
         inner.set_params(metric="euclidean")
     return inner

@@ -192,10 +192,13 @@ class ShardedBackend(NeighborsBackend):
         Engine of each shard: a name from :data:`skdknn.neighbors.BACKENDS` or a
         backend instance (cloned per shard; its parameters are reachable as
         ``backend__<name>``). Its ``n_neighbors`` is set from this backend's and
-        its metric to ``euclidean`` (the metric is applied before sharding).
+        its metric to ``euclidean`` (the metric is applied before sharding); an
+        inner metric other than ``euclidean`` and this backend's raises a
+        ``ValueError`` at fit.
     n_shards : int, default=None
-        Number of shards. ``None``: one per worker of the client, or one without a
-        client. At most the number of indexed points.
+        Number of shards. ``None``: one per worker of the client (at most one per
+        indexed point), or one without a client. At most the number of indexed
+        points.
     client : distributed.Client, default=None
         The cluster. ``None`` uses the active client (``distributed.default_client``)
         if there is one when ``fit`` runs, and local threads otherwise. The
@@ -355,7 +358,9 @@ class ShardedBackend(NeighborsBackend):
 
     # -- fitting ----------
     def _inner(self) -> Any:
-        return make_inner_backend(self.backend, self.n_neighbors)
+        return make_inner_backend(
+            self.backend, self.n_neighbors, self.metric, type(self).__name__
+        )
 
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
         """Split the rows into shards and fit one backend per shard.
@@ -378,18 +383,21 @@ class ShardedBackend(NeighborsBackend):
         return super().fit(X)
 
     def _n_shards(self, client: Any, n_samples: int) -> int:
-        if self.n_shards is not None:
-            n_shards = self.n_shards
-        elif client is not None:
-            n_shards = len(client.scheduler_info()["workers"])
-        else:
-            n_shards = 1
-        if n_shards > n_samples:
+        if n_samples < 1:
             raise ValueError(
-                f"n_shards={n_shards} exceeds the number of points to index, "
+                f"Found array with 0 sample(s) (shape=(0, {self.n_features_in_})) "
+                f"while a minimum of 1 is required by {type(self).__name__}."
+            )
+        if self.n_shards is None:
+            # one per worker, as far as every shard gets a point
+            workers = 1 if client is None else len(client.scheduler_info()["workers"])
+            return max(1, min(workers, n_samples))
+        if self.n_shards > n_samples:
+            raise ValueError(
+                f"n_shards={self.n_shards} exceeds the number of points to index, "
                 f"n_samples = {n_samples}: every shard needs at least one point."
             )
-        return max(1, n_shards)
+        return int(self.n_shards)
 
     def _build(self, X: NDArray[np.float32]) -> None:
         client = self._active_client()
