@@ -40,7 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The classifier's conformal wiring: the methods from neighbour counts to p-values.
 WIRING = [
     "fit",
-    "_counts",
+    "_calibration_split",
+    "_search",
+    "_p_values_from_counts",
+    "predict_with_credibility",
     "neighbor_counts",
     "predict",
     "predict_proba",
