@@ -345,3 +345,21 @@ def test_mean_attack_and_knn_still_quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MeanAttack(knn).fit(X, y).transform(X)
+
+
+@pytest.mark.parametrize(
+    "bounds", [(np.nan, 1.0), (0.0, np.nan), ([0.0, np.nan, 0, 0], 1.0)]
+)
+def test_nan_clip_bounds_are_refused(bounds):
+    # before: accepted, and every adversarial coordinate came back NaN
+    X = np.random.default_rng(0).uniform(0, 1, size=(10, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    clip_min, clip_max = bounds
+    with pytest.raises(ValueError, match="not NaN"):
+        FGSMAttack(nn.Linear(4, 3), eps=0.1, clip_min=clip_min, clip_max=clip_max).fit(
+            X
+        )
+    with pytest.raises(ValueError, match="not NaN"):
+        y = np.arange(10) % 2
+        knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+        MeanAttack(knn, clip_min=clip_min, clip_max=clip_max).fit(X, y)

@@ -26,7 +26,7 @@ from .._activations import eval_mode, module_device
 from .._validation import as_flat_rows, check_fitted_shape, check_value_range
 from ._target import AttackTarget, resolve_target
 
-__all__ = ["GradientAttack", "bim", "fgsm", "land_in_dtype"]
+__all__ = ["GradientAttack", "bim", "check_box", "fgsm", "land_in_dtype"]
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -167,6 +167,22 @@ def land_in_dtype(
     # max then min: should the two bounds cross (an input outside the box by
     # more than eps), the box wins
     return np.minimum(np.maximum(x_adv, lower), upper)
+
+
+def check_box(lower: NDArray, upper: NDArray) -> None:
+    """Raise ValueError unless ``lower < upper`` everywhere and neither holds NaN.
+
+    A NaN bound would make every clipped coordinate NaN (comparisons with NaN are
+    false, so ``lower >= upper`` alone lets it through); infinite bounds are allowed
+    (an unbounded side).
+    """
+    if np.isnan(lower).any() or np.isnan(upper).any():
+        raise ValueError(
+            "clip_min and clip_max must be numbers, not NaN (use -inf / inf for an "
+            "unbounded side)."
+        )
+    if np.any(lower >= upper):
+        raise ValueError("clip_min must be smaller than clip_max everywhere.")
 
 
 def fgsm(
@@ -465,8 +481,7 @@ class GradientAttack(TransformerMixin, BaseEstimator):
                 "clip_min and clip_max must be scalars or broadcastable to one "
                 f"sample's shape {sample_shape}."
             ) from None
-        if np.any(lo >= hi):
-            raise ValueError("clip_min must be smaller than clip_max everywhere.")
+        check_box(lo, hi)
         return lo, hi
 
     def _check_budgets(self, lo: NDArray, hi: NDArray) -> None:

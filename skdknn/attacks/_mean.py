@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import as_flat_rows
-from ._base import land_in_dtype
+from ._base import check_box, land_in_dtype
 
 __all__ = ["MeanAttack"]
 
@@ -191,8 +191,7 @@ class MeanAttack(TransformerMixin, BaseEstimator):
                     f"{shape} (or hold one bound per feature, {n_features}); got "
                     f"shape {value.shape}."
                 ) from None
-        if np.any(bounds[0] >= bounds[1]):
-            raise ValueError("clip_min must be smaller than clip_max everywhere.")
+        check_box(bounds[0], bounds[1])
         return bounds[0], bounds[1]
 
     def _toward_nearest_other_mean(
