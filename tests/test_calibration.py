@@ -11,9 +11,10 @@ import copy
 
 import numpy as np
 import pytest
+from _helpers import tiny
 from sklearn.datasets import make_classification
 
-from skdknn import DeepKNNClassifier, conformal
+from skdknn import conformal
 from skdknn._calibration import balanced_calibration_split
 from skdknn.attacks import AdvKNNAttack
 
@@ -105,14 +106,6 @@ def test_error_uses_the_share_drawn_for_the_class():
 
 
 # -- the classifier's calibration --------------------------------------------------
-
-
-def tiny(**params):
-    defaults = dict(
-        n_neighbors=5, calibration_size=40, max_epochs=10, batch_size=64, random_state=0
-    )
-    defaults.update(params)
-    return DeepKNNClassifier(**defaults)
 
 
 @pytest.fixture(scope="module")

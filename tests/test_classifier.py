@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -15,15 +16,6 @@ from skdknn import DeepKNNClassifier, conformal
 from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.nets import MLP, LeNet5
-
-
-def tiny(**params):
-    """A DkNN small enough to train in a second on tabular data."""
-    defaults = dict(
-        n_neighbors=5, calibration_size=40, max_epochs=10, batch_size=64, random_state=0
-    )
-    defaults.update(params)
-    return DeepKNNClassifier(**defaults)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny as _tiny
 from sklearn.datasets import make_classification
 from sklearn.frozen import FrozenEstimator
 from sklearn.neighbors import KNeighborsClassifier
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skdknn import DeepKNNClassifier
 from skdknn.attacks import AdvKNNAttack, BIMAttack, FGSMAttack, MeanAttack
 from skdknn.datasets import load_mnist
 from skdknn.exceptions import InputRangeWarning, RetrainingWarning
@@ -22,11 +22,7 @@ from skdknn.nets import MLP
 
 
 def tiny(**params):
-    defaults = dict(
-        n_neighbors=5, calibration_size=40, max_epochs=5, batch_size=64, random_state=0
-    )
-    defaults.update(params)
-    return DeepKNNClassifier(**defaults)
+    return _tiny(**{"max_epochs": 5, **params})
 
 
 def flat_images_net(n_features, n_classes=10):
