@@ -61,6 +61,10 @@ FIGURES = {
     "transfer",
     "attack_success_vs_k",
     "detection_credibility",
+    # the thesis's FGSM grid (Topolewski Figs. 4.3-4.5)
+    "thesis_accuracy_vs_eps",
+    "thesis_reliability_adversarial",
+    "thesis_correct_neighbours",
 }
 
 
@@ -635,10 +639,10 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
     images = {src: (done, width) for src, done, width in rendered["images"]}
     assert set(images) == {f"figures/{name}.png" for name in FIGURES}
     assert all(done and width > 0 for done, width in images.values()), images
-    # clean, choosing k, attacks, transfer, k sweep, detection,
-    # out-of-distribution, accuracy against eps
+    # clean, choosing k, attacks, transfer, k sweep, detection, the thesis's FGSM
+    # grid and its neighbour shares, out-of-distribution, accuracy against eps
     tables = rendered["tables"]
-    assert len(tables) == 8
+    assert len(tables) == 10
     assert all(rows >= 2 and cols >= 3 and height > 20 for rows, cols, height in tables)
     # the check sees a broken image
     broken = page.replace("figures/reliability.png", "figures/missing.png")

@@ -39,7 +39,7 @@ TINY = [
     "3,10",
     "-q",
 ]
-NEW = "transfer,k-sweep,detection"
+NEW = "transfer,k-sweep,detection,thesis-fgsm"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_unknown_net_is_a_usage_error(capsys):
 def test_only_the_chosen_sections_run(report_dir):
     results = _results(report_dir)
     assert results["settings"]["sections"] == ["clean", *NEW.split(",")]
-    assert {"clean", "transfer", "k_sweep", "detection"} <= set(results)
+    assert {"clean", "transfer", "k_sweep", "detection", "thesis_fgsm"} <= set(results)
     for absent in ("attack_table", "choosing_k", "curves", "out_of_distribution"):
         assert absent not in results
     names = [figure["name"] for figure in results["figures"]]
@@ -119,6 +119,9 @@ def test_only_the_chosen_sections_run(report_dir):
         "transfer",
         "attack_success_vs_k",
         "detection_credibility",
+        "thesis_accuracy_vs_eps",
+        "thesis_reliability_adversarial",
+        "thesis_correct_neighbours",
     ]
     for name in names:
         png = report_dir / "figures" / f"{name}.png"
@@ -208,6 +211,32 @@ def test_detection_rates_recomputed_from_the_saved_credibilities(report_dir):
     # a larger budget distorts more
     l2s = [row["mean_l2"] for row in section["rows"]]
     assert l2s == sorted(l2s)
+
+
+def test_thesis_fgsm_recomputed_from_the_saved_sets(report_dir):
+    section = _results(report_dir)["thesis_fgsm"]
+    assert [row["eps"] for row in section["rows"]] == [
+        0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15
+    ]  # fmt: skip
+    assert "_figures" not in section  # arrays stay out of the JSON
+    config, data, dknn = load_trained(str(report_dir))
+    X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
+    path = report_dir / "adversarial" / "curves" / "fgsm_origin_eps0.15.npz"
+    X_adv = load_adversarial(path).X_adv
+    assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
+    last = section["rows"][-1]
+    assert last["dknn_accuracy"] == pytest.approx(np.mean(dknn.predict(X_adv) == y))
+    assert section["rows"][0]["dknn_accuracy"] == pytest.approx(
+        np.mean(dknn.predict(X) == y)
+    )
+    # the neighbour shares, from the public neighbour counts
+    counts = dknn.neighbor_counts(X_adv)  # (n, layers, classes)
+    own = counts[np.arange(len(y)), 2, np.searchsorted(dknn.classes_, y)]
+    share = own / config.n_neighbors
+    assert section["correct_neighbours"][
+        "third layer, adversarial: bottom"
+    ] == pytest.approx(np.mean(share <= 1 / 15))
+    assert section["thesis"]["cnn_accuracy"] == 0.13
 
 
 def test_a_rerun_reuses_every_saved_part(report_dir, capsys):

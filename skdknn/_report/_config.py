@@ -51,6 +51,8 @@ SECTIONS = {
     "detection": "credibility of clean vs AdvKNN inputs, detection at a "
     "threshold (AdvKNN Fig. 5)",
     "layers": "the DkNNB+CL head on each layer, and MeanAttack (AdvKNN Fig. 4)",
+    "thesis-fgsm": "FGSM at the thesis's eps grid, its reliability diagrams and "
+    "correct-neighbour histograms at eps 0.15 (Topolewski Figs. 4.3-4.5)",
     "ood": "credibility and softmax on inputs of no class",
     "curves": "accuracy against eps",
     "neighbours": "share of true-label neighbours per layer",
@@ -123,6 +125,10 @@ class ReportConfig:
         default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.25]
     )
     detection_threshold: float = 0.5
+    # the thesis's FGSM budgets (Topolewski, Figs. 4.2-4.5)
+    thesis_eps: list[float] = field(
+        default_factory=lambda: [0.025, 0.05, 0.075, 0.1, 0.125, 0.15]
+    )
     # AdvKNN Table 3: training epochs of the LeNet-5 the adversarial sets transfer to
     transfer_epochs: int = 15
     batch_size: int = 256

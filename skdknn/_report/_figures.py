@@ -269,3 +269,67 @@ def layers(writer: FigureWriter, section: dict[str, Any]) -> None:
         "per eps; the purple plus is MeanAttack (Sitawarin & Wagner) on the DkNN.",
         draw,
     )
+
+
+def thesis(writer: FigureWriter, section: dict[str, Any]) -> None:
+    """The thesis's Figs. 4.5, 4.4 and 4.3 at its FGSM grid."""
+    rows = section["rows"]
+    eps = [row["eps"] for row in rows]
+    accuracy = {
+        "FGSM (the thesis's grid)": {
+            title: [row[f"{key}_accuracy"] for row in rows]
+            for key, title in (("cnn", "CNN"), ("knn", "kNN"), ("dknn", "DkNN"))
+        }
+    }
+    writer.save(
+        "thesis_accuracy_vs_eps",
+        "FGSM through the CNN at the thesis's budgets (Topolewski Fig. 4.5): "
+        "accuracy of the CNN (grey), the attacked-layer kNN (orange) and the DkNN "
+        "(blue).",
+        lambda: plotting.plot_accuracy_vs_eps(eps, accuracy),
+    )
+    figures = section["_figures"]
+    adversarial = figures["adversarial"]["outputs"]
+    at = section["eps_at_figures"]
+    writer.save(
+        "thesis_reliability_adversarial",
+        f"Reliability diagrams on the FGSM examples at eps = {at:g} (Topolewski "
+        "Fig. 4.4): accuracy per bin of DkNN credibility (left) and of softmax "
+        "confidence (right); the dotted line counts the images per bin.",
+        lambda: plotting.plot_reliability_diagrams_from_predictions(
+            figures["y"],
+            adversarial.dknn_pred,
+            adversarial.dknn_cred,
+            adversarial.cnn_pred,
+            adversarial.softmax,
+        ),
+    )
+
+    def draw_neighbours() -> Any:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(
+            1, 2, figsize=(10, 3.6), sharey=True, layout="constrained"
+        )
+        shown = (section["layers_shown"], section["layer_positions"])
+        for ax, layer, column in zip(axes, *shown, strict=True):
+            plotting.plot_credibility_histograms(
+                {
+                    "clean": figures["clean"]["correct_share"][:, column],
+                    f"FGSM eps {at:g}": figures["adversarial"]["correct_share"][
+                        :, column
+                    ],
+                },
+                bins=15,
+                ax=ax,
+                xlabel=f"share of true-label neighbours, {layer}",
+            )
+        return fig
+
+    writer.save(
+        "thesis_correct_neighbours",
+        "Share of each image's k nearest training neighbours carrying its true "
+        f"label, on the first and third DkNN layer, clean (green) and FGSM at eps "
+        f"= {at:g} (purple), Topolewski Fig. 4.3.",
+        draw_neighbours,
+    )

@@ -37,6 +37,7 @@ from ._sections import (
     detection_section,
     k_sweep_section,
     layers_section,
+    thesis_section,
     transfer_section,
 )
 
@@ -172,6 +173,10 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         with steps("the DkNNB head on each layer, MeanAttack (AdvKNN Fig. 4)"):
             results["layer_ablation"] = layers_section(config, models, heads, data, out)
             _figures.layers(writer, results["layer_ablation"])
+    if "thesis-fgsm" in sections:
+        with steps("FGSM at the thesis's eps grid (Topolewski Figs. 4.3-4.5)"):
+            results["thesis_fgsm"] = thesis_section(config, models, heads, data, out)
+            _figures.thesis(writer, results["thesis_fgsm"])
     if "ood" in sections:
         with steps("out-of-distribution inputs"):
             results["out_of_distribution"], ood_scores = ood_table(
@@ -447,6 +452,7 @@ _SECTION_PAGES = {
     "k-sweep": section_pages.k_sweep,
     "detection": section_pages.detection,
     "layers": section_pages.layers,
+    "thesis-fgsm": section_pages.thesis,
     "ood": _page_ood,
     "curves": _page_curves,
 }
@@ -477,7 +483,10 @@ def page_summary(results: dict[str, Any]) -> str:
 def _jsonable(value: Any) -> Any:
     """Plain JSON: arrays as lists, NaN (e.g. no successful example) as null."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        # "_" keys hold arrays for the figures (saved elsewhere, or recomputable)
+        return {
+            str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")
+        }
     if isinstance(value, list | tuple | np.ndarray):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):

@@ -9,7 +9,15 @@ from ._data import Data
 from ._experiments import COLUMNS
 from ._render import Page, num, pct
 
-__all__ = ["FIGURES", "detection", "k_sweep", "layers", "summary", "transfer"]
+__all__ = [
+    "FIGURES",
+    "detection",
+    "k_sweep",
+    "layers",
+    "summary",
+    "thesis",
+    "transfer",
+]
 
 #: The figures drawn beside each section's table (the others go under "Figures").
 FIGURES = {
@@ -17,6 +25,11 @@ FIGURES = {
     "k-sweep": ("attack_success_vs_k",),
     "detection": ("detection_credibility",),
     "layers": ("layers_ablation",),
+    "thesis-fgsm": (
+        "thesis_accuracy_vs_eps",
+        "thesis_reliability_adversarial",
+        "thesis_correct_neighbours",
+    ),
 }
 
 _MODELS = {"cnn": "DNN", "knn": "kNN", "dknn": "DkNN"}
@@ -212,6 +225,62 @@ def layers(
         "5.71 % at mean L2 1.4909 against 17.44 % at 3.476 for Sitawarin & "
         "Wagner's attack, whose examples kept a mean credibility of 0.1037 "
         "against 0.4608 (at L2 3.005) for AdvKNN's."
+    )
+
+
+def thesis(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
+    section = results["thesis_fgsm"]
+    ref = section["thesis"]
+    page.heading("FGSM at the thesis's budgets (Topolewski Figs. 4.3-4.5)")
+    rows = [
+        [
+            "clean" if row["eps"] == 0 else f"{row['eps']:g}",
+            pct(row["cnn_accuracy"]),
+            pct(row["knn_accuracy"]),
+            pct(row["dknn_accuracy"]),
+            num(row["mean_credibility"]),
+            num(row["mean_softmax_confidence"]),
+        ]
+        for row in section["rows"]
+    ]
+    rows.append(
+        [
+            f"{ref['eps']:g}, thesis",
+            pct(ref["cnn_accuracy"]),
+            "-",
+            f"~{pct(ref['dknn_accuracy'])}",
+            "-",
+            num(ref["mean_softmax_confidence"]),
+        ]
+    )
+    page.table(
+        [
+            "eps",
+            "CNN %",
+            "kNN %",
+            "DkNN %",
+            "DkNN mean credibility",
+            "mean softmax confidence",
+        ],
+        rows,
+    )
+    ours = section["correct_neighbours"]
+    theirs = ref["correct_neighbours"]
+    page.table(
+        ["images with ...", "ours %", "thesis %"],
+        [[name, pct(value), pct(theirs.get(name))] for name, value in ours.items()],
+    )
+    page.paragraph(
+        f"FGSM through the CNN on the first {section['n']} test images (sets "
+        "shared with the accuracy-against-eps curves). Second table: the share "
+        "of images with at least 14/15 of their k neighbours of the true label "
+        "(top) or at most 1/15 (bottom) on the first and the third DkNN layer "
+        f"(`{'`, `'.join(section['layers_shown'])}`), clean and at eps = "
+        f"{section['eps_at_figures']:g} (the thesis's Fig. 4.3, read from its "
+        "text). Thesis: the paper CNN trained on 60,000 MNIST images, FALCONN "
+        "neighbour search."
     )
 
 

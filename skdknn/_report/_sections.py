@@ -38,11 +38,13 @@ __all__ = [
     "PAPER_DETECTION",
     "PAPER_FIG4",
     "PAPER_TABLE3",
+    "THESIS_FGSM",
     "TRANSFER_SETS",
     "cached_result",
     "detection_section",
     "k_sweep_section",
     "layers_section",
+    "thesis_section",
     "transfer_section",
 ]
 
@@ -72,6 +74,23 @@ PAPER_FIG4 = {
         "dknn_accuracy": 0.1744,
         "mean_l2": 3.476,
         "mean_credibility": 0.1037,
+    },
+}
+
+#: Topolewski's thesis, paper CNN on MNIST under FGSM at eps = 0.15: accuracy of the
+#: CNN and the DkNN (Fig. 4.5), the CNN's mean softmax confidence (Sec. 4.2), and
+#: the share of test images with at least 14/15 of their k neighbours of the true
+#: label (top) or at most 1/15 (bottom) on the first and third layer (Fig. 4.3).
+THESIS_FGSM = {
+    "eps": 0.15,
+    "cnn_accuracy": 0.13,
+    "dknn_accuracy": 0.50,
+    "mean_softmax_confidence": 0.84,
+    "correct_neighbours": {
+        "first layer, clean: top": 0.80,
+        "first layer, adversarial: top": 0.44,
+        "third layer, clean: top": 0.98,
+        "third layer, adversarial: bottom": 0.76,
     },
 }
 
@@ -413,3 +432,82 @@ def _mean_attack(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_adversarial(path, X_adv, metrics={"key": key})
     return X_adv
+
+
+# -- the thesis: FGSM at its eps grid (Topolewski, Figs. 4.2-4.5) ------------------
+def _correct_share(counts: NDArray, y_index: NDArray) -> NDArray[np.float64]:
+    """Per input and layer, the share of the k neighbours with the true label."""
+    k = counts.sum(axis=2, keepdims=True)
+    own = np.take_along_axis(counts, y_index[:, None, None], axis=2)
+    return (own / k)[:, :, 0]
+
+
+def thesis_section(
+    config: ReportConfig,
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    data: Data,
+    out: Path,
+) -> dict[str, Any]:
+    """FGSM through the CNN at each eps of ``thesis_eps`` on the first
+    ``curve_size`` test images: CNN / kNN / DkNN accuracy, mean credibility and
+    softmax confidence; at the largest eps (the thesis's 0.15) the reliability
+    diagrams and the share of true-label neighbours per layer, clean and
+    adversarial (the sets are shared with the accuracy-against-eps curves)."""
+    X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
+    y_index = np.searchsorted(models.dknn.classes_, y)
+    rows = []
+    last: dict[str, Any] = {}
+    for eps in [0.0, *config.thesis_eps]:
+        X_adv = X
+        if eps > 0:
+            X_adv = adversarial_sets(
+                ["fgsm_origin"],
+                models,
+                heads,
+                X,
+                config,
+                eps=eps,
+                n_iter=1,
+                cache=out / "adversarial" / "curves",
+                desc=f"eps={eps:g}",
+            )["fgsm_origin"][0]
+        outputs = Outputs.of(models, X_adv)
+        rows.append(
+            {
+                "eps": eps,
+                "cnn_accuracy": accuracy_under_attack(y, outputs.cnn_pred),
+                "knn_accuracy": accuracy_under_attack(y, outputs.knn_pred),
+                "dknn_accuracy": accuracy_under_attack(y, outputs.dknn_pred),
+                "mean_credibility": float(outputs.dknn_cred.mean()),
+                "mean_softmax_confidence": float(outputs.softmax.mean()),
+            }
+        )
+        if eps == 0.0 or eps == max(config.thesis_eps):
+            counts = models.dknn.neighbor_counts(X_adv)
+            last["clean" if eps == 0.0 else "adversarial"] = {
+                "outputs": outputs,
+                "correct_share": _correct_share(counts, y_index),
+            }
+    share = {name: part["correct_share"] for name, part in last.items()}
+    layers = list(models.dknn.layers_)
+    positions = [0, min(2, len(layers) - 1)]  # the first and the third layer
+    summary = {}
+    for position, title in zip(positions, ("first", "third"), strict=True):
+        for name, values in share.items():
+            summary[f"{title} layer, {name}: top"] = float(
+                np.mean(values[:, position] >= 14 / 15)
+            )
+            summary[f"{title} layer, {name}: bottom"] = float(
+                np.mean(values[:, position] <= 1 / 15)
+            )
+    return {
+        "n": len(y),
+        "rows": rows,
+        "eps_at_figures": max(config.thesis_eps),
+        "correct_neighbours": summary,
+        "layers_shown": [layers[p] for p in positions],
+        "layer_positions": positions,
+        "thesis": THESIS_FGSM,
+        "_figures": {"y": y, **last},  # for the figures; not written to the JSON
+    }
