@@ -317,6 +317,8 @@ def test_report_help_lists_the_subcommands(capsys):
 
 def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
     out = tmp_path / "rep"
+    # the attack table's sections are enough here (and keep the three runs short)
+    REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--sections", "table2"]
     assert main(["report", *REPORT, "--out", str(out)]) == 0
     # a truncated heads file and adversarial set are recomputed, not trusted
     heads = out / "heads.joblib"
