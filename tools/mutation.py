@@ -67,7 +67,11 @@ class Module:
     globs: list[str]
 
 
-_CLASSIFIER_TESTS = ["tests/test_classifier.py", "tests/test_calibration.py"]
+_CLASSIFIER_TESTS = [
+    "tests/test_classifier.py",
+    "tests/test_calibration.py",
+    "tests/test_classifier_calibration.py",
+]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
     "skdknn/attacks/_bim.py",
@@ -82,12 +86,21 @@ _ATTACK_TESTS = [
 MODULES: dict[str, Module] = {
     "conformal": Module(
         ["skdknn/conformal.py"],
-        ["tests/test_conformal.py", "tests/test_calibration.py"],
+        [
+            "tests/test_conformal.py",
+            "tests/test_conformal_forms.py",
+            "tests/test_calibration.py",
+        ],
         ["skdknn.conformal.*"],
     ),
     "calibration": Module(
         ["skdknn/_calibration.py"],
-        ["tests/test_conformal.py", *_CLASSIFIER_TESTS],
+        [
+            "tests/test_conformal.py",
+            "tests/test_conformal_forms.py",
+            "tests/test_calibration.py",
+            "tests/test_classifier_calibration.py",
+        ],
         ["skdknn._calibration.*"],
     ),
     "classifier": Module(
