@@ -391,3 +391,13 @@ def test_distances_are_rounded_to_12_decimals():
     assert label_shift(y, np.array([0])) == 0.666666666667  # (2/3 + 1/3 + 1/3) / 2
     assert class_imbalance(np.array([0, 0, 1])) == 0.166666666667  # (1/6 + 1/6) / 2
     assert label_shift(np.repeat([0, 1], [90, 10]), np.r_[0:5, 90:95]) == 0.4
+
+
+@pytest.mark.parametrize("size", [3, 27])
+def test_stratified_split_with_exactly_one_point_per_class_on_a_side(size):
+    y = np.repeat([0, 1, 2], [10, 10, 10])
+    index, calibration = stratified_calibration_split(
+        y, size, np.random.RandomState(0)
+    )
+    assert calibration.size == size and index.size == 30 - size
+    assert min(np.bincount(y[index]).min(), np.bincount(y[calibration]).min()) == 1
