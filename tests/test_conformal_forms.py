@@ -401,3 +401,15 @@ def test_stratified_split_with_exactly_one_point_per_class_on_a_side(size):
     )
     assert calibration.size == size and index.size == 30 - size
     assert min(np.bincount(y[index]).min(), np.bincount(y[calibration]).min()) == 1
+
+
+def test_stratified_split_size_error_in_full():
+    with pytest.raises(ValueError) as info:
+        stratified_calibration_split(
+            np.repeat([0, 1, 2], [20, 20, 20]), 58, np.random.RandomState(0)
+        )
+    assert str(info.value) == (
+        "calibration_size=58 splits 60 samples into 2 indexed and 58 calibration "
+        "points; calibration_split='stratified' needs at least one point per class "
+        "(3) on each side."
+    )

@@ -188,6 +188,33 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.partition(p_arr, -2, )",
         "the default axis -1 is axis 1 of the 2-D p-values",
     ),
+    *(
+        (
+            "skdknn._calibration.x_stratified_calibration_split__*",
+            text,
+            "only the first split is drawn (next()), and StratifiedShuffleSplit "
+            "draws it from the same random state whatever n_splits is",
+        )
+        for text in (
+            "StratifiedShuffleSplit(test_size=total, ",
+            "StratifiedShuffleSplit(n_splits=2, ",
+        )
+    ),
+    (
+        "skdknn._calibration.x_stratified_calibration_split__*",
+        "splitter.split(np.zeros((n_samples, 2)), y)",
+        "the split reads only the number of rows of its X placeholder",
+    ),
+    (
+        "skdknn._calibration.x_label_shift__*",
+        "n_classes = int(y.max()) + 2",
+        "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
+    ),
+    (
+        "skdknn._calibration.x_label_shift__*",
+        "train = np.bincount(y, ) / y.size",
+        "the bincount of all of y already has int(y.max()) + 1 = n_classes entries",
+    ),
     (
         "skdknn.neighbors._exact.x__refine_near_duplicates__*",
         "suspect = sq_dist <= 1e-2 *",
