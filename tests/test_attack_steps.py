@@ -228,6 +228,10 @@ def test_defaults_are_the_papers():
     assert bim["step"] == 0.01 and bim["n_iter"] == 100 and not bim["random_start"]
     fgsm = FGSMAttack(Wavy()).get_params()
     assert {k: fgsm[k] for k in expected} == expected
+    # quiet, on the network's device, unseeded, one run
+    quiet = dict(device=None, random_state=None, verbose=0)
+    assert {k: bim[k] for k in quiet} == quiet and bim["n_restarts"] == 1
+    assert {k: fgsm[k] for k in quiet} == quiet
 
 
 
