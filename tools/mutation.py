@@ -81,6 +81,7 @@ _ATTACK_TESTS = [
     "tests/test_attack_steps.py",
     "tests/test_attack_precision.py",
     "tests/test_attacks.py",
+    "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
 ]
 MODULES: dict[str, Module] = {
@@ -151,6 +152,12 @@ MODULES: dict[str, Module] = {
                 for m in ("_validate_input", "_check_budgets", "_report_zero_gradient")
             ),
         ],
+    ),
+    # Carlini-Wagner L2 (its loop and the attack class)
+    "cw": Module(
+        ["skdknn/attacks/_cw.py"],
+        ["tests/test_attacks_cw_pgd.py"],
+        ["skdknn.attacks._cw.*"],
     ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
