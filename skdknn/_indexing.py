@@ -143,7 +143,11 @@ def fit_indexes(template: Any, source: ActivationSource) -> list[Any]:
     for i, backend in enumerate(backends):
         if streamed[i] and i not in sampled:
             reduced[i] = backend._fit_reduction(np.empty((0, widths[i]), np.float32))
-    rows = [np.empty((n, w), np.float32) for w in reduced]
+    # in the dtype each backend keeps (float16 for a half-precision exact index)
+    rows = [
+        np.empty((n, w), b._row_dtype if s else np.float32)
+        for b, w, s in zip(backends, reduced, streamed, strict=True)
+    ]
     rest = source.chunks(_chunk_rows(source, widths), start=first[1])
     for start, stop, chunk in itertools.chain([first], rest):
         for i, acts in enumerate(chunk):
