@@ -234,7 +234,6 @@ def test_defaults_are_the_papers():
     assert {k: fgsm[k] for k in quiet} == quiet
 
 
-
 class Valley(nn.Module):
     """Two logits ``[s(x), 0]`` with ``s(x) = sum((x - centre)^2)``: against label 1
     the loss log(1 + e^s) grows with ``s``, so its gradient sign is that of

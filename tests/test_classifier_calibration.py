@@ -225,7 +225,7 @@ def test_coverage_on_imbalanced_exchangeable_data(seed):
                 assert in_class.mean() >= bound, (label, in_class.mean())
 
 
-# -- the wiring's messages and edges, each checked in full ------------------------------
+# -- the wiring's messages and edges, each checked in full ----------------------------
 def test_imbalance_warning_in_full_and_at_the_callers_line():
     y = np.repeat([0, 1], [300, 100])
     X = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32) + y[:, None]

@@ -366,9 +366,7 @@ def test_class_imbalance_is_the_distance_to_equal_frequencies():
 def test_stratified_split_accepts_a_class_of_two_samples():
     """Two samples are enough: one to index, one to calibrate."""
     y = np.repeat([0, 1, 2], [30, 30, 2])
-    index, calibration = stratified_calibration_split(
-        y, 31, np.random.RandomState(0)
-    )
+    index, calibration = stratified_calibration_split(y, 31, np.random.RandomState(0))
     assert np.bincount(y[calibration]).tolist() == [15, 15, 1]
     assert np.bincount(y[index]).tolist() == [15, 15, 1]
 
@@ -396,9 +394,7 @@ def test_distances_are_rounded_to_12_decimals():
 @pytest.mark.parametrize("size", [3, 27])
 def test_stratified_split_with_exactly_one_point_per_class_on_a_side(size):
     y = np.repeat([0, 1, 2], [10, 10, 10])
-    index, calibration = stratified_calibration_split(
-        y, size, np.random.RandomState(0)
-    )
+    index, calibration = stratified_calibration_split(y, size, np.random.RandomState(0))
     assert calibration.size == size and index.size == 30 - size
     assert min(np.bincount(y[index]).min(), np.bincount(y[calibration]).min()) == 1
 
