@@ -384,7 +384,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         if self.classes_.size < 2:
             raise ValueError(
                 "DeepKNNClassifier needs samples of at least 2 classes; got 1 class "
-                f"({self.classes_[0]!r})."
+                f"({self.classes_.tolist()[0]!r})."
             )
         rng = check_random_state(self.random_state)
         train_rows, calibration_rows = self._calibration_split(y_encoded, rng)

@@ -387,6 +387,17 @@ def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
     assert remote.best_params_ == local.best_params_
 
 
+def test_closed_client_is_named_in_the_error(client):
+    # the shards live as long as the client that holds them: closing it is not
+    # a lost worker, and the error says so
+    X, Q = _data(seed=6)
+    with distributed.Client(client.cluster, timeout=TIMEOUT) as other:
+        sharded = ShardedBackend(n_neighbors=3, client=other, timeout=TIMEOUT).fit(X)
+    with pytest.raises(ShardLostError, match=r"client .* is closed") as error:
+        sharded.kneighbors(Q)
+    assert "worker" not in str(error.value)
+
+
 # ---------------------------------------------------------------------------------
 # Last: workers lost between fit and predict (gracefully, then abruptly)
 # ---------------------------------------------------------------------------------
