@@ -213,6 +213,11 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "the split reads only the number of rows of its X placeholder",
     ),
     (
+        "skdknn._calibration.x_balanced_calibration_split__*",
+        "counts = np.bincount(y, )",
+        "n_classes is int(y.max()) + 1: the bincount of y already has that length",
+    ),
+    (
         "skdknn._calibration.x_label_shift__*",
         "n_classes = int(y.max()) + 2",
         "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
