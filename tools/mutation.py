@@ -71,6 +71,7 @@ _CLASSIFIER_TESTS = [
     "tests/test_classifier.py",
     "tests/test_calibration.py",
     "tests/test_classifier_calibration.py",
+    "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
 ]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
