@@ -219,6 +219,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "n_classes is int(y.max()) + 1: the bincount of y already has that length",
     ),
     (
+        "skdknn._calibration.x_balanced_calibration_split__*",
+        "size=sizes[j], replace=None)",
+        "RandomState.choice tests `if replace:`: None draws without replacement, "
+        "as False does",
+    ),
+    (
         "skdknn._calibration.x_label_shift__*",
         "n_classes = int(y.max()) + 2",
         "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
