@@ -144,6 +144,9 @@ def test_smoothed_p_values_are_seeded_and_below_the_conformal_ones(data):
     assert not np.array_equal(c.p_values(X[:80]), p)
     assert np.all(p <= upper) and np.all(p > 0)
     assert np.any(p < upper)
+    # one uniform per query and class: copies of one query get their own draws
+    copies = a.p_values(np.repeat(X[:1], 6, axis=0))
+    assert np.unique(copies[:, 0]).size == 6 and np.unique(copies[:, 1]).size == 6
 
 
 def test_mondrian_p_values_use_each_class_scores_only(data):
