@@ -3,6 +3,7 @@
     python tools/mutation.py                      # every core module
     python tools/mutation.py conformal attacks    # some of them
     python tools/mutation.py --report             # scores of the last run only
+    python tools/mutation.py classifier --only '*_search__*'  # some functions
 
 Each module runs in its own copy of the package and tests, ``mutants/<module>/``
 (git-ignored), whose pyproject.toml is the project's with ``[tool.mutmut]`` scoped
@@ -406,6 +407,14 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="GLOB",
+        help="run only the module's mutants whose names match one of these globs "
+        "(e.g. '*_search__*'), to split a slow module into runs of a few "
+        "functions; the others count as not run",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="only print the last run's scores"
     )
     args = parser.parse_args()
@@ -413,6 +422,8 @@ def main() -> int:
     unknown = sorted(set(modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
+    if args.only and len(modules) != 1:
+        parser.error("--only selects mutants of one module: name exactly one")
     if not args.report:
         for name in modules:
             start = time.perf_counter()
@@ -423,7 +434,7 @@ def main() -> int:
                 "run",
                 "--max-children",
                 str(args.max_children),
-                *MODULES[name].globs,
+                *(args.only or MODULES[name].globs),
                 log=log,
             )
             print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
