@@ -4,6 +4,7 @@ persistence, and coverage on an imbalanced tabular data set."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import joblib
@@ -242,7 +243,10 @@ def test_imbalance_warning_in_full_and_at_the_callers_line():
         "guarantee by up to 0.25. Use calibration_split='stratified' (coverage over "
         "all data) or mondrian=True (coverage within each class)."
     )
-    assert warning.filename == __file__  # points at the user's fit call
+    # points at the user's fit call (not checkable under mutmut, whose trampolines
+    # add stack frames between fit and the warning)
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        assert warning.filename == __file__
 
 
 def test_imbalance_at_the_threshold_does_not_warn():
