@@ -225,6 +225,18 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "RandomState.choice tests `if replace:`: None draws without replacement, "
         "as False does",
     ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
+            text,
+            "without dtype, map_blocks infers it by calling prediction_sets on an "
+            "empty block: bool, the same lazy array",
+        )
+        for text in (
+            "significance, dtype=None)",
+            "map_blocks(conformal.prediction_sets, significance, )",
+        )
+    ),
     (
         "skdknn._calibration.x_label_shift__*",
         "n_classes = int(y.max()) + 2",
