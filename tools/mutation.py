@@ -44,6 +44,7 @@ WIRING = [
     "_calibration_split",
     "_search",
     "_p_values_from_counts",
+    "_outputs",
     "predict_with_credibility",
     "neighbor_counts",
     "predict",
@@ -236,6 +237,17 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "significance, dtype=None)",
             "map_blocks(conformal.prediction_sets, significance, )",
         )
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
+        "offset: int = 1",
+        "its one caller, _outputs, always passes offset",
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
+        'uniform = ""',
+        "replaced by the draws when smoothed; conformal.p_values reads uniform for "
+        "the smoothed form only",
     ),
     (
         "skdknn._calibration.x_label_shift__*",
