@@ -683,3 +683,31 @@ def test_refinement_runs_on_one_thread(monkeypatch):
     ExactBackend(5, n_jobs=2).fit(X).kneighbors(Q)
     assert seen == [1]
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------
+# Ties: decided by index, also at the k-th place
+# ---------------------------------------------------------------------------------
+def _nearest_by_distance_then_index(X, Q, k):
+    """Reference in exact integer arithmetic: sort by squared distance, then index."""
+    sq = ((Q[:, None, :].astype(np.int64) - X[None].astype(np.int64)) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(len(X)), sq.shape), sq), axis=1)
+    return np.sqrt(np.take_along_axis(sq, order, 1)[:, :k]), order[:, :k]
+
+
+@pytest.mark.parametrize("k", [1, 4, 9])
+@pytest.mark.parametrize("working_memory", [None, 0.001])
+def test_ties_are_ordered_by_index_and_the_lowest_indices_kept(k, working_memory):
+    """Points of a small integer grid: nearly every row has ties, many straddle
+    the k-th place, and many points are duplicates (refined near pairs)."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, size=(80, 2))
+    Q = rng.integers(-1, 5, size=(30, 2))
+    backend = ExactBackend(n_neighbors=k, working_memory=working_memory)
+    dist, ind = backend.fit(X.astype(np.float32)).kneighbors(Q.astype(np.float32))
+    expected_dist, expected_ind = _nearest_by_distance_then_index(X, Q, k)
+    np.testing.assert_array_equal(ind, expected_ind)
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6)
+    # the data do tie at the k-th place: the k-th and (k+1)-th distances are equal
+    sq = np.sort(((Q[:, None] - X[None]) ** 2).sum(-1), axis=1)
+    assert (sq[:, k] == sq[:, k - 1]).mean() > 0.5
