@@ -200,7 +200,12 @@ def check(pages: list[Path], run: bool, run_slow: bool) -> int:
                 if script in outputs and not contains(
                     outputs[script], lines(block.code), mask=True
                 ):
-                    fail(block, f"differs from the output of {script}:\n{block.code}")
+                    fresh = "\n".join(outputs[script])
+                    fail(
+                        block,
+                        f"differs from the output of {script}:\n{block.code}\n"
+                        f"a fresh run printed:\n{fresh}",
+                    )
             else:
                 script = None
                 fail(
