@@ -36,6 +36,12 @@ Three parts:
     A 6-candidate ``GridSearchCV`` over ``n_neighbors`` and ``metric`` with a
     prefit network (3 folds), with and without ``memory=``.
 
+``float16``
+    ``ExactBackend(storage_dtype="float16")`` against float32 storage, at full
+    width: DkNN accuracy, mean credibility, agreement of the predictions and of
+    each layer's neighbour sets, index memory, on the paper CNN with the embedded
+    real-MNIST sample and on the ResNet-18-shaped stand-in (synthetic images).
+
 Run ``nice python benchmarks/scale.py --part scale --sizes 10000,25000,50000`` (the
 stand-in takes about 20 minutes on 2 cores), ``--quick`` for a smoke run.
 """
@@ -295,6 +301,102 @@ def part_grid(args: argparse.Namespace) -> None:
         print(f"| {label} | {times[label]:.1f} |", flush=True)
 
 
+# -- float16 against float32 storage of full-width exact indexes ----------------
+def _compare_storage(
+    label: str, make_clf, X: np.ndarray, y: np.ndarray, Xq: np.ndarray, yq: np.ndarray
+) -> None:
+    from skdknn.neighbors import ExactBackend
+
+    out = {}
+    for dtype in ("float32", "float16"):
+        clf = make_clf(ExactBackend(storage_dtype=dtype))
+        start = time.perf_counter()
+        clf.fit(X, y)
+        result = clf.predict_with_credibility(Xq, return_neighbors=True)
+        elapsed = time.perf_counter() - start
+        index_mb = sum(b._fit_X.nbytes for b in clf.backends_) / 2**20
+        out[dtype] = (result, elapsed, index_mb)
+        del clf
+    r32, r16 = out["float32"][0], out["float16"][0]
+    k = r32.neighbors.shape[2]
+    same_set = [
+        np.mean(
+            [
+                len(np.intersect1d(a, b, assume_unique=True)) / k
+                for a, b in zip(
+                    r32.neighbors[:, layer], r16.neighbors[:, layer], strict=True
+                )
+            ]
+        )
+        for layer in range(r32.neighbors.shape[1])
+    ]
+    for dtype, (r, elapsed, index_mb) in out.items():
+        agree = " / ".join(f"{v:.4f}" for v in same_set) if dtype == "float16" else ""
+        print(
+            f"| {label} | {dtype} | {index_mb:,.0f} | "
+            f"{np.mean(r.prediction == yq):.4f} | "
+            f"{r.credibility.mean():.4f} | "
+            f"{np.mean(r.prediction == r32.prediction):.4f} | "
+            f"{np.abs(r.credibility - r32.credibility).max():.4f} | {agree} | "
+            f"{elapsed:.0f} |",
+            flush=True,
+        )
+
+
+def part_float16(args: argparse.Namespace) -> None:
+    import torch
+    from sklearn.frozen import FrozenEstimator
+
+    from skdknn import DeepKNNClassifier
+    from skdknn.datasets import load_mnist
+
+    print("\n## float16 against float32 storage of full-width exact indexes\n")
+    print(
+        "| network | storage | indexes (MB) | DkNN accuracy | mean credibility | "
+        "same prediction as float32 | max credibility change | "
+        "same neighbours per layer | fit + predict (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    X, y = load_mnist(return_X_y=True)
+    n_fit = 1000 if args.quick else 4000
+    cnn = DeepKNNClassifier(
+        n_neighbors=75, max_epochs=1 if args.quick else 3, random_state=0
+    ).fit(X[:n_fit], y[:n_fit])
+    _compare_storage(
+        f"paper CNN, embedded MNIST ({n_fit:,} fit, {len(X) - n_fit:,} test)",
+        lambda backend: DeepKNNClassifier(
+            net=FrozenEstimator(cnn.net_),
+            n_neighbors=75,
+            backend=backend,
+            random_state=0,
+        ),
+        X[:n_fit],
+        y[:n_fit],
+        X[n_fit:],
+        y[n_fit:],
+    )
+    n, n_query = (1000, 200) if args.quick else (5000, 1000)
+    torch.manual_seed(0)
+    net = standin().eval()
+    Xs, ys = images(n + n_query, seed=0)
+    _compare_storage(
+        f"ResNet-18-shaped stand-in, stage outputs ({n:,} fit, {n_query:,} test)",
+        lambda backend: DeepKNNClassifier(
+            net=FrozenEstimator(net),
+            layers=STAGES,
+            n_neighbors=75,
+            calibration_size=750,
+            backend=backend,
+            batch_size=250,
+            random_state=0,
+        ),
+        Xs[:n],
+        ys[:n],
+        Xs[n:],
+        ys[n:],
+    )
+
+
 def machine() -> str:
     import sklearn
     import torch
@@ -316,7 +418,9 @@ def machine() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--part", choices=["scale", "single-pass", "grid", "all"], default="all"
+        "--part",
+        choices=["scale", "single-pass", "grid", "float16", "all"],
+        default="all",
     )
     parser.add_argument("--sizes", default="10000,25000,50000")
     parser.add_argument("--n-query", type=int, default=10_000)
@@ -346,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         part_single_pass(args)
     if args.part in ("grid", "all"):
         part_grid(args)
+    if args.part in ("float16", "all"):
+        part_float16(args)
     return 0
 
 

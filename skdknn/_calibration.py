@@ -159,7 +159,8 @@ def stratified_calibration_split(
 
 def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> float:
     """Total variation distance between the class frequencies of ``y`` and of the
-    calibration rows: half the sum over classes of their absolute differences.
+    calibration rows: half the sum over classes of their absolute differences,
+    rounded to 12 decimal places (so that float noise does not show).
 
     Prediction sets calibrated on one class mix and used on data with another
     (each class's inputs distributed alike) cover within this distance of the
@@ -183,7 +184,8 @@ def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> floa
 
 def class_imbalance(y: NDArray[np.intp]) -> float:
     """Total variation distance between the class frequencies of ``y`` and equal
-    frequencies (those of a class-balanced calibration set).
+    frequencies (those of a class-balanced calibration set), rounded to 12
+    decimal places.
 
     Unlike :func:`label_shift` of an actual balanced split, it ignores the
     rounding of small calibration sets (4 points over 3 classes are 2/1/1).

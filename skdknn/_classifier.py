@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
+from math import prod
 from numbers import Integral, Real
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch, assert_all_finite, check_random_state
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
@@ -18,7 +20,12 @@ from sklearn.utils._param_validation import (
     StrOptions,
 )
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 from torch import nn
 
 from . import conformal
@@ -30,8 +37,14 @@ from ._calibration import (
     class_imbalance,
     stratified_calibration_split,
 )
+from ._dask import check_dask_rows, is_dask_array, share
 from ._graph import default_layers, match_layer, resolve_layer
-from ._indexing import ActivationSource, fit_indexes, query_indexes
+from ._indexing import (
+    ActivationSource,
+    fit_indexes,
+    query_indexes,
+    query_indexes_lazy,
+)
 from ._network import (
     build_network,
     initialize_network,
@@ -357,18 +370,21 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             When a class has fewer indexed points than ``n_neighbors``.
         """
         self._validate_params()
-        X_flat, image_shape = as_flat_rows(X)
-        X_flat, y = validate_data(self, X_flat, y, dtype=np.float32)
+        if is_dask_array(X):
+            X_flat, image_shape, y = self._validate_dask_fit_input(X, y)
+        else:
+            X_flat, image_shape = as_flat_rows(X)
+            X_flat, y = validate_data(self, X_flat, y, dtype=np.float32)
+            self.input_range_ = value_range(X_flat)
         check_classification_targets(y)
-        self.input_range_ = value_range(X_flat)
         self.input_shape_ = check_input_shape(
-            self.input_shape, image_shape, X_flat.shape[1]
+            self.input_shape, image_shape, self.n_features_in_
         )
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if self.classes_.size < 2:
             raise ValueError(
                 "DeepKNNClassifier needs samples of at least 2 classes; got 1 class "
-                f"({self.classes_[0]!r})."
+                f"({self.classes_.tolist()[0]!r})."
             )
         rng = check_random_state(self.random_state)
         train_rows, calibration_rows = self._calibration_split(y_encoded, rng)
@@ -402,6 +418,31 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         self._smoothing_seed = int(rng.randint(np.iinfo(np.int32).max))
         self.skdknn_version_ = __version__
         return self
+
+    def _validate_dask_fit_input(self, X: Any, y: Any) -> tuple[Any, Any, Any]:
+        """``fit``'s checks of a dask array ``X`` (and labels, numpy or dask):
+        shapes at once, values in one pass over the blocks (``input_range_``, and
+        non-finite values refused). Returns the lazy float32 images (or rows),
+        the image shape and the labels, gathered (one value per row)."""
+        name = type(self).__name__
+        X, image_shape = _dask_images(X, name)
+        # the shape checks and messages of an array in memory, on one row of it
+        n, d = X.shape[0], prod(X.shape[1:])
+        validate_data(self, np.zeros((min(n, 1), d), np.float32), dtype=np.float32)
+        y = column_or_1d(y.compute() if is_dask_array(y) else y, warn=True)
+        check_consistent_length(X, y)
+        X = X.astype(np.float32)
+        import dask
+
+        low, high = dask.compute(X.min(), X.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            kind = "NaN" if np.isnan(low) or np.isnan(high) else "infinity"
+            raise ValueError(
+                f"Input X contains {kind} (once converted to float32); {name} "
+                "needs finite values."
+            )
+        self.input_range_ = np.array([low, high], dtype=np.float64)
+        return X, image_shape, y
 
     def _calibration_split(
         self, y: NDArray[np.intp], rng: np.random.RandomState
@@ -454,6 +495,22 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         cache entry holding every layer of both row sets from one forward pass.
         """
         layers, batch_size = self.layers_, self.batch_size
+        if is_dask_array(X_net):
+            if self.memory is not None:
+                warnings.warn(
+                    "memory= caches activations of arrays in memory; it is not "
+                    "used for a dask array X.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            # computed by Dask where the blocks are (the rows are sorted)
+            module = self.module_
+            return (
+                ActivationSource(
+                    layers, batch_size, module, X_net[train_rows], verbose=self.verbose
+                ),
+                ActivationSource(layers, batch_size, module, X_net[calibration_rows]),
+            )
         if self.memory is None:
             module = self.module_
             return (
@@ -499,7 +556,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             self.layers_ = self._resolve_layers(initialize_network(net))
             if is_prefit(net):  # never copy the training rows for a prefit net
                 return net
-            return train_network(net, X_net[train_rows], y)
+            X_train: Any = X_net[train_rows]
+            if is_dask_array(X_train):
+                # skorch trains on arrays in memory: the training inputs (not
+                # their activations) are gathered here
+                X_train = np.asarray(X_train.compute())
+            return train_network(net, X_train, y)
 
     def _resolve_layers(self, module: nn.Module) -> list[str]:
         layers = default_layers(module) if self.layers is None else list(self.layers)
@@ -526,8 +588,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         return torch_module(self.net_)
 
     def _network_input(self, X_flat: NDArray[np.float32]) -> NDArray[np.float32]:
-        if self.input_shape_ is None:
-            return X_flat
+        if self.input_shape_ is None or X_flat.shape[1:] == self.input_shape_:
+            return X_flat  # rows, or (dask) images already
         return X_flat.reshape(X_flat.shape[0], *self.input_shape_)
 
     def _validate_input(self, X: Any) -> NDArray[np.float32]:
@@ -563,15 +625,26 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             n_jobs=self.n_jobs,
         )
         for start, stop, results in chunks:
+            found, rows, dist = self._counts_from_neighbors(results, return_neighbors)
+            counts[start:stop] = found
             if return_neighbors:
                 assert neighbors is not None and distances is not None
-                distances[start:stop] = np.stack([d for d, _ in results], axis=1)
-                results = [ind for _, ind in results]
-                neighbors[start:stop] = self.train_indices_[np.stack(results, axis=1)]
-            labels = self.y_index_[np.stack(results, axis=1)]
-            counts[start:stop] = conformal.neighbor_label_counts(
-                labels, self.classes_.size
-            )
+                assert rows is not None and dist is not None
+                neighbors[start:stop], distances[start:stop] = rows, dist
+        return counts, neighbors, distances
+
+    def _counts_from_neighbors(
+        self, results: list[Any], return_neighbors: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.intp] | None, NDArray | None]:
+        """Counts (and neighbours' rows of the fit ``X``, distances) of one chunk of
+        queries from each layer's ``kneighbors`` answer."""
+        neighbors = distances = None
+        if return_neighbors:
+            distances = np.stack([d for d, _ in results], axis=1)
+            results = [ind for _, ind in results]
+            neighbors = self.train_indices_[np.stack(results, axis=1)]
+        labels = self.y_index_[np.stack(results, axis=1)]
+        counts = conformal.neighbor_label_counts(labels, self.classes_.size)
         return counts, neighbors, distances
 
     def _query_source(
@@ -632,10 +705,24 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         >>> bool((result.prediction == clf.predict(X[:3])).all())
         True
         """
+        if is_dask_array(X):
+            return self._lazy_outputs(X, return_neighbors)
         counts, neighbors, distances = self._search(
             self._query_source(X), return_neighbors=return_neighbors
         )
-        p = self._p_values_from_counts(counts)
+        return self._outputs(counts, neighbors, distances)
+
+    def _outputs(
+        self,
+        counts: NDArray[np.int64],
+        neighbors: NDArray[np.intp] | None = None,
+        distances: NDArray | None = None,
+        offset: int = 0,
+    ) -> Bunch:
+        """Every output of queries from their counts (see
+        :meth:`predict_with_credibility`); ``offset``: position of the first
+        query in ``X``."""
+        p = self._p_values_from_counts(counts, offset)
         result = Bunch(
             prediction=self.classes_[conformal.predict_from_counts(counts)],
             p_values=p,
@@ -643,9 +730,89 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             confidence=conformal.confidence(p),
             counts=counts,
         )
-        if return_neighbors:
+        if neighbors is not None:
             result.update(neighbors=neighbors, distances=distances)
         return result
+
+    # -- dask arrays of queries ----------
+    def _validate_dask_input(self, X: Any) -> Any:
+        """Network input of a dask array of queries: its shapes checked at once,
+        its values (finite, in range) when each block is computed."""
+        check_is_fitted(self)
+        name = type(self).__name__
+        X_images, image_shape = _dask_images(X, name)
+        check_fitted_shape(X, image_shape, self.input_shape_, self.n_features_in_, name)
+        n, d = X_images.shape[0], prod(X_images.shape[1:])
+        validate_data(self, np.zeros((min(n, 1), d), np.float32), reset=False)
+        X_images = X_images.astype(np.float32).map_blocks(
+            _checked_block, getattr(self, "input_range_", None), name, dtype=np.float32
+        )
+        return self._network_input(X_images)
+
+    def _lazy_outputs(self, X: Any, return_neighbors: bool) -> Bunch:
+        """:meth:`predict_with_credibility` of a dask array: a Bunch of dask arrays
+        chunked along rows like ``X``.
+
+        The queries are cut into the chunks an array in memory is processed in
+        (so the answers are the same bit for bit); for each, a Dask task runs the
+        network, one per layer searches the index (an in-process index is sent to
+        every worker once; a sharded index is searched on its shards' workers)
+        and one computes the outputs from the counts.
+        """
+        import dask.array as da
+        from dask import delayed
+
+        X_net = self._validate_dask_input(X)
+        source = ActivationSource(
+            self.layers_, self.batch_size, module=self.module_, X=X_net
+        )
+        client, blocks = query_indexes_lazy(
+            self.backends_,
+            source,
+            self.n_neighbors,
+            return_distance=return_neighbors,
+        )
+        head = share(self._head(), client)
+        n_layers, k, C = len(self.layers_), self.n_neighbors, self.classes_.size
+        fields = {
+            "prediction": ((), self.classes_.dtype),
+            "p_values": ((C,), np.float64),
+            "credibility": ((), np.float64),
+            "confidence": ((), np.float64),
+            "counts": ((n_layers, C), np.int64),
+        }
+        if return_neighbors:
+            fields["neighbors"] = ((n_layers, k), np.intp)
+            fields["distances"] = ((n_layers, k), np.float32)
+        parts: dict[str, list[Any]] = {name: [] for name in fields}
+        for start, stop, results in blocks:
+            outputs = delayed(_block_outputs, pure=False)(
+                head, results, start, return_neighbors
+            )
+            for name, (shape, dtype) in fields.items():
+                parts[name].append(
+                    da.from_delayed(
+                        outputs[name],
+                        shape=(stop - start, *shape),
+                        dtype=dtype,
+                    )
+                )
+        rows = X.chunks[0]
+        return Bunch(
+            **{
+                name: da.concatenate(blocks_, axis=0).rechunk({0: rows})
+                for name, blocks_ in parts.items()
+            }
+        )
+
+    def _head(self) -> DeepKNNClassifier:
+        """What turns neighbours into outputs, without the network and the indexes
+        (a light copy sent to the workers)."""
+        head = copy.copy(self)
+        head.net = None
+        head.backend = None
+        del head.net_, head.backends_
+        return head
 
     def neighbor_counts(self, X: Any) -> NDArray[np.int64]:
         """Number of neighbours of each class in each layer: n_{l,j}(x).
@@ -660,6 +827,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             ``counts[i, l, j]`` neighbours of ``X[i]`` in ``layers_[l]`` have label
             ``classes_[j]``.
         """
+        if is_dask_array(X):
+            return self._lazy_outputs(X, return_neighbors=False).counts
         counts: NDArray[np.int64] = self._search(self._query_source(X))[0]
         return counts
 
@@ -691,7 +860,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Rows sum to one; columns follow ``classes_``.
         """
-        return conformal.neighbor_proba(self.neighbor_counts(X))
+        counts: Any = self.neighbor_counts(X)
+        if is_dask_array(counts):
+            return counts.map_blocks(
+                conformal.neighbor_proba, drop_axis=1, dtype=np.float64
+            )
+        return conformal.neighbor_proba(counts)
 
     def p_values(self, X: Any) -> NDArray[np.float64]:
         """Conformal p-value of every class: share of calibration scores >= alpha_j.
@@ -712,14 +886,20 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         p: NDArray[np.float64] = self.predict_with_credibility(X).p_values
         return p
 
-    def _p_values_from_counts(self, counts: NDArray[np.int64]) -> NDArray[np.float64]:
+    def _p_values_from_counts(
+        self, counts: NDArray[np.int64], offset: int = 0
+    ) -> NDArray[np.float64]:
         """p-values of the form ``p_value`` (Mondrian or not) from neighbour counts
         (the one place where p-values are computed: every public method goes
-        through here)."""
+        through here). ``offset``: position in ``X`` of the first row, whose
+        smoothing draws follow those of the rows before it."""
         alpha = conformal.nonconformity(counts, self.n_neighbors)
         uniform = None
         if self.p_value == "smoothed":
-            uniform = np.random.default_rng(self._smoothing_seed).random(alpha.shape)
+            # PCG64 takes one 64-bit step per uniform draw: skip the earlier rows'
+            bits = np.random.PCG64(self._smoothing_seed)
+            bits.advance(offset * alpha.shape[1])
+            uniform = np.random.Generator(bits).random(alpha.shape)
         labels = None
         if self.mondrian:
             labels = np.searchsorted(self.classes_, self.calibration_labels_)
@@ -784,7 +964,11 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         sets : ndarray of bool, shape (n_samples, n_classes)
             ``sets[i, j]`` is True when ``classes_[j]`` is in the set of ``X[i]``.
         """
-        return conformal.prediction_sets(self.p_values(X), significance)
+        p: Any = self.p_values(X)
+        if is_dask_array(p):
+            conformal.prediction_sets(p[:0].compute(), significance)  # checks it
+            return p.map_blocks(conformal.prediction_sets, significance, dtype=bool)
+        return conformal.prediction_sets(p, significance)
 
     def kneighbors(
         self,
@@ -866,3 +1050,36 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+# -- tasks of the dask path (module level: pickled by reference) ---------------------
+def _dask_images(X: Any, owner: str) -> tuple[Any, tuple[int, ...] | None]:
+    """A dask array of images ``(n, C, H, W)`` (channel axis added to ``(n, H,
+    W)``) or rows ``(n, d)``, and the image shape. Not flattened: dask's reshape
+    back to images would cost a copy (and confuses its scheduler's keys)."""
+    X = check_dask_rows(X, min_ndim=2, max_ndim=4, owner=owner)
+    if X.ndim == 3:
+        X = X[:, None]
+    image_shape = tuple(int(s) for s in X.shape[1:]) if X.ndim == 4 else None
+    return X, image_shape
+
+
+def _checked_block(
+    X: NDArray[np.float32], fitted_range: Any, owner: str
+) -> NDArray[np.float32]:
+    """A block of queries: finite values (as ``validate_data`` checks), and the
+    range warning of an array in memory (shown by Dask's local scheduler; a
+    worker's warnings stay in its log)."""
+    assert_all_finite(X, input_name="X", estimator_name=owner)
+    check_value_range(X, fitted_range, owner)
+    return X
+
+
+def _block_outputs(
+    head: DeepKNNClassifier, results: list[Any], offset: int, return_neighbors: bool
+) -> Bunch:
+    """On a worker: a block of queries' outputs from each layer's neighbours."""
+    counts, neighbors, distances = head._counts_from_neighbors(
+        results, return_neighbors
+    )
+    return head._outputs(counts, neighbors, distances, offset)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._dask import active_client
 from .neighbors._base import import_optional
 
 __all__ = ["blockwise"]
@@ -38,11 +39,12 @@ def blockwise(
     Parameters
     ----------
     estimator : object
-        A fitted estimator, e.g. a :class:`~skdknn.DeepKNNClassifier` or an
-        attack (:class:`~skdknn.FGSMAttack`, ...). (A model whose backends are
-        :class:`~skdknn.neighbors.ShardedBackend` would be sent with its shards
-        gathered: call its methods on the client instead, whose searches already
-        run on the shards' workers.)
+        A fitted estimator, e.g. an attack (:class:`~skdknn.FGSMAttack`, ...).
+        A :class:`~skdknn.DeepKNNClassifier`'s own methods take dask arrays and
+        return dask arrays (its network and indexes sent once, a sharded index
+        searched on its shards' workers): call them directly rather than through
+        this function, which would send a model with
+        :class:`~skdknn.neighbors.ShardedBackend` indexes with their shards gathered.
     method : str
         Name of the method: ``"predict"``, ``"predict_proba"``, ``"p_values"``,
         ``"credibility"``, ``"confidence"``, ``"predict_set"``,
@@ -85,7 +87,7 @@ def blockwise(
     if X.ndim > 1 and any(n > 1 for n in X.numblocks[1:]):
         X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
     if client is None:
-        client = _default_client()
+        client = active_client()
     model = estimator if client is None else client.scatter(estimator, broadcast=True)
     probe = _apply(np.asarray(X[:1].compute()), estimator, method, kwargs)
     blocks = X.to_delayed().ravel()
@@ -98,15 +100,3 @@ def blockwise(
         for block, rows in zip(blocks, X.chunks[0], strict=True)
     ]
     return da.concatenate(parts, axis=0)
-
-
-def _default_client() -> Any:
-    """The active distributed client, or None (distributed absent or no client)."""
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None

@@ -228,3 +228,46 @@ def test_defaults_are_the_papers():
     assert bim["step"] == 0.01 and bim["n_iter"] == 100 and not bim["random_start"]
     fgsm = FGSMAttack(Wavy()).get_params()
     assert {k: fgsm[k] for k in expected} == expected
+    # quiet, on the network's device, unseeded, one run
+    quiet = dict(device=None, random_state=None, verbose=0)
+    assert {k: bim[k] for k in quiet} == quiet and bim["n_restarts"] == 1
+    assert {k: fgsm[k] for k in quiet} == quiet
+
+
+class Valley(nn.Module):
+    """Two logits ``[s(x), 0]`` with ``s(x) = sum((x - centre)^2)``: against label 1
+    the loss log(1 + e^s) grows with ``s``, so its gradient sign is that of
+    ``x - centre``."""
+
+    def __init__(self, centre: float):
+        super().__init__()
+        self.centre = centre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = ((x - self.centre) ** 2).sum(dim=1)
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+@pytest.mark.parametrize("edge", [0.0, 1.0])
+def test_random_start_is_clipped_to_the_box_before_the_first_gradient(edge):
+    """Inputs on a box edge with eps 0.2: about 40 % of the random starts fall
+    outside the box. The valley's centre lies 0.05 outside that edge, so from every
+    start inside the box the first step points inwards (by ``step``); a start left
+    outside the box, past the centre, would step outwards and be clipped back onto
+    the edge."""
+    inward = 1.0 if edge == 0.0 else -1.0
+    X = np.full((200, 4), edge, dtype=np.float32)
+    eps, step = 0.2, 0.05
+    attack = BIMAttack(
+        Valley(edge - 0.05 * inward),
+        eps=eps,
+        step=step,
+        n_iter=1,
+        random_start=True,
+        random_state=0,
+    ).fit(X)
+    moved = inward * (attack.generate(X, np.ones(len(X), dtype=np.int64)) - X)
+    assert moved.min() >= step - 1e-6  # every coordinate stepped inwards
+    assert moved.max() <= eps + 1e-6
+    # the random starts spread over the ball's half inside the box
+    assert np.unique(moved).size > 100

@@ -223,3 +223,61 @@ def test_coverage_on_imbalanced_exchangeable_data(seed):
                 slack_j = 4 * np.sqrt(eps * (1 - eps) * (1 / n_j + 1 / in_class.size))
                 bound = conformal.coverage_bound(eps, n_j) - slack_j
                 assert in_class.mean() >= bound, (label, in_class.mean())
+
+
+# -- the wiring's messages and edges, each checked in full ----------------------------
+def test_imbalance_warning_in_full_and_at_the_callers_line():
+    y = np.repeat([0, 1], [300, 100])
+    X = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32) + y[:, None]
+    with pytest.warns(UserWarning) as record:
+        tiny(max_epochs=1, calibration_size=40).fit(X, y)
+    (warning,) = [w for w in record if "imbalanced" in str(w.message)]
+    assert str(warning.message) == (
+        "The classes are imbalanced (frequencies from 25.0% to 75.0%) but "
+        "calibration_split='balanced' calibrates on equal counts per class: on data "
+        "distributed like y, the coverage of the prediction sets can miss its "
+        "guarantee by up to 0.25. Use calibration_split='stratified' (coverage over "
+        "all data) or mondrian=True (coverage within each class)."
+    )
+    assert warning.filename == __file__  # points at the user's fit call
+
+
+def test_imbalance_at_the_threshold_does_not_warn():
+    # 55 / 45: class_imbalance is exactly IMBALANCE_THRESHOLD = 0.05
+    y = np.repeat([0, 1], [220, 180])
+    X = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32) + y[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny(max_epochs=1, calibration_size=40).fit(X, y)
+
+
+def test_a_class_without_calibration_points_needs_mondrian_to_fail():
+    X, y = make_classification(
+        n_samples=400, n_features=8, n_classes=3, n_informative=4,
+        weights=[0.6, 0.395, 0.005], random_state=0,
+    )  # fmt: skip
+    params = dict(max_epochs=1, calibration_size=20, calibration_split="stratified")
+    with pytest.raises(ValueError) as info:
+        tiny(mondrian=True, **params).fit(X, y)
+    assert str(info.value) == (
+        "mondrian=True needs calibration points of every class, but class 2 has "
+        "none: its share of calibration_size=20 rounds to zero with "
+        "calibration_split='stratified'. Raise calibration_size or use "
+        "calibration_split='balanced'."
+    )
+    # without mondrian, a class without calibration points is allowed
+    clf = fit_quietly(tiny(mondrian=False, **params), X, y)  # class 2: 3 indexed
+    assert 2 not in y[clf.calibration_indices_]
+    assert clf.calibration_nonconformity_.size == 20
+
+
+@pytest.mark.parametrize("label", ["cat", 3])
+def test_single_class_error_in_full(label):
+    # the label as the user wrote it ('cat', not np.str_('cat'))
+    X = np.random.default_rng(0).normal(size=(50, 4))
+    with pytest.raises(ValueError) as info:
+        tiny().fit(X, np.full(50, label))
+    assert str(info.value) == (
+        "DeepKNNClassifier needs samples of at least 2 classes; got 1 class "
+        f"({label!r})."
+    )

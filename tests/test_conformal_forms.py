@@ -337,10 +337,15 @@ def test_stratified_split_errors(y, size, message):
 
 def test_stratified_split_error_names_the_users_class():
     y = np.repeat([0, 1], [20, 1])
-    with pytest.raises(ValueError, match="Class 'rare' has 1 sample"):
+    with pytest.raises(ValueError) as error:
         stratified_calibration_split(
             y, 5, np.random.RandomState(0), classes=np.array(["common", "rare"])
         )
+    assert str(error.value) == (
+        "Class 'rare' has 1 sample; calibration_split='stratified' needs at least 2 "
+        "per class (to index and to calibrate). Use calibration_split='balanced' or "
+        "add samples."
+    )
 
 
 def test_label_shift_is_the_total_variation_distance():
@@ -356,3 +361,51 @@ def test_class_imbalance_is_the_distance_to_equal_frequencies():
     assert class_imbalance(np.repeat([0, 1], [90, 10])) == pytest.approx(0.4)
     assert class_imbalance(np.repeat([0, 1], [60, 40])) == pytest.approx(0.1)
     assert class_imbalance(np.repeat([0, 1, 2], [10, 10, 10])) == 0.0
+
+
+def test_stratified_split_accepts_a_class_of_two_samples():
+    """Two samples are enough: one to index, one to calibrate."""
+    y = np.repeat([0, 1, 2], [30, 30, 2])
+    index, calibration = stratified_calibration_split(y, 31, np.random.RandomState(0))
+    assert np.bincount(y[calibration]).tolist() == [15, 15, 1]
+    assert np.bincount(y[index]).tolist() == [15, 15, 1]
+
+
+def test_label_shift_when_the_calibration_rows_miss_the_last_class():
+    """A class too rare for the stratified split (its share rounds to zero) has
+    no calibration point: its whole frequency counts in the distance."""
+    y = np.repeat([0, 1, 2], [50, 45, 5])
+    _, calibration = stratified_calibration_split(y, 10, np.random.RandomState(0))
+    assert 2 not in y[calibration]
+    # 5 / 5 / 0 against 0.5 / 0.45 / 0.05: (0 + 0.05 + 0.05) / 2
+    assert label_shift(y, calibration) == 0.05
+    assert label_shift(y, np.flatnonzero(y == 0)) == 0.5
+
+
+def test_distances_are_rounded_to_12_decimals():
+    """Rounded so that float noise does not show (0.4, not 0.39999999999999997),
+    and to no fewer decimals than that."""
+    y = np.array([0, 1, 2])
+    assert label_shift(y, np.array([0])) == 0.666666666667  # (2/3 + 1/3 + 1/3) / 2
+    assert class_imbalance(np.array([0, 0, 1])) == 0.166666666667  # (1/6 + 1/6) / 2
+    assert label_shift(np.repeat([0, 1], [90, 10]), np.r_[0:5, 90:95]) == 0.4
+
+
+@pytest.mark.parametrize("size", [3, 27])
+def test_stratified_split_with_exactly_one_point_per_class_on_a_side(size):
+    y = np.repeat([0, 1, 2], [10, 10, 10])
+    index, calibration = stratified_calibration_split(y, size, np.random.RandomState(0))
+    assert calibration.size == size and index.size == 30 - size
+    assert min(np.bincount(y[index]).min(), np.bincount(y[calibration]).min()) == 1
+
+
+def test_stratified_split_size_error_in_full():
+    with pytest.raises(ValueError) as info:
+        stratified_calibration_split(
+            np.repeat([0, 1, 2], [20, 20, 20]), 58, np.random.RandomState(0)
+        )
+    assert str(info.value) == (
+        "calibration_size=58 splits 60 samples into 2 indexed and 58 calibration "
+        "points; calibration_split='stratified' needs at least one point per class "
+        "(3) on each side."
+    )

@@ -3,13 +3,16 @@ each) started here, shared by the module and closed at its end.
 
 Sharded exact search == ExactBackend bit for bit (indices, distances, and the
 DkNN's predictions and credibility); sharded approximate engines keep their recall;
-dask-array inputs; GridSearchCV under joblib's dask backend == the local search;
+dask-array inputs (DeepKNNClassifier fitted and queried on dask arrays of images ==
+the same on numpy arrays, with and without a cluster); GridSearchCV under joblib's
+dask backend == the local search;
 an attack blockwise; a joblib round trip and re-scatter; workers lost between fit
 and predict (last: a worker retired, then the other killed).
 """
 
 from __future__ import annotations
 
+import dask
 import joblib
 import numpy as np
 import pytest
@@ -65,6 +68,113 @@ def _data(seed=0, n=900, d=12):
 def _assert_same(a, b):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------
+# First, before the cluster starts: dask arrays on Dask's local scheduler
+# ---------------------------------------------------------------------------------
+#: Every output of the one-pass method, and its array type.
+FIELDS = ("prediction", "p_values", "credibility", "confidence", "counts")
+
+
+def _images(n=300, seed=0):
+    """Small 1 x 8 x 8 "images" of 3 classes (a flat MLP sees 64 features)."""
+    X, y = make_classification(
+        n_samples=n, n_features=64, n_informative=8, n_classes=3, random_state=seed
+    )
+    return X.reshape(n, 1, 8, 8).astype(np.float32), y
+
+
+def _image_dknn(**params):
+    from skdknn.nets import MLP
+
+    return DeepKNNClassifier(
+        net=MLP,
+        n_neighbors=6,
+        calibration_size=45,
+        max_epochs=2,
+        batch_size=48,
+        random_state=0,
+        **params,
+    )
+
+
+def _assert_same_model(dask_model, numpy_model):
+    for name in (
+        "train_indices_",
+        "calibration_indices_",
+        "y_index_",
+        "calibration_nonconformity_",
+        "calibration_labels_",
+        "input_range_",
+    ):
+        np.testing.assert_array_equal(
+            getattr(dask_model, name), getattr(numpy_model, name), err_msg=name
+        )
+    assert dask_model.input_shape_ == numpy_model.input_shape_
+    assert dask_model.n_features_in_ == numpy_model.n_features_in_
+
+
+ALL_METHODS = (
+    "predict",
+    "predict_proba",
+    "p_values",
+    "credibility",
+    "confidence",
+    "neighbor_counts",
+    "predict_set",
+)
+
+
+def _assert_same_outputs(dask_model, numpy_model, X_dask, X, methods=ALL_METHODS):
+    """The one-pass method and ``methods``: dask arrays chunked like X_dask, whose
+    values equal the numpy model's on X."""
+    result = dask_model.predict_with_credibility(X_dask)
+    expected = numpy_model.predict_with_credibility(X)
+    assert sorted(result) == sorted(expected)
+    for field in FIELDS:
+        assert isinstance(result[field], da.Array), field
+        assert result[field].chunks[0] == X_dask.chunks[0], field
+    computed = dict(
+        zip(FIELDS, dask.compute(*(result[f] for f in FIELDS)), strict=True)
+    )
+    for field in FIELDS:
+        np.testing.assert_array_equal(computed[field], expected[field], err_msg=field)
+    for method in methods:
+        args = (0.2,) if method == "predict_set" else ()
+        lazy = getattr(dask_model, method)(X_dask, *args)
+        assert isinstance(lazy, da.Array), method
+        assert lazy.chunks[0] == X_dask.chunks[0], method
+        np.testing.assert_array_equal(
+            lazy.compute(), getattr(numpy_model, method)(X, *args), err_msg=method
+        )
+
+
+def test_dask_arrays_without_a_cluster(tmp_path):
+    # no distributed client yet (this test runs before the module's cluster):
+    # Dask's local scheduler computes the activations and the searches
+    with pytest.raises(ValueError):
+        distributed.default_client()
+    X, y = _images()
+    # blocks of 37 rows: they align with neither batch_size=48 nor the split
+    X_dask = da.from_array(X, chunks=(37, 1, 8, 8))
+    model = _image_dknn(p_value="smoothed").fit(X_dask, da.from_array(y, chunks=50))
+    reference = _image_dknn(p_value="smoothed").fit(X, y)
+    _assert_same_model(model, reference)
+    _assert_same_outputs(model, reference, X_dask[:130], X[:130])
+    with_neighbors = model.predict_with_credibility(X_dask[:130], return_neighbors=True)
+    expected = reference.predict_with_credibility(X[:130], return_neighbors=True)
+    for field in ("neighbors", "distances"):
+        assert isinstance(with_neighbors[field], da.Array)
+        np.testing.assert_array_equal(with_neighbors[field].compute(), expected[field])
+    assert model.score(X_dask, y) == reference.score(X, y)
+    # the activation cache keys arrays in memory: not used, and said so
+    with pytest.warns(UserWarning, match="memory= .* not used for a dask array"):
+        cached = _image_dknn(memory=str(tmp_path)).fit(X_dask, y)
+    np.testing.assert_array_equal(
+        cached.calibration_nonconformity_,
+        _image_dknn().fit(X, y).calibration_nonconformity_,
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -215,6 +325,64 @@ def test_blockwise_predictions_and_attack(client, dknn):
     np.testing.assert_array_equal(adversarial.compute(), attack.transform(X[360:]))
 
 
+@pytest.mark.parametrize(
+    "backend", ["exact", ShardedBackend(timeout=TIMEOUT)], ids=["exact", "sharded"]
+)
+def test_dknn_on_dask_arrays_equals_numpy(client, backend, monkeypatch):
+    X, y = _images(seed=1)
+    X_dask = da.from_array(X, chunks=(37, 1, 8, 8))
+    if isinstance(backend, ShardedBackend):
+        # the activations go from the workers into the shards: a fit through the
+        # client (the numpy path: rows streamed here, then scattered) would fail
+        def gathered(*args, **kwargs):
+            raise AssertionError("full-width activations gathered on the client")
+
+        monkeypatch.setattr(ShardedBackend, "_finish_stream", gathered)
+    model = _image_dknn(backend=backend, p_value="smoothed").fit(X_dask, y)
+    monkeypatch.undo()
+    reference = _image_dknn(backend=backend, p_value="smoothed").fit(X, y)
+    if isinstance(backend, ShardedBackend):
+        assert all(b._distributed and b.n_shards_ == 2 for b in model.backends_)
+    _assert_same_model(model, reference)
+    # queries chunked unlike the fit and unlike batch_size, a short last block (the
+    # other methods read a field of the one-pass method: tested without a cluster)
+    queries = da.from_array(X, chunks=(61, 1, 8, 8))
+    _assert_same_outputs(
+        model, reference, queries, X, methods=("predict_proba", "predict_set")
+    )
+    # the same model on numpy queries (sharded: the same shards) answers the same
+    np.testing.assert_array_equal(model.predict(X), reference.predict(X))
+
+
+def test_dask_arrays_bad_inputs_get_clear_errors(client, dknn):
+    X, y = _images(n=120)
+    X_dask = da.from_array(X, chunks=40)
+    clf = _image_dknn()
+    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
+        clf.fit(X_dask[X_dask[:, 0, 0, 0] > 0], y)
+    with pytest.raises(ValueError, match=r"shape \(120,\)"):
+        clf.fit(da.from_array(X[:, 0, 0, 0], chunks=40), y)
+    with pytest.raises(ValueError, match=r"shape \(120, 1, 1, 8, 8\)"):
+        clf.fit(X_dask[:, None], y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X_dask, y[:100])
+    bad = X.copy()
+    bad[77, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.fit(da.from_array(bad, chunks=40), y)
+    with pytest.raises(TypeError, match="numeric"):
+        clf.fit(da.from_array(X.astype(str), chunks=40), y)
+    fitted, X_rows, _ = dknn  # fitted on flat rows of 10 features
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        fitted.predict(
+            da.from_array(X_rows, chunks=50)[da.from_array(X_rows)[:, 0] > 0]
+        )
+    with pytest.raises(ValueError, match="is expecting 10 features"):
+        fitted.predict(da.from_array(X_rows[:, :7], chunks=50))
+    with pytest.raises(ValueError, match=r"shape \(420,\)"):
+        fitted.predict(da.from_array(X_rows[:, 0], chunks=50))
+
+
 def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
     clf, X, y = dknn
     prefit = _with_backend(clf, "exact")
@@ -225,6 +393,17 @@ def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
     for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
         np.testing.assert_array_equal(remote.cv_results_[key], local.cv_results_[key])
     assert remote.best_params_ == local.best_params_
+
+
+def test_closed_client_is_named_in_the_error(client):
+    # the shards live as long as the client that holds them: closing it is not
+    # a lost worker, and the error says so
+    X, Q = _data(seed=6)
+    with distributed.Client(client.cluster, timeout=TIMEOUT) as other:
+        sharded = ShardedBackend(n_neighbors=3, client=other, timeout=TIMEOUT).fit(X)
+    with pytest.raises(ShardLostError, match=r"client .* is closed") as error:
+        sharded.kneighbors(Q)
+    assert "worker" not in str(error.value)
 
 
 # ---------------------------------------------------------------------------------

@@ -631,3 +631,83 @@ def test_a_single_query_on_an_indexed_point_is_refined(k):
         dist, ind = backend.kneighbors(X[row : row + 1])
         assert ind[0, 0] == row
         assert dist[0, 0] == 0.0  # exact, not the expansion's ~1e-3
+
+
+# ---------------------------------------------------------------------------------
+# The refinement on activation-like data: every pair near, most rows crowded
+# ---------------------------------------------------------------------------------
+def _offset_activations(n=300, n_queries=40, d=512, seed=0):
+    """Rows near one far point (ReLU'd common offset plus 1 % noise): every pair's
+    expansion loses most of its digits, so every row is refined, most crowded."""
+    rng = np.random.default_rng(seed)
+    base = 2 * np.abs(rng.normal(size=d))
+    X = np.maximum(base + 0.05 * rng.normal(size=(n, d)), 0).astype(np.float32)
+    Q = np.maximum(base + 0.05 * rng.normal(size=(n_queries, d)), 0)
+    return X, Q.astype(np.float32)
+
+
+@pytest.mark.parametrize("storage_dtype", ["float32", "float16"])
+def test_refinement_on_offset_activations_equals_float64_brute_force(storage_dtype):
+    X, Q = _offset_activations()
+    stored = X.astype(storage_dtype).astype(np.float64)
+    ref_dist, ref_ind = (
+        NearestNeighbors(n_neighbors=25, algorithm="brute").fit(stored).kneighbors(Q)
+    )
+    answers = []
+    for n_jobs in (1, 2):
+        backend = ExactBackend(25, n_jobs=n_jobs, storage_dtype=storage_dtype)
+        dist, ind = backend.fit(X).kneighbors(Q)
+        np.testing.assert_array_equal(ind, ref_ind)
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-5)
+        answers.append((dist, ind))
+    # the same bits whatever the number of threads
+    np.testing.assert_array_equal(answers[0][0], answers[1][0])
+
+
+def test_refinement_runs_on_one_thread(monkeypatch):
+    """The refinement's many small operations run on one thread (threads waiting
+    for each other on a loaded machine made them 15x slower); the product and
+    the selection keep ``n_jobs`` threads."""
+    import skdknn.neighbors._exact as exact
+
+    seen = []
+    real = exact._refine_near_duplicates
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "_refine_near_duplicates", spy)
+    X, Q = _offset_activations(n=100, n_queries=5, d=32)
+    before = torch.get_num_threads()
+    ExactBackend(5, n_jobs=2).fit(X).kneighbors(Q)
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------
+# Ties: decided by index, also at the k-th place
+# ---------------------------------------------------------------------------------
+def _nearest_by_distance_then_index(X, Q, k):
+    """Reference in exact integer arithmetic: sort by squared distance, then index."""
+    sq = ((Q[:, None, :].astype(np.int64) - X[None].astype(np.int64)) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(len(X)), sq.shape), sq), axis=1)
+    return np.sqrt(np.take_along_axis(sq, order, 1)[:, :k]), order[:, :k]
+
+
+@pytest.mark.parametrize("k", [1, 4, 9])
+@pytest.mark.parametrize("working_memory", [None, 0.001])
+def test_ties_are_ordered_by_index_and_the_lowest_indices_kept(k, working_memory):
+    """Points of a small integer grid: nearly every row has ties, many straddle
+    the k-th place, and many points are duplicates (refined near pairs)."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, size=(80, 2))
+    Q = rng.integers(-1, 5, size=(30, 2))
+    backend = ExactBackend(n_neighbors=k, working_memory=working_memory)
+    dist, ind = backend.fit(X.astype(np.float32)).kneighbors(Q.astype(np.float32))
+    expected_dist, expected_ind = _nearest_by_distance_then_index(X, Q, k)
+    np.testing.assert_array_equal(ind, expected_ind)
+    np.testing.assert_allclose(dist, expected_dist, rtol=1e-6)
+    # the data do tie at the k-th place: the k-th and (k+1)-th distances are equal
+    sq = np.sort(((Q[:, None] - X[None]) ** 2).sum(-1), axis=1)
+    assert (sq[:, k] == sq[:, k - 1]).mean() > 0.5

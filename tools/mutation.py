@@ -67,7 +67,11 @@ class Module:
     globs: list[str]
 
 
-_CLASSIFIER_TESTS = ["tests/test_classifier.py", "tests/test_calibration.py"]
+_CLASSIFIER_TESTS = [
+    "tests/test_classifier.py",
+    "tests/test_calibration.py",
+    "tests/test_classifier_calibration.py",
+]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
     "skdknn/attacks/_bim.py",
@@ -77,17 +81,27 @@ _ATTACK_TESTS = [
     "tests/test_attack_steps.py",
     "tests/test_attack_precision.py",
     "tests/test_attacks.py",
+    "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
 ]
 MODULES: dict[str, Module] = {
     "conformal": Module(
         ["skdknn/conformal.py"],
-        ["tests/test_conformal.py", "tests/test_calibration.py"],
+        [
+            "tests/test_conformal.py",
+            "tests/test_conformal_forms.py",
+            "tests/test_calibration.py",
+        ],
         ["skdknn.conformal.*"],
     ),
     "calibration": Module(
         ["skdknn/_calibration.py"],
-        ["tests/test_conformal.py", *_CLASSIFIER_TESTS],
+        [
+            "tests/test_conformal.py",
+            "tests/test_conformal_forms.py",
+            "tests/test_calibration.py",
+            "tests/test_classifier_calibration.py",
+        ],
         ["skdknn._calibration.*"],
     ),
     "classifier": Module(
@@ -139,6 +153,12 @@ MODULES: dict[str, Module] = {
             ),
         ],
     ),
+    # Carlini-Wagner L2 (its loop and the attack class)
+    "cw": Module(
+        ["skdknn/attacks/_cw.py"],
+        ["tests/test_attacks_cw_pgd.py"],
+        ["skdknn.attacks._cw.*"],
+    ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
         ["tests/test_sharded.py"],
@@ -174,6 +194,33 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "skdknn.conformal.x_confidence__*",
         "np.partition(p_arr, -2, )",
         "the default axis -1 is axis 1 of the 2-D p-values",
+    ),
+    *(
+        (
+            "skdknn._calibration.x_stratified_calibration_split__*",
+            text,
+            "only the first split is drawn (next()), and StratifiedShuffleSplit "
+            "draws it from the same random state whatever n_splits is",
+        )
+        for text in (
+            "StratifiedShuffleSplit(test_size=total, ",
+            "StratifiedShuffleSplit(n_splits=2, ",
+        )
+    ),
+    (
+        "skdknn._calibration.x_stratified_calibration_split__*",
+        "splitter.split(np.zeros((n_samples, 2)), y)",
+        "the split reads only the number of rows of its X placeholder",
+    ),
+    (
+        "skdknn._calibration.x_label_shift__*",
+        "n_classes = int(y.max()) + 2",
+        "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
+    ),
+    (
+        "skdknn._calibration.x_label_shift__*",
+        "train = np.bincount(y, ) / y.size",
+        "the bincount of all of y already has int(y.max()) + 1 = n_classes entries",
     ),
     (
         "skdknn.neighbors._exact.x__refine_near_duplicates__*",

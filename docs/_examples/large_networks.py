@@ -11,7 +11,7 @@ import torch
 from sklearn.frozen import FrozenEstimator
 
 from skdknn import DeepKNNClassifier
-from skdknn.neighbors import ProjectedBackend
+from skdknn.neighbors import ExactBackend, ProjectedBackend
 from skdknn.nets import CifarResNet18, default_layers, layer_names
 
 torch.manual_seed(0)
@@ -47,3 +47,13 @@ print(
 print(sorted(result))
 accuracy = np.mean(result.prediction == y[1200:])
 print(f"accuracy {accuracy:.3f}, mean credibility {result.credibility.mean():.3f}")
+
+# full-width exact indexes, stored in float32 and in float16
+full = sklearn.clone(clf).set_params(backend="exact")
+half = sklearn.clone(clf).set_params(backend=ExactBackend(storage_dtype="float16"))
+results = [
+    m.fit(X[:1200], y[:1200]).predict_with_credibility(X[1200:]) for m in (full, half)
+]
+same = np.mean(results[0].prediction == results[1].prediction)
+change = np.abs(results[0].credibility - results[1].credibility).max()
+print(f"same predictions {same:.3f}, largest credibility change {change:.3f}")

@@ -2,13 +2,14 @@
 
 ``python docs/_examples/scaling_out.py``: a LocalCluster of 2 in-process workers
 (or the scheduler named by SKDKNN_SCHEDULER), a DkNN whose indexes are sharded on
-them, dask arrays, a grid search on the cluster, saving and re-scattering. About two
-minutes on 2 CPU cores.
+them, fitted and queried on dask arrays, a grid search on the cluster, saving and
+re-scattering. About two minutes on 2 CPU cores.
 """
 
 import os
 import tempfile
 
+import dask
 import dask.array as da
 import joblib
 import numpy as np
@@ -57,7 +58,19 @@ print(f"same neighbours and distances as one process: {same}")
 print(f"accuracy {sharded.score(X_test, y_test):.3f}")
 
 
-X_dask = da.from_array(X_test, chunks=(100, -1, -1, -1))  # 3 blocks of images
+# images on the workers (here sent from memory; usually read there, e.g. from
+# zarr or HDF5 files with da.from_zarr / da.from_array on an h5py dataset)
+X_train_dask = da.from_array(X_train, chunks=(250, -1, -1, -1)).persist()
+X_dask = da.from_array(X_test, chunks=(100, -1, -1, -1)).persist()  # 3 blocks
+# the same model (prefit network, sharded indexes), fitted on the dask array
+on_dask = clone(sharded).fit(X_train_dask, y_train)  # shards built on the workers
+result = on_dask.predict_with_credibility(X_dask)  # lazy dask arrays
+print(result.credibility)
+prediction, credibility = dask.compute(result.prediction, result.credibility)
+print(np.array_equal(prediction, sharded.predict(X_test)))
+print(np.array_equal(credibility, sharded.credibility(X_test)))
+
+
 credibility = blockwise(local, "credibility", X_dask)  # lazy, one task per block
 print(credibility)
 print(np.array_equal(credibility.compute(), local.credibility(X_test)))

@@ -185,6 +185,10 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     #: so that later changes to the caller's array cannot change the answers).
     _keeps_rows = True
 
+    #: The dtype of the rows the index keeps (what :meth:`_reduce` returns):
+    #: streamed fits allocate their rows in it.
+    _row_dtype: type[np.floating] = np.float32
+
     #: Whether the engine indexes each distinct row once (see the class docstring).
     _index_distinct = False
 
@@ -212,7 +216,8 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         """Search the indexed rows themselves, each row's own index included."""
 
     def _indexed_rows(self) -> NDArray[np.float32]:
-        """The rows the engine holds, in its row order (metric-prepared float32).
+        """The rows the engine holds, in its row order (metric-prepared float32,
+        or float16 for an index stored in half precision).
 
         The exact fallback of :meth:`kneighbors` searches them. The default returns
         ``_fit_X``; a backend whose engine keeps its rows elsewhere overrides it,
@@ -318,7 +323,8 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         return self.n_features_in_
 
     def _reduce(self, chunk: NDArray) -> NDArray[np.float32]:
-        """The rows the index keeps for a chunk of streamed rows (metric-prepared)."""
+        """The rows the index keeps for a chunk of streamed rows (metric-prepared,
+        of dtype ``_row_dtype``)."""
         chunk = np.asarray(chunk)
         if not np.isfinite(chunk).all():
             raise ValueError(

@@ -16,12 +16,13 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
+from .._dask import active_client
 from ..exceptions import ShardLostError
-from ._base import NeighborsBackend
+from ._base import NeighborsBackend, n_threads
 from ._exact import sort_by_distance_then_index
 from ._registry import make_inner_backend
 
-__all__ = ["ShardedBackend", "merge_kneighbors", "shard_bounds"]
+__all__ = ["ShardedBackend", "fit_on_dask_arrays", "merge_kneighbors", "shard_bounds"]
 
 
 def shard_bounds(n_samples: int, n_shards: int) -> NDArray[np.intp]:
@@ -159,6 +160,29 @@ def _search_shard(
     return np.asarray(dist, dtype=np.float32), np.asarray(ind, dtype=np.intp) + offset
 
 
+def _prepare_query(X: NDArray, metric: str, n_features: int) -> NDArray[np.float32]:
+    """On a worker: queries checked and prepared as ``kneighbors`` prepares them."""
+    backend = ShardedBackend(metric=metric)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1:]} features per row, but {type(backend).__name__} is "
+            f"expecting {n_features} features as input."
+        )
+    return backend._prepare(X)
+
+
+def _merge_answers(
+    answers: list[tuple[NDArray[np.float32], NDArray[np.intp]]],
+    n_neighbors: int,
+    return_distance: bool,
+) -> Any:
+    """On a worker: the shards' answers to one query block, merged."""
+    dist, ind = merge_kneighbors(
+        [d for d, _ in answers], [i for _, i in answers], n_neighbors
+    )
+    return (dist, ind) if return_distance else ind
+
+
 def _is_dask_collection(X: Any) -> bool:
     if "dask" not in sys.modules:
         return False
@@ -214,7 +238,8 @@ class ShardedBackend(NeighborsBackend):
         :meth:`kneighbors`; a :class:`TimeoutError` names the shards still
         pending. ``None`` waits as long as it takes.
     n_jobs : int, default=None
-        Threads searching the shards of a local model (``None``: one per shard).
+        Threads searching the shards of a local model, at most one per shard
+        (``None``: one per shard; ``-1``: one per core, joblib's convention).
         On a cluster, each worker's threads do.
 
     Attributes
@@ -233,7 +258,7 @@ class ShardedBackend(NeighborsBackend):
     ShardLostError
         From :meth:`kneighbors`, when a worker holding a shard has died: the error
         names the shard and its rows. Nothing is answered from the other shards
-        alone.
+        alone. Also when the client holding the shards has been closed.
 
     See Also
     --------
@@ -307,16 +332,7 @@ class ShardedBackend(NeighborsBackend):
     # -- the cluster ----------
     def _active_client(self) -> Any:
         """The client given, else the default one if any, else None (local)."""
-        if self.client is not None:
-            return self.client
-        if "distributed" not in sys.modules:  # no client can exist yet
-            return None
-        from distributed import default_client
-
-        try:
-            return default_client()
-        except ValueError:
-            return None
+        return self.client if self.client is not None else active_client()
 
     @property
     def _distributed(self) -> bool:
@@ -340,7 +356,15 @@ class ShardedBackend(NeighborsBackend):
         return f"shard {i} of {self.n_shards_} (rows {lo} to {hi - 1})"
 
     def _check_shards_alive(self) -> None:
-        """Raise ShardLostError if a worker holding a shard is gone."""
+        """Raise ShardLostError if the client or a worker holding a shard is gone."""
+        if self._client.status in ("closing", "closed"):
+            raise ShardLostError(
+                f"{type(self).__name__}: the Dask client that holds its "
+                f"{self.n_shards_} shards ({self._client}) is closed, and the shards "
+                "went with it. Keep the client open while the model is used; to "
+                "keep a model past its client, gather() it first (or save_model), "
+                "then scatter(client) it to a new one."
+            )
         lost = [i for i, f in enumerate(self._shards) if f.status in ("lost", "error")]
         lost += [
             i
@@ -425,16 +449,23 @@ class ShardedBackend(NeighborsBackend):
         self._submit_fits(client, rows)
 
     def _fit_dask_array(self, X: Any) -> ShardedBackend:
-        import dask.array as da
-
-        self._validate_params()
         client = self._active_client()
         if client is None:
+            self._validate_params()
             raise ValueError(
                 "Fitting a ShardedBackend on a dask array needs a distributed client "
                 "(pass client= or create one); compute the array first to fit "
                 "locally."
             )
+        self._submit_fits(client, client.compute(self._dask_blocks(X, client)))
+        return self
+
+    def _dask_blocks(self, X: Any, client: Any) -> list[Any]:
+        """Validate a dask array of rows, set the shapes and cut it into one delayed
+        block of rows per shard (computed where the array's chunks are)."""
+        import dask.array as da
+
+        self._validate_params()
         X = da.asarray(X)
         if X.ndim != 2 or np.isnan(X.shape[0]):
             raise ValueError(
@@ -451,9 +482,8 @@ class ShardedBackend(NeighborsBackend):
 
             X = X.map_blocks(_l2_normalize, dtype=np.float32)
         chunks = (tuple(np.diff(self.shard_bounds_).tolist()), (X.shape[1],))
-        blocks = X.rechunk(chunks).to_delayed().ravel().tolist()
-        self._submit_fits(client, client.compute(blocks))
-        return self
+        blocks: list[Any] = X.rechunk(chunks).to_delayed().ravel().tolist()
+        return blocks
 
     @staticmethod
     def _workers(client: Any) -> list[str]:
@@ -474,10 +504,10 @@ class ShardedBackend(NeighborsBackend):
         del rows  # the shards hold the rows now; the scattered copies are released
 
     def _map_local(self, function: Callable[[int], Any], n: int) -> list[Any]:
-        n_threads = n if self.n_jobs is None else max(1, min(n, abs(self.n_jobs)))
-        if n_threads == 1:
+        threads = n if self.n_jobs is None else max(1, min(n, n_threads(self.n_jobs)))
+        if threads == 1:
             return [function(i) for i in range(n)]
-        with ThreadPoolExecutor(n_threads) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(function, range(n)))
 
     # -- searching ----------
@@ -578,6 +608,33 @@ class ShardedBackend(NeighborsBackend):
             self._check_shards_alive()
             raise exc from None
 
+    def _kneighbors_delayed(
+        self, X: Any, n_neighbors: int, return_distance: bool
+    ) -> Any:
+        """:meth:`kneighbors` of a delayed block of queries, as a Dask task: each
+        shard searched on its worker, the merge on a worker too (nothing computed
+        here). Used by the classifier on dask arrays of queries."""
+        from dask import delayed
+
+        check_is_fitted(self)
+        k = self._check_n_neighbors(n_neighbors, self.n_samples_fit_)
+        if not self._distributed:
+            raise RuntimeError(f"{type(self).__name__}: the shards are not on workers.")
+        self._check_shards_alive()
+        # the metric as kneighbors applies it (float32, cosine normalisation); not
+        # a method of self, whose pickle would gather the shards
+        prepared = delayed(_prepare_query, pure=True)(
+            X, self.metric, self.n_features_in_
+        )
+        sizes, offsets = self._shard_sizes(), self.shard_bounds_[:-1]
+        answers = [
+            delayed(_search_shard, pure=True)(
+                shard, prepared, int(min(k, sizes[i])), int(offsets[i])
+            )
+            for i, shard in enumerate(self._shards)
+        ]
+        return delayed(_merge_answers, pure=True)(answers, k, return_distance)
+
     # -- moving the shards ----------
     def gather(self) -> ShardedBackend:
         """Bring the shards from the workers into this process.
@@ -665,3 +722,27 @@ class ShardedBackend(NeighborsBackend):
                 shard.own_rows = np.load(
                     path, mmap_mode="c" if mmap else None, allow_pickle=False
                 )
+
+
+def fit_on_dask_arrays(
+    template: ShardedBackend, arrays: Callable[[Any], list[Any]]
+) -> list[ShardedBackend] | None:
+    """One clone of ``template`` per dask array, each sharded on the workers.
+
+    ``arrays(client)`` gives the dask arrays of rows (e.g. the activations of
+    several layers from one forward pass): their shards' rows are computed
+    together, so that tasks they share run once, and never reach this process.
+    Returns None when there is no client (the caller then streams the rows).
+    """
+    client = template._active_client()
+    if client is None:
+        return None
+    arrays_ = arrays(client)
+    backends = [clone(template) for _ in arrays_]
+    blocks = [b._dask_blocks(X, client) for b, X in zip(backends, arrays_, strict=True)]
+    futures = client.compute([block for group in blocks for block in group])
+    start = 0
+    for backend, group in zip(backends, blocks, strict=True):
+        backend._submit_fits(client, futures[start : start + len(group)])
+        start += len(group)
+    return backends

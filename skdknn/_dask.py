@@ -1,0 +1,112 @@
+"""Dask plumbing shared by the estimators: detecting dask arrays, checking them,
+sending objects to the workers once and computing blocks in order.
+
+Nothing here imports Dask unless the caller holds a dask array (or a client):
+``dask`` and ``distributed`` are optional (``pip install "skdknn[dask]"``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "active_client",
+    "check_dask_rows",
+    "compute_in_order",
+    "is_dask_array",
+    "share",
+]
+
+
+def is_dask_array(X: Any) -> bool:
+    """Whether ``X`` is a dask array (without importing Dask when it is absent)."""
+    if "dask.array" not in sys.modules:  # nobody can hold a dask array yet
+        return False
+    import dask.array as da
+
+    return isinstance(X, da.Array)
+
+
+def check_dask_rows(X: Any, *, min_ndim: int, max_ndim: int, owner: str) -> Any:
+    """A dask array of rows with known chunk sizes, chunked along rows only.
+
+    Raises a ``ValueError`` for unknown chunk sizes (e.g. after boolean
+    indexing), for a number of dimensions outside ``[min_ndim, max_ndim]``, and a
+    ``TypeError`` for a non-numeric dtype. The other axes are merged into one
+    chunk (a row is one network input), which copies nothing when they are.
+    """
+    if any(np.isnan(size) for size in X.shape) or any(
+        np.isnan(c) for chunks in X.chunks for c in chunks
+    ):
+        raise ValueError(
+            f"{owner} got a dask array with unknown chunk sizes (shape {X.shape}), "
+            "e.g. after boolean indexing; call X.compute_chunk_sizes() first."
+        )
+    if not min_ndim <= X.ndim <= max_ndim:
+        raise ValueError(
+            f"{owner} expected a dask array of images (n_samples, channels, height, "
+            f"width) or flat rows (n_samples, n_features); got shape {X.shape}."
+        )
+    if not (np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)):
+        raise TypeError(
+            f"{owner} expected a dask array of numeric values; got dtype {X.dtype}."
+        )
+    if X.ndim > 1 and any(n > 1 for n in X.numblocks[1:]):
+        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+    return X
+
+
+def active_client() -> Any:
+    """The active ``distributed`` client, or None (absent, or no client)."""
+    if "distributed" not in sys.modules:  # no client can exist yet
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def share(obj: Any, client: Any) -> Any:
+    """``obj`` as an input of tasks: sent once to every worker of ``client``
+    (``client.scatter(..., broadcast=True)``), or, without a client, a delayed
+    object that Dask's local scheduler passes by reference (never hashed or
+    copied)."""
+    if client is not None:
+        return client.scatter(obj, broadcast=True, hash=False)
+    from dask import delayed
+
+    name = f"skdknn-{type(obj).__name__}-{uuid.uuid4().hex}"
+    return delayed(obj, name=name, traverse=False)
+
+
+def compute_in_order(tasks: Sequence[Any], client: Any, window: int) -> Iterator[Any]:
+    """Each task's result, in order, with at most ``window`` computed ahead.
+
+    Only the results not yet consumed are held (on the workers, or here): a stream
+    of blocks never piles up.
+    """
+    if client is None:
+        import dask
+
+        for task in tasks:
+            yield dask.compute(task)[0]
+        return
+    todo = iter(tasks)
+    pending = deque(client.compute(task) for task in itertools.islice(todo, window))
+    while pending:
+        future = pending.popleft()
+        following = next(todo, None)
+        if following is not None:
+            pending.append(client.compute(following))
+        result = future.result()
+        del future  # released on the workers once read
+        yield result
