@@ -20,8 +20,9 @@ every fenced block of README.md and of every page in docs/ is accounted for:
 
 ``python docs/_examples/check_docs.py --run`` also runs every script that a
 page shows (each once) and checks each output block against a fresh run
-(timings such as ``2.7 s`` are not compared). The scripts in ``SLOW`` are
-only run with ``--all`` too (CI runs ``--run``).
+(timings such as ``2.7 s`` are not compared). The scripts in ``SLOW`` (minutes
+each) are only run with ``--all`` too; CI runs ``--run --all``
+(tests/test_docs.py::test_doc_outputs_match_a_fresh_run).
 """
 
 from __future__ import annotations
