@@ -16,7 +16,9 @@ whether indices and distances equal the single process's bit for bit.
 
 ``python benchmarks/dask_scale.py`` (the issue's scale; about 15 minutes on 2 idle
 cores, 12 GB of memory at the peak) or ``--n-queries 1000`` (the time of the
-queries scales linearly with their number) or ``--quick`` (a smoke run).
+queries scales linearly with their number: the fit and the queries are timed
+apart, and the table also shows fit + queries projected to ``--project-to``
+queries, 10,000 by default) or ``--quick`` (a smoke run).
 """
 
 from __future__ import annotations
@@ -103,32 +105,50 @@ def replicate(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # -- the runs --------------------------------------------------------------------
-def single_process(train: np.ndarray, query: np.ndarray) -> tuple[Any, float]:
+def single_process(
+    train: np.ndarray, query: np.ndarray
+) -> tuple[Any, tuple[float, float]]:
+    """The answer, and the seconds of the fit and of the queries."""
     start = time.perf_counter()
     backend = ExactBackend(n_neighbors=K).fit(train)
+    fitted = time.perf_counter()
     answer = backend.kneighbors(query)
-    return answer, time.perf_counter() - start
+    return answer, (fitted - start, time.perf_counter() - fitted)
 
 
 def sharded(
     client: Client, train: np.ndarray, query: np.ndarray, n_shards: int
-) -> tuple[Any, float, list[float]]:
+) -> tuple[Any, tuple[float, float], list[float]]:
+    """The answer, the seconds of the fit (rows sent to the workers) and of the
+    queries, and each worker's peak memory above its idle level (MB)."""
     client.run(_trim)
     idle = client.run(_start_sampling)
     start = time.perf_counter()
     backend = ShardedBackend("exact", n_shards, client, n_neighbors=K).fit(train)
+    fitted = time.perf_counter()
     answer = backend.kneighbors(query)
-    elapsed = time.perf_counter() - start
+    elapsed = (fitted - start, time.perf_counter() - fitted)
     peak = client.run(_stop_sampling)
     del backend
     extra = [(peak[w] - idle[w]) / 2**20 for w in sorted(idle)]
     return answer, elapsed, extra
 
 
+def projected(times: tuple[float, float], n_queries: int, target: int) -> float:
+    """Fit + queries at ``target`` queries: the query time scales linearly."""
+    return times[0] + times[1] * target / n_queries
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-train", type=int, default=60_000)
     parser.add_argument("--n-queries", type=int, default=10_000)
+    parser.add_argument(
+        "--project-to",
+        type=int,
+        default=10_000,
+        help="also show the times projected to this many queries",
+    )
     parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -152,11 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bases = base_activations(args.seed)
     rng = np.random.default_rng(args.seed)
+    target = args.project_to
     print(
-        "| layer | width | backend | fit + queries (s) | vs one process | "
+        "| layer | width | backend | fit (s) | queries (s) | fit + queries (s) | "
+        f"projected to {target:,} queries (s) | vs one process (projected) | "
         "peak extra memory per worker (MB) | same indices and distances |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with (
         LocalCluster(
             n_workers=2,
@@ -175,18 +197,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             width = train.shape[1]
             (ref_dist, ref_ind), single = single_process(train, query)
             gc.collect()
+            reference = projected(single, args.n_queries, target)
             print(
-                f"| {name} | {width:,} | ExactBackend, 1 process | {single:.1f} | "
-                "1.00 | | |",
+                f"| {name} | {width:,} | ExactBackend, 1 process | {single[0]:.1f} | "
+                f"{single[1]:.1f} | {sum(single):.1f} | {reference:.1f} | 1.00 | | |",
                 flush=True,
             )
             for n_shards in args.shards:
-                (dist, ind), elapsed, extra = sharded(client, train, query, n_shards)
+                (dist, ind), times, extra = sharded(client, train, query, n_shards)
                 same = np.array_equal(ind, ref_ind) and np.array_equal(dist, ref_dist)
+                total = projected(times, args.n_queries, target)
                 print(
                     f"| {name} | {width:,} | {n_shards} shard"
-                    f"{'s' if n_shards > 1 else ''} | {elapsed:.1f} | "
-                    f"{elapsed / single:.2f} | "
+                    f"{'s' if n_shards > 1 else ''} | {times[0]:.1f} | "
+                    f"{times[1]:.1f} | {sum(times):.1f} | {total:.1f} | "
+                    f"{total / reference:.2f} | "
                     f"{' / '.join(f'{m:,.0f}' for m in extra)} | {same} |",
                     flush=True,
                 )

@@ -10,7 +10,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._report import ATTACKS, DATASETS, ReportConfig, attack, explain, run_report, train
+from ._report import (
+    ATTACKS,
+    DATASETS,
+    NETS,
+    SECTIONS,
+    ReportConfig,
+    attack,
+    explain,
+    parse_sections,
+    run_report,
+    train,
+)
 from ._version import __version__
 from .neighbors import make_backend
 
@@ -122,6 +133,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
+        "--net",
+        choices=list(NETS),
+        help="the network: paper-cnn (the DkNN paper's CNN, DkNN on its three "
+        "ReLUs and logits), bn-cnn (the thesis's deeper BatchNorm CNN, DkNN on its "
+        "BatchNorm outputs), lenet5 " + _default("net"),
+    )
+    model.add_argument(
         "--epochs",
         type=_positive_int,
         metavar="N",
@@ -164,8 +182,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--quick",
         action="store_true",
-        help="small settings (the --quick values above): a few minutes on 2 cores, "
-        "several times faster than the papers' settings",
+        help="small settings (the --quick values above): about half a minute on 2 "
+        "idle cores, about 10x faster than the papers' settings",
     )
     model.add_argument(
         "--no-reuse",
@@ -213,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="BIM iterations " + _default("n_iter"),
+    )
+    report.add_argument(
+        "--k-grid",
+        metavar="K1,K2,...",
+        help="comma-separated k of the attack-success-against-k section "
+        + _default("k_grid", lambda v: ",".join(str(k) for k in v)),
+    )
+    report.add_argument(
+        "--sections",
+        metavar="S1,S2,...",
+        help="comma-separated experiments to run, in page order ('all': every "
+        "one; clean always runs): "
+        + "; ".join(f"{name}: {text}" for name, text in SECTIONS.items())
+        + " (default: "
+        + ",".join(_DEFAULTS.sections)
+        + "; with --full: all)",
+    )
+    report.add_argument(
+        "--full",
+        action="store_true",
+        help="every section at the papers' settings, the curves on every test "
+        "image (longer than the default run; see the docs' command-line page)",
     )
     attacks.add_argument(
         "--eps-grid",
@@ -339,6 +379,7 @@ def _config(args: argparse.Namespace) -> ReportConfig:
         "calibration_size": args.calibration_size,
         "random_state": args.random_state,
         "backend": args.backend,
+        "net": args.net,
         "reuse": False if args.no_reuse else None,
         "verbose": _verbosity(args),
     }
@@ -346,17 +387,16 @@ def _config(args: argparse.Namespace) -> ReportConfig:
         overrides["dataset"] = "mnist"
     for name in ("eps", "step", "n_iter"):
         overrides[name] = getattr(args, name, None)
-    grid = getattr(args, "eps_grid", None)
-    if grid is not None:
-        try:
-            overrides["eps_grid"] = sorted(float(e) for e in grid.split(","))
-        except ValueError:
-            raise ValueError(
-                f"--eps-grid expects comma-separated numbers, got {grid!r}"
-            ) from None
-        if overrides["eps_grid"][0] <= 0:
-            raise ValueError(f"--eps-grid values must be positive, got {grid!r}")
-    config = ReportConfig.from_overrides(args.quick, **overrides)
+    for option, kind in (("eps_grid", float), ("k_grid", int)):
+        grid = getattr(args, option, None)
+        if grid is not None:
+            overrides[option] = _grid(grid, kind, "--" + option.replace("_", "-"))
+    sections = getattr(args, "sections", None)
+    if sections is not None:
+        overrides["sections"] = parse_sections(sections)
+    config = ReportConfig.from_overrides(
+        args.quick, getattr(args, "full", False), **overrides
+    )
     if config.step > config.eps:
         raise ValueError(
             f"--step {config.step:g} is larger than --eps {config.eps:g}; BIM's "
@@ -365,6 +405,20 @@ def _config(args: argparse.Namespace) -> ReportConfig:
     if config.calibration_size < 10:
         raise ValueError("--calibration-size must leave at least one image per class.")
     return config
+
+
+def _grid(text: str, kind: type, option: str) -> list[Any]:
+    """Sorted positive values of a comma-separated ``option``."""
+    name = "integers" if kind is int else "numbers"
+    try:
+        values = sorted(kind(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"{option} expects comma-separated {name}, got {text!r}"
+        ) from None
+    if values[0] <= 0:
+        raise ValueError(f"{option} values must be positive, got {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,7 +45,7 @@ TINY = [
     "10",
 ]
 # not --quiet: the saved model must load quietly all the same
-REPORT = [*TINY, "--eps-grid", "0.1,0.3"]
+REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--k-grid", "3,10"]
 
 FIGURES = {
     "reliability",
@@ -57,6 +57,14 @@ FIGURES = {
     "explanation_adversarial",
     "neighbor_agreement",
     "out_of_distribution",
+    # the default run's sections of AdvKNN Table 3, Fig. 7 and Fig. 5
+    "transfer",
+    "attack_success_vs_k",
+    "detection_credibility",
+    # the thesis's FGSM grid (Topolewski Figs. 4.3-4.5)
+    "thesis_accuracy_vs_eps",
+    "thesis_reliability_adversarial",
+    "thesis_correct_neighbours",
 }
 
 
@@ -309,6 +317,8 @@ def test_report_help_lists_the_subcommands(capsys):
 
 def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
     out = tmp_path / "rep"
+    # the attack table's sections are enough here (and keep the three runs short)
+    REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--sections", "table2"]
     assert main(["report", *REPORT, "--out", str(out)]) == 0
     # a truncated heads file and adversarial set are recomputed, not trusted
     heads = out / "heads.joblib"
@@ -343,7 +353,15 @@ def test_changing_the_eps_grid_keeps_heads_and_table_sets(report_dir):
     table_set = report_dir / "adversarial" / "bim_dknnb_cl_eps0.25.npz"
     heads = report_dir / "heads.joblib"
     before = table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns
-    argv = [*TINY, "--eps-grid", "0.1,0.2", "--out", str(report_dir)]
+    argv = [
+        *TINY,
+        "--eps-grid",
+        "0.1,0.2",
+        "--k-grid",
+        "3,10",
+        "--out",
+        str(report_dir),
+    ]
     assert main(["report", *argv]) == 0
     assert (table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns) == before
     assert (report_dir / "adversarial" / "curves" / "fgsm_origin_eps0.2.npz").is_file()
@@ -623,9 +641,10 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
     images = {src: (done, width) for src, done, width in rendered["images"]}
     assert set(images) == {f"figures/{name}.png" for name in FIGURES}
     assert all(done and width > 0 for done, width in images.values()), images
-    # clean, choosing k, attacks, out-of-distribution, accuracy against eps
+    # clean, choosing k, attacks, transfer, k sweep, detection, the thesis's FGSM
+    # grid and its neighbour shares, out-of-distribution, accuracy against eps
     tables = rendered["tables"]
-    assert len(tables) == 5
+    assert len(tables) == 10
     assert all(rows >= 2 and cols >= 3 and height > 20 for rows, cols, height in tables)
     # the check sees a broken image
     broken = page.replace("figures/reliability.png", "figures/missing.png")

@@ -150,7 +150,7 @@ def _assert_same_outputs(dask_model, numpy_model, X_dask, X, methods=ALL_METHODS
         )
 
 
-def test_dask_arrays_without_a_cluster():
+def test_dask_arrays_without_a_cluster(tmp_path):
     # no distributed client yet (this test runs before the module's cluster):
     # Dask's local scheduler computes the activations and the searches
     with pytest.raises(ValueError):
@@ -167,6 +167,14 @@ def test_dask_arrays_without_a_cluster():
     for field in ("neighbors", "distances"):
         assert isinstance(with_neighbors[field], da.Array)
         np.testing.assert_array_equal(with_neighbors[field].compute(), expected[field])
+    assert model.score(X_dask, y) == reference.score(X, y)
+    # the activation cache keys arrays in memory: not used, and said so
+    with pytest.warns(UserWarning, match="memory= .* not used for a dask array"):
+        cached = _image_dknn(memory=str(tmp_path)).fit(X_dask, y)
+    np.testing.assert_array_equal(
+        cached.calibration_nonconformity_,
+        _image_dknn().fit(X, y).calibration_nonconformity_,
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -385,6 +393,17 @@ def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
     for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
         np.testing.assert_array_equal(remote.cv_results_[key], local.cv_results_[key])
     assert remote.best_params_ == local.best_params_
+
+
+def test_closed_client_is_named_in_the_error(client):
+    # the shards live as long as the client that holds them: closing it is not
+    # a lost worker, and the error says so
+    X, Q = _data(seed=6)
+    with distributed.Client(client.cluster, timeout=TIMEOUT) as other:
+        sharded = ShardedBackend(n_neighbors=3, client=other, timeout=TIMEOUT).fit(X)
+    with pytest.raises(ShardLostError, match=r"client .* is closed") as error:
+        sharded.kneighbors(Q)
+    assert "worker" not in str(error.value)
 
 
 # ---------------------------------------------------------------------------------

@@ -127,6 +127,29 @@ def test_default_is_one_shard_without_a_client():
     assert ShardedBackend().fit(X).n_shards_ == 1
 
 
+@pytest.mark.parametrize("n_jobs", [None, 1, 2, -1, -2])
+def test_n_jobs_follows_joblib_for_local_shards(monkeypatch, n_jobs):
+    # joblib's convention (-1: every core, -2: all but one), as every other
+    # backend reads n_jobs; -1 once meant one thread and -2 two
+    from joblib import effective_n_jobs
+
+    from skdknn.neighbors import _sharded
+
+    used = []
+
+    class Recording(_sharded.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            used.append(max_workers)
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(_sharded, "ThreadPoolExecutor", Recording)
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    ShardedBackend(n_shards=4, n_neighbors=2, n_jobs=n_jobs).fit(X).kneighbors(X)
+    threads = 4 if n_jobs is None else min(4, effective_n_jobs(n_jobs))
+    expected = None if threads == 1 else threads  # one thread: no pool
+    assert used == ([] if expected is None else [expected, expected])
+
+
 @pytest.mark.parametrize("name", ["faiss", "annoy"])
 def test_sharded_approximate_recall(name):
     # Each shard is a smaller index: the merged recall is no lower than unsharded

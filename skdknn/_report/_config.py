@@ -12,14 +12,69 @@ from .._version import __version__
 __all__ = [
     "ATTACK_SETTINGS",
     "DATASETS",
+    "DEFAULT_SECTIONS",
     "HEAD_SETTINGS",
     "MODEL_SETTINGS",
+    "NETS",
+    "NET_TITLES",
+    "SECTIONS",
     "ReportConfig",
+    "parse_sections",
 ]
 
 #: Datasets the command line knows (``embedded``: the 5,000-image real-MNIST
 #: sample that ships with skdknn).
 DATASETS = ("embedded", "mnist", "fashion-mnist")
+
+#: Networks of ``--net``: the :mod:`skdknn.nets` class each name trains.
+NETS = {
+    "paper-cnn": "DkNNPaperCNN",
+    "bn-cnn": "BatchNormCNN",
+    "lenet5": "LeNet5",
+}
+
+#: Titles of the networks of :data:`NETS` on the report page.
+NET_TITLES = {
+    "paper-cnn": "DkNN paper CNN",
+    "bn-cnn": "BatchNorm CNN (thesis)",
+    "lenet5": "LeNet-5",
+}
+
+#: The report's sections (experiments), in page order, with what each shows.
+SECTIONS = {
+    "clean": "accuracy and credibility on clean test images (AdvKNN Table 1)",
+    "choosing-k": "the DkNN with other k and metrics on the same network",
+    "table2": "FGSM / BIM origin, DkNNB, DkNNB+CL at eps (AdvKNN Table 2)",
+    "transfer": "the Table 2 sets on a LeNet-5 trained on clean images (AdvKNN "
+    "Table 3)",
+    "k-sweep": "attack success against k for FGSM, BIM, AdvKNN (AdvKNN Fig. 7)",
+    "detection": "credibility of clean vs AdvKNN inputs, detection at a "
+    "threshold (AdvKNN Fig. 5)",
+    "layers": "the DkNNB+CL head on each layer, and MeanAttack (AdvKNN Fig. 4)",
+    "thesis-fgsm": "FGSM at the thesis's eps grid, its reliability diagrams and "
+    "correct-neighbour histograms at eps 0.15 (Topolewski Figs. 4.3-4.5)",
+    "ood": "credibility and softmax on inputs of no class",
+    "curves": "accuracy against eps",
+    "neighbours": "share of true-label neighbours per layer",
+}
+
+#: Sections of a default run: all but the expensive ones (``--full`` runs all).
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "layers")
+
+
+def parse_sections(text: str) -> list[str]:
+    """``--sections`` value: comma-separated names of :data:`SECTIONS` (``all``:
+    every one), in page order; ``clean`` is always included."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(SECTIONS)
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise ValueError(
+            f"--sections expects comma-separated names among {list(SECTIONS)} "
+            f"or 'all'; got {text!r}."
+        )
+    return [name for name in SECTIONS if name in names or name == "clean"]
 
 
 @dataclass
@@ -31,7 +86,9 @@ class ReportConfig:
     epochs are on 60,000 images, ours on 4,000), k = 75, 750 calibration images,
     FGSM eps = 0.25, BIM eps = 0.25 / step 0.01 / 100 iterations, DkNNB lambda =
     0.3 on the third layer, exact neighbour search (``backend``: any name or recipe
-    of :func:`skdknn.neighbors.make_backend`).
+    of :func:`skdknn.neighbors.make_backend`). ``net`` names the network of
+    :data:`NETS`; ``attacked_layer`` left empty is its third DkNN layer (the
+    papers'). ``sections`` lists the experiments run (:data:`SECTIONS`).
     """
 
     dataset: str = "embedded"
@@ -44,7 +101,8 @@ class ReportConfig:
     metric: str = "euclidean"
     backend: str = "exact"
     calibration_size: int = 750
-    attacked_layer: str = "relu3"
+    net: str = "paper-cnn"
+    attacked_layer: str = ""
     eps: float = 0.25
     step: float = 0.01
     n_iter: int = 100
@@ -58,10 +116,34 @@ class ReportConfig:
     variants: list[tuple[int, str]] = field(
         default_factory=lambda: [(75, "cosine"), (25, "euclidean"), (10, "cosine")]
     )
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
+    # AdvKNN Fig. 7: the k of the attack-success-against-k curves
+    k_grid: list[int] = field(default_factory=lambda: [5, 10, 25, 50, 75, 100])
+    # AdvKNN Fig. 5: budgets of the AdvKNN sets whose credibility is shown, and the
+    # credibility threshold below which an input is flagged
+    detection_eps: list[float] = field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.25]
+    )
+    detection_threshold: float = 0.5
+    # the thesis's FGSM budgets (Topolewski, Figs. 4.2-4.5)
+    thesis_eps: list[float] = field(
+        default_factory=lambda: [0.025, 0.05, 0.075, 0.1, 0.125, 0.15]
+    )
+    # AdvKNN Table 3: training epochs of the LeNet-5 the adversarial sets transfer to
+    transfer_epochs: int = 15
     batch_size: int = 256
     random_state: int = 0
     reuse: bool = True
     verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if self.net not in NETS:
+            raise ValueError(f"Unknown net {self.net!r}; expected one of {list(NETS)}.")
+        if not self.attacked_layer:
+            from .. import nets
+
+            # the papers attack the third layer
+            self.attacked_layer = getattr(nets, NETS[self.net]).dknn_layers[2]
 
     @classmethod
     def quick(cls, **overrides: Any) -> ReportConfig:
@@ -79,14 +161,31 @@ class ReportConfig:
             "curve_size": 100,
             "ood_size": 100,
             "variants": [(25, "cosine")],
+            "k_grid": [5, 25, 75],
+            "detection_eps": [0.02, 0.1, 0.25],
+            "transfer_epochs": 3,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
 
     @classmethod
-    def from_overrides(cls, quick: bool = False, **overrides: Any) -> ReportConfig:
-        """The default (or quick) settings with the given non-None values."""
+    def full(cls, **overrides: Any) -> ReportConfig:
+        """Every section at the papers' settings: the curves on every test image."""
+        settings: dict[str, Any] = {"sections": list(SECTIONS)}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        settings.setdefault("curve_size", settings.get("test_size", cls.test_size))
+        return cls(**settings)
+
+    @classmethod
+    def from_overrides(
+        cls, quick: bool = False, full: bool = False, **overrides: Any
+    ) -> ReportConfig:
+        """The default (quick, or full) settings with the given non-None values."""
+        if quick and full:
+            raise ValueError("--quick and --full exclude each other; choose one.")
         given = {k: v for k, v in overrides.items() if v is not None}
+        if full:
+            return cls.full(**given)
         return cls.quick(**given) if quick else cls(**given)
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +206,7 @@ class ReportConfig:
 
 #: Settings the trained network and the fitted DkNN depend on.
 MODEL_SETTINGS = (
+    "net",
     "dataset",
     "data_dir",
     "train_size",

@@ -39,8 +39,10 @@ __all__ = [
     "Outputs",
     "adversarial_sets",
     "attack_table",
+    "bim_iterations",
     "clean_table",
     "eps_curves",
+    "load_set",
     "neighbor_agreement",
     "ood_table",
     "variant_table",
@@ -113,12 +115,17 @@ def clean_table(
     data: Data,
     clean: Outputs,
     layer: str,
+    net_title: str = "DkNN paper CNN",
 ) -> list[dict[str, Any]]:
     """Accuracy of DNN / kNN / DkNN / DkNNB on the clean test images."""
     y = data.y_test
     rows: list[dict[str, Any]] = [
         {
-            "model": "CNN (DkNN paper architecture)",
+            "model": (
+                "CNN (DkNN paper architecture)"
+                if net_title == "DkNN paper CNN"
+                else f"CNN ({net_title})"
+            ),
             "accuracy": accuracy_under_attack(y, clean.cnn_pred),
             "mean_credibility": None,
             "mean_softmax_confidence": float(clean.softmax.mean()),
@@ -183,7 +190,7 @@ def variant_table(
 
 
 # -- adversarial sets ----------------------------------------------------------------
-def _bim_iterations(eps: float, step: float, n_iter: int) -> int:
+def bim_iterations(eps: float, step: float, n_iter: int) -> int:
     """Kurakin et al.'s rule, min(eps / step + 4, 1.25 eps / step), capped."""
     return max(1, min(n_iter, math.ceil(min(eps / step + 4, 1.25 * eps / step))))
 
@@ -244,7 +251,7 @@ def adversarial_sets(
     out: dict[str, tuple[NDArray[np.float32], float]] = {}
     for name in tqdm(names, desc=desc, disable=config.verbose <= 0, leave=False):
         path = cache / f"{name}_eps{eps:g}.npz"
-        saved = _load_set(path) if config.reuse else None
+        saved = load_set(path) if config.reuse else None
         if (
             saved is not None
             and saved.metrics.get("key") == key
@@ -265,7 +272,7 @@ def adversarial_sets(
     return out
 
 
-def _load_set(path: Path) -> Any:
+def load_set(path: Path) -> Any:
     """A saved adversarial set, or None when missing or damaged (recomputed)."""
     if not path.is_file():
         return None
@@ -362,7 +369,7 @@ def eps_curves(
     curves.example_predictions[0.0] = clean.dknn_pred[:n_examples]
     for eps in tqdm(grid, desc="accuracy vs eps", disable=config.verbose <= 0):
         step = min(config.step, eps)
-        n_iter = _bim_iterations(eps, step, config.n_iter)
+        n_iter = bim_iterations(eps, step, config.n_iter)
         sets = adversarial_sets(
             list(CURVE_ATTACKS),
             models,

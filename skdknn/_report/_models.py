@@ -18,12 +18,13 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from tqdm.auto import tqdm
 
+from .. import nets
 from .._classifier import DeepKNNClassifier
 from ..attacks import AdvKNNAttack
 from ..neighbors import make_backend
 from ..persistence import load_model, save_model
 from ..plotting._common import dknn_predictions, network_softmax
-from ._config import HEAD_SETTINGS, MODEL_SETTINGS, ReportConfig
+from ._config import HEAD_SETTINGS, MODEL_SETTINGS, NETS, ReportConfig
 from ._data import Data
 from ._render import write_atomic
 
@@ -95,6 +96,7 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
     loaded, seconds = dknn is not None, float("nan")
     if dknn is None:
         dknn = DeepKNNClassifier(
+            net=getattr(nets, NETS[config.net]),
             n_neighbors=config.n_neighbors,
             metric=config.metric,
             backend=report_backend(config),

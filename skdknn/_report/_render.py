@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-__all__ = ["Page", "write_atomic"]
+import numpy as np
+
+__all__ = ["Page", "num", "pct", "write_atomic"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -118,3 +120,17 @@ def _inline_code(text: str) -> str:
     return "".join(
         f"<code>{piece}</code>" if i % 2 else piece for i, piece in enumerate(pieces)
     )
+
+
+def pct(value: float | None) -> str:
+    """A share as a percentage with two decimals; "-" for None or NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{100 * value:.2f}"
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; "-" for None or NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"

@@ -16,12 +16,12 @@ import torch
 
 from .._version import __version__
 from . import _figures
-from ._config import ReportConfig
+from . import _section_pages as section_pages
+from ._config import NET_TITLES, ReportConfig
 from ._data import Data, load_data
 from ._experiments import (
     COLUMNS,
     MODEL_TITLES,
-    Curves,
     Outputs,
     adversarial_sets,
     attack_table,
@@ -32,7 +32,14 @@ from ._experiments import (
     variant_table,
 )
 from ._models import fit_heads, fit_models
-from ._render import Page, write_atomic
+from ._render import Page, num, pct, write_atomic
+from ._sections import (
+    detection_section,
+    k_sweep_section,
+    layers_section,
+    thesis_section,
+    transfer_section,
+)
 
 __all__ = ["run_report"]
 
@@ -78,59 +85,23 @@ def _machine() -> dict[str, str]:
 
 
 def run_report(config: ReportConfig) -> dict[str, Any]:
-    """Run the report end to end and write it to ``config.out``.
+    """Run the report's sections (``config.sections``) and write it to ``config.out``.
 
     Returns the dictionary also written to ``results.json``.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = _Steps(config.verbose)
+    sections = set(config.sections)
     data = load_data(config)
     print(data.describe(config.calibration_size))
-    with steps(f"DkNN paper CNN ({config.max_epochs} epochs) and DkNN"):
+    with steps(f"{NET_TITLES[config.net]} ({config.max_epochs} epochs) and DkNN"):
         models = fit_models(config, data, out)
     if models.loaded and config.verbose > 0:
         print(f"  loaded from {out / 'model'} (same settings)")
     with steps("DkNNB heads (AdvKNN, with and without consistency learning)"):
         heads = fit_heads(config, models, data, out)
-    with steps("clean accuracy and credibility"):
-        clean = Outputs.of(models, data.X_test)
-        clean_rows = clean_table(models, heads, data, clean, config.attacked_layer)
-        variants = variant_table(models, data, config.variants, config.verbose)
-    with steps(f"attacks at eps={config.eps:g} (AdvKNN Table 2)"):
-        sets = adversarial_sets(
-            [c for c in COLUMNS if c != "clean"],
-            models,
-            heads,
-            data.X_test,
-            config,
-            eps=config.eps,
-            n_iter=config.n_iter,
-            cache=out / "adversarial",
-            desc="attacks",
-        )
-        adversarial = {name: Outputs.of(models, X) for name, (X, _) in sets.items()}
-        table = attack_table(data, clean, adversarial, sets)
-    with steps(f"accuracy vs eps on {config.curve_size} images"):
-        curves = eps_curves(models, heads, data, config, out / "adversarial")
-    with steps("out-of-distribution inputs"):
-        ood_rows, ood_scores = ood_table(models, data, clean, config)
-    with steps("neighbours per layer"):
-        agreement = neighbor_agreement(
-            models,
-            data,
-            {
-                "clean": data.X_test,
-                "FGSM origin": sets["fgsm_origin"][0],
-                "BIM DkNNB+CL": sets["bim_dknnb_cl"][0],
-            },
-        )
-    with steps("figures"):
-        writer = _figures.FigureWriter(out)
-        _draw_figures(writer, models, data, clean, adversarial, sets, curves)
-        _figures.neighbor_agreement(writer, agreement, list(models.dknn.layers_))
-        _figures.ood(writer, ood_scores)
-    results = {
+    results: dict[str, Any] = {
         "skdknn_version": __version__,
         "machine": _machine(),
         "settings": config.as_dict(),
@@ -143,22 +114,100 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         },
         "model_loaded_from_cache": models.loaded,
         "layers": list(models.dknn.layers_),
-        "clean": clean_rows,
-        "choosing_k": variants,
-        "attack_table": table,
-        "attack_seconds": {name: round(s, 2) for name, (_, s) in sets.items()},
         "head_agreement": {n: float(a.agreement_) for n, a in heads.items()},
-        "curves": {
-            "eps": curves.eps,
-            "bim_iterations": curves.n_iter,
-            "accuracy": curves.accuracy,
-            "mean_l2": curves.distortion,
-        },
-        "neighbor_label_agreement": agreement,
-        "out_of_distribution": ood_rows,
-        "figures": writer.figures,
-        "step_seconds": steps.times,
     }
+    writer = _figures.FigureWriter(out)
+    with steps("clean accuracy and credibility"):
+        clean = Outputs.of(models, data.X_test)
+        results["clean"] = clean_table(
+            models,
+            heads,
+            data,
+            clean,
+            str(config.attacked_layer),
+            NET_TITLES[config.net],
+        )
+        _figures.reliability(writer, data.y_test, clean)
+        _explanation_clean(writer, models, data, clean)
+    if "choosing-k" in sections:
+        with steps("other k and metrics"):
+            results["choosing_k"] = variant_table(
+                models, data, config.variants, config.verbose
+            )
+    sets: dict[str, Any] = {}
+    if sections & {"table2", "transfer", "k-sweep", "neighbours"}:
+        with steps(f"attacks at eps={config.eps:g} (AdvKNN Table 2)"):
+            sets = adversarial_sets(
+                [c for c in COLUMNS if c != "clean"],
+                models,
+                heads,
+                data.X_test,
+                config,
+                eps=config.eps,
+                n_iter=config.n_iter,
+                cache=out / "adversarial",
+                desc="attacks",
+            )
+            results["attack_seconds"] = {n: round(s, 2) for n, (_, s) in sets.items()}
+    if "table2" in sections:
+        with steps("attack table"):
+            adversarial = {name: Outputs.of(models, X) for name, (X, _) in sets.items()}
+            results["attack_table"] = attack_table(data, clean, adversarial, sets)
+            _table2_figures(writer, models, data, clean, adversarial, sets)
+    if "transfer" in sections:
+        with steps("transfer to another network (AdvKNN Table 3)"):
+            results["transfer"] = transfer_section(config, data, out, sets)
+            _figures.transfer(writer, results["transfer"], COLUMNS)
+    if "k-sweep" in sections:
+        with steps("attack success against k (AdvKNN Fig. 7)"):
+            results["k_sweep"], loaded = k_sweep_section(
+                config, models, data, out, sets
+            )
+            results["k_sweep"]["loaded_from_cache"] = loaded
+            _figures.k_sweep(writer, results["k_sweep"])
+    if "detection" in sections:
+        with steps("credibility of AdvKNN examples (AdvKNN Fig. 5)"):
+            results["detection"] = detection_section(config, models, heads, data, out)
+            _figures.detection(writer, results["detection"])
+    if "layers" in sections:
+        with steps("the DkNNB head on each layer, MeanAttack (AdvKNN Fig. 4)"):
+            results["layer_ablation"] = layers_section(config, models, heads, data, out)
+            _figures.layers(writer, results["layer_ablation"])
+    if "thesis-fgsm" in sections:
+        with steps("FGSM at the thesis's eps grid (Topolewski Figs. 4.3-4.5)"):
+            results["thesis_fgsm"] = thesis_section(config, models, heads, data, out)
+            _figures.thesis(writer, results["thesis_fgsm"])
+    if "ood" in sections:
+        with steps("out-of-distribution inputs"):
+            results["out_of_distribution"], ood_scores = ood_table(
+                models, data, clean, config
+            )
+            _figures.ood(writer, ood_scores)
+    if "curves" in sections:
+        with steps(f"accuracy vs eps on {config.curve_size} images"):
+            curves = eps_curves(models, heads, data, config, out / "adversarial")
+            results["curves"] = {
+                "eps": curves.eps,
+                "bim_iterations": curves.n_iter,
+                "accuracy": curves.accuracy,
+                "mean_l2": curves.distortion,
+            }
+            _figures.eps_curves(writer, curves)
+    if "neighbours" in sections:
+        with steps("neighbours per layer"):
+            agreement = neighbor_agreement(
+                models,
+                data,
+                {
+                    "clean": data.X_test,
+                    "FGSM origin": sets["fgsm_origin"][0],
+                    "BIM DkNNB+CL": sets["bim_dknnb_cl"][0],
+                },
+            )
+            results["neighbor_label_agreement"] = agreement
+            _figures.neighbor_agreement(writer, agreement, list(models.dknn.layers_))
+    results["figures"] = writer.figures
+    results["step_seconds"] = steps.times
     results["wall_time_s"] = steps.total
     page = build_page(config, data, results)
     md, html_path = page.write(out)
@@ -174,24 +223,9 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     return results
 
 
-def _draw_figures(
-    writer: _figures.FigureWriter,
-    models: Any,
-    data: Data,
-    clean: Outputs,
-    adversarial: dict[str, Outputs],
-    sets: dict[str, Any],
-    curves: Curves,
+def _explanation_clean(
+    writer: _figures.FigureWriter, models: Any, data: Data, clean: Outputs
 ) -> None:
-    _figures.reliability(writer, data.y_test, clean)
-    _figures.credibility_histograms(
-        writer,
-        {
-            "clean": clean.dknn_cred,
-            **{COLUMNS[n]: adversarial[n].dknn_cred for n in adversarial},
-        },
-    )
-    _figures.eps_curves(writer, curves)
     wrong = np.flatnonzero(clean.dknn_pred != data.y_test)
     i = int(wrong[0]) if wrong.size else 0
     _figures.explanation(
@@ -203,6 +237,23 @@ def _draw_figures(
         "explanation_clean",
         f"Test image {i} (label {data.y_test[i]}, DkNN prediction "
         f"{clean.dknn_pred[i]}) and its nearest training images at every layer.",
+    )
+
+
+def _table2_figures(
+    writer: _figures.FigureWriter,
+    models: Any,
+    data: Data,
+    clean: Outputs,
+    adversarial: dict[str, Outputs],
+    sets: dict[str, Any],
+) -> None:
+    _figures.credibility_histograms(
+        writer,
+        {
+            "clean": clean.dknn_cred,
+            **{COLUMNS[n]: adversarial[n].dknn_cred for n in adversarial},
+        },
     )
     fooled = np.flatnonzero(
         (adversarial["bim_dknnb_cl"].dknn_pred != data.y_test)
@@ -224,42 +275,51 @@ def _draw_figures(
 
 
 # -- the page ------------------------------------------------------------------------
-def _pct(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    return f"{100 * value:.2f}"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Page:
     page = Page("skdknn report: Deep k-Nearest Neighbours and AdvKNN on " + data.name)
     d = results["data"]
     page.paragraph(
         f"{d['n_train']:,} training images ({d['n_indexed']:,} indexed, "
         f"{d['n_calibration']:,} calibration), {d['n_test']:,} held-out test images. "
-        f"The DkNN paper CNN, {config.max_epochs} epochs; DkNN on "
+        f"The {NET_TITLES[config.net]}, {config.max_epochs} epochs; DkNN on "
         f"`{', '.join(results['layers'])}`, k = {config.n_neighbors}, "
         f"{config.metric} distance, neighbour search `{config.backend}`. Attacks "
         f"at eps = {config.eps:g} (BIM: step "
         f"{config.step:g}, {config.n_iter} iterations), DkNNB lambda = "
         f"{config.lam:g} on `{config.attacked_layer}`. Machine: "
         f"{results['machine']['platform']}, {results['machine']['cores']} cores, "
-        f"{results['machine']['date']}; skdknn {__version__}."
+        f"{results['machine']['date']}; skdknn {__version__}. Sections: "
+        f"{', '.join(config.sections)}."
     )
+    placed: set[str] = set()
+    for section in config.sections:
+        render = _SECTION_PAGES.get(section)
+        if render is not None:
+            render(page, config, data, results)
+        placed |= set(section_pages.FIGURES.get(section, ()))
+        for figure in results["figures"]:
+            if figure["name"] in section_pages.FIGURES.get(section, ()):
+                page.figure(figure["path"], figure["caption"])
+    rest = [f for f in results["figures"] if f["name"] not in placed]
+    if rest:
+        page.heading("Figures")
+    for figure in rest:
+        page.figure(figure["path"], figure["caption"])
+    return page
+
+
+def _page_clean(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
     page.heading("Accuracy on clean test images")
     page.table(
         ["model", "accuracy %", "paper %", "mean credibility"],
         [
             [
                 row["model"],
-                _pct(row["accuracy"]),
-                _pct(row.get("paper_accuracy")),
-                _num(row["mean_credibility"]),
+                pct(row["accuracy"]),
+                pct(row.get("paper_accuracy")),
+                num(row["mean_credibility"]),
             ]
             for row in results["clean"]
         ],
@@ -269,6 +329,11 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         "DkNNB rows: the deep kNN block trained to imitate the kNN of "
         f"`{config.attacked_layer}`, used as a classifier."
     )
+
+
+def _page_choosing_k(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
     page.heading("Choosing k and the metric")
     page.table(
         ["k", "metric", "DkNN accuracy %", "mean credibility"],
@@ -276,8 +341,8 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
             [
                 str(row["n_neighbors"]),
                 row["metric"],
-                _pct(row["accuracy"]),
-                _num(row["mean_credibility"]),
+                pct(row["accuracy"]),
+                num(row["mean_credibility"]),
             ]
             for row in results["choosing_k"]
         ],
@@ -287,6 +352,11 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         "k = 75 is a large share of each class when the index holds thousands of "
         "images rather than 60,000; choose k by GridSearchCV on training data."
     )
+
+
+def _page_table2(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
     page.heading(f"Attacks at eps = {config.eps:g} (AdvKNN Table 2)")
     header = ["model", *COLUMNS.values()]
     rows = []
@@ -294,12 +364,12 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         title = {"knn": f"kNN ({config.attacked_layer})", "dknn": "DkNN"}.get(
             model, "CNN (reference)"
         )
-        rows.append([title, *(_pct(cells[c]["accuracy"]) for c in COLUMNS)])
+        rows.append([title, *(pct(cells[c]["accuracy"]) for c in COLUMNS)])
         if "paper_accuracy" in cells["clean"]:
             rows.append(
                 [
                     f"{title}, paper",
-                    *(_pct(cells[c]["paper_accuracy"]) for c in COLUMNS),
+                    *(pct(cells[c]["paper_accuracy"]) for c in COLUMNS),
                 ]
             )
     page.table(header, rows)
@@ -308,11 +378,16 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         "through the deep kNN block trained with cross-entropy only; +CL: with "
         "consistency learning. Mean credibility of the DkNN per column: "
         + ", ".join(
-            f"{title} {_num(results['attack_table']['dknn'][c]['mean_credibility'])}"
+            f"{title} {num(results['attack_table']['dknn'][c]['mean_credibility'])}"
             for c, title in COLUMNS.items()
         )
         + "."
     )
+
+
+def _page_ood(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
     page.heading("Out-of-distribution inputs")
     page.table(
         [
@@ -327,10 +402,10 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
             [
                 row["set"],
                 str(row["n"]),
-                _num(row["mean_credibility"]),
-                _num(row["mean_softmax_confidence"]),
-                _num(row["auroc_credibility"]),
-                _num(row["auroc_softmax"]),
+                num(row["mean_credibility"]),
+                num(row["mean_softmax_confidence"]),
+                num(row["auroc_credibility"]),
+                num(row["auroc_softmax"]),
             ]
             for row in results["out_of_distribution"]
         ],
@@ -340,12 +415,18 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         "(1 = perfect, 0.5 = chance). The test digits are the clean table's test "
         "images, so their mean credibility is the DkNN's there."
     )
+
+
+def _page_curves(
+    page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
+) -> None:
+    d = results["data"]
     page.heading("Accuracy against eps")
     eps = results["curves"]["eps"]
     curve_rows = []
     for attack, per_model in results["curves"]["accuracy"].items():
         for model, values in per_model.items():
-            curve_rows.append([f"{attack}: {model}", *(_pct(v) for v in values)])
+            curve_rows.append([f"{attack}: {model}", *(pct(v) for v in values)])
     page.table(["attack: model", *(f"eps={e:g}" for e in eps)], curve_rows)
     bim_steps = next(
         steps
@@ -361,10 +442,20 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         + ", ".join(f"{e:g}" for e in eps[1:])
         + "."
     )
-    page.heading("Figures")
-    for figure in results["figures"]:
-        page.figure(figure["path"], figure["caption"])
-    return page
+
+
+_SECTION_PAGES = {
+    "clean": _page_clean,
+    "choosing-k": _page_choosing_k,
+    "table2": _page_table2,
+    "transfer": section_pages.transfer,
+    "k-sweep": section_pages.k_sweep,
+    "detection": section_pages.detection,
+    "layers": section_pages.layers,
+    "thesis-fgsm": section_pages.thesis,
+    "ood": _page_ood,
+    "curves": _page_curves,
+}
 
 
 def page_summary(results: dict[str, Any]) -> str:
@@ -374,23 +465,28 @@ def page_summary(results: dict[str, Any]) -> str:
         cred = row["mean_credibility"]
         cred_text = f"{cred:17.3f}" if cred is not None else f"{'-':>17}"
         lines.append(f"{row['model']:<34} {100 * row['accuracy']:8.1f}% {cred_text}")
-    lines.append("")
-    lines.append(
-        f"{'accuracy % under attack':<24}"
-        + "".join(f"{title:>15}" for title in COLUMNS.values())
-    )
-    for model, cells in results["attack_table"].items():
+    if "attack_table" in results:
+        lines.append("")
         lines.append(
-            f"{MODEL_TITLES[model]:<24}"
-            + "".join(f"{_pct(cells[c]['accuracy']):>15}" for c in COLUMNS)
+            f"{'accuracy % under attack':<24}"
+            + "".join(f"{title:>15}" for title in COLUMNS.values())
         )
+        for model, cells in results["attack_table"].items():
+            lines.append(
+                f"{MODEL_TITLES[model]:<24}"
+                + "".join(f"{pct(cells[c]['accuracy']):>15}" for c in COLUMNS)
+            )
+    lines += section_pages.summary(results)
     return "\n".join(lines)
 
 
 def _jsonable(value: Any) -> Any:
     """Plain JSON: arrays as lists, NaN (e.g. no successful example) as null."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        # "_" keys hold arrays for the figures (saved elsewhere, or recomputable)
+        return {
+            str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")
+        }
     if isinstance(value, list | tuple | np.ndarray):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._dask import active_client
 from ..exceptions import ShardLostError
-from ._base import NeighborsBackend
+from ._base import NeighborsBackend, n_threads
 from ._exact import sort_by_distance_then_index
 from ._registry import make_inner_backend
 
@@ -238,7 +238,8 @@ class ShardedBackend(NeighborsBackend):
         :meth:`kneighbors`; a :class:`TimeoutError` names the shards still
         pending. ``None`` waits as long as it takes.
     n_jobs : int, default=None
-        Threads searching the shards of a local model (``None``: one per shard).
+        Threads searching the shards of a local model, at most one per shard
+        (``None``: one per shard; ``-1``: one per core, joblib's convention).
         On a cluster, each worker's threads do.
 
     Attributes
@@ -257,7 +258,7 @@ class ShardedBackend(NeighborsBackend):
     ShardLostError
         From :meth:`kneighbors`, when a worker holding a shard has died: the error
         names the shard and its rows. Nothing is answered from the other shards
-        alone.
+        alone. Also when the client holding the shards has been closed.
 
     See Also
     --------
@@ -355,7 +356,15 @@ class ShardedBackend(NeighborsBackend):
         return f"shard {i} of {self.n_shards_} (rows {lo} to {hi - 1})"
 
     def _check_shards_alive(self) -> None:
-        """Raise ShardLostError if a worker holding a shard is gone."""
+        """Raise ShardLostError if the client or a worker holding a shard is gone."""
+        if self._client.status in ("closing", "closed"):
+            raise ShardLostError(
+                f"{type(self).__name__}: the Dask client that holds its "
+                f"{self.n_shards_} shards ({self._client}) is closed, and the shards "
+                "went with it. Keep the client open while the model is used; to "
+                "keep a model past its client, gather() it first (or save_model), "
+                "then scatter(client) it to a new one."
+            )
         lost = [i for i, f in enumerate(self._shards) if f.status in ("lost", "error")]
         lost += [
             i
@@ -495,10 +504,10 @@ class ShardedBackend(NeighborsBackend):
         del rows  # the shards hold the rows now; the scattered copies are released
 
     def _map_local(self, function: Callable[[int], Any], n: int) -> list[Any]:
-        n_threads = n if self.n_jobs is None else max(1, min(n, abs(self.n_jobs)))
-        if n_threads == 1:
+        threads = n if self.n_jobs is None else max(1, min(n, n_threads(self.n_jobs)))
+        if threads == 1:
             return [function(i) for i in range(n)]
-        with ThreadPoolExecutor(n_threads) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(function, range(n)))
 
     # -- searching ----------
