@@ -25,6 +25,12 @@ real-MNIST sample (4,000 training images, 1,000 held-out images):
 
 Run ``python benchmarks/neighbors.py`` (both parts, about 20 minutes on 2 cores) or
 ``--quick`` for a smoke run of a few minutes at 1/10 of the paper's scale.
+
+``--part end-to-end --before DIR`` instead times the first ``--end-to-end``
+configuration with two skdknn versions in one run: the skdknn package in ``DIR``
+(e.g. the released version: ``git worktree add DIR f7a5284``) and this one, each
+in a fresh process given the same trained weights and the same images, one after
+the other; it prints both times, their ratio and whether the predictions agree.
 """
 
 from __future__ import annotations
@@ -34,8 +40,12 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +59,6 @@ from sklearn.frozen import FrozenEstimator
 
 import skdknn
 from skdknn import DeepKNNClassifier
-from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import make_backend
 
@@ -76,15 +85,18 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def configured(recipe: str, seed: int) -> Any:
+    """One configuration, seeded."""
+    backend = make_backend(recipe)
+    params = CONFIGURATIONS[recipe]
+    if "random_state" in backend.get_params():
+        params = {"random_state": seed, **params}
+    return backend.set_params(**params)
+
+
 def backends(seed: int) -> dict[str, Any]:
     """The configurations compared, seeded."""
-    configured = {}
-    for recipe, params in CONFIGURATIONS.items():
-        backend = make_backend(recipe)
-        if "random_state" in backend.get_params():
-            params = {"random_state": seed, **params}
-        configured[recipe] = backend.set_params(**params)
-    return configured
+    return {recipe: configured(recipe, seed) for recipe in CONFIGURATIONS}
 
 
 #: Backends too slow to run on a 12,544- or 3,200-wide layer of 60,000 points
@@ -279,6 +291,7 @@ def per_layer(
     seed: int,
 ) -> None:
     """Build, query, recall and memory of each backend on each layer."""
+    from skdknn._activations import extract_activations
 
     # per layer, on the activations of the replicated images
     probe = dknn(net, "exact", seed).fit(Xr[:1000], yr[:1000])
@@ -351,6 +364,78 @@ def end_to_end_table(
         del out["clf"]
 
 
+# ---------------------------------------------------------------------------------
+# Two versions in one run: end to end, each in a fresh process
+# ---------------------------------------------------------------------------------
+def _version_child(directory: str, backend: str, seed: int) -> None:
+    """Fit + neighbour counts with whichever skdknn is importable; print JSON."""
+    from skdknn import conformal
+    from skdknn.nets import DkNNPaperCNN
+
+    module = DkNNPaperCNN()
+    module.load_state_dict(torch.load(f"{directory}/net.pt"))
+    module.eval()
+    data = np.load(f"{directory}/data.npz")
+    clf = dknn(module, configured(backend, seed), seed)
+    start = time.perf_counter()
+    clf.fit(data["X"], data["y"])
+    counts = clf.neighbor_counts(data["Xq"])  # one query pass in both versions
+    elapsed = time.perf_counter() - start
+    prediction = clf.classes_[conformal.predict_from_counts(counts)]
+    np.save(f"{directory}/prediction-{os.getpid()}.npy", prediction)
+    print(
+        json.dumps(
+            {
+                "time": elapsed,
+                "version": skdknn.__version__,
+                "file": skdknn.__file__,
+                "prediction": f"{directory}/prediction-{os.getpid()}.npy",
+            }
+        )
+    )
+
+
+def before_after(
+    module: Any, data: tuple[np.ndarray, ...], args: argparse.Namespace
+) -> None:
+    """The first end-to-end configuration, before (``args.before``) and after."""
+    X, y, Xt, yt = data
+    Xr, yr = replicate(X, y, args.n_train + 750, args.seed)
+    Xqr, yqr = replicate(Xt, yt, args.n_query, args.seed + 1)
+    backend = args.end_to_end[0]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    versions = [("before", os.path.abspath(args.before)), ("after", here)]
+    print(f"\n### End to end, two versions ({backend}; fit + neighbour counts)\n")
+    print("| version | skdknn | fit + neighbour counts (s) | DkNN accuracy |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save(module.state_dict(), f"{directory}/net.pt")
+        np.savez(f"{directory}/data.npz", X=Xr, y=yr, Xq=Xqr)
+        del Xr, Xqr
+        times, predictions = {}, {}
+        for label, path in versions:
+            env = {**os.environ, "PYTHONPATH": path}
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", directory]
+            cmd += ["--end-to-end", backend, "--seed", str(args.seed)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                print(f"| {label} | failed: {out.stderr.strip()[-300:]} | | |")
+                return
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            times[label] = result["time"]
+            predictions[label] = np.load(result["prediction"], allow_pickle=True)
+            print(
+                f"| {label} | {result['version']} ({os.path.dirname(result['file'])})"
+                f" | {result['time']:.1f} | {np.mean(predictions[label] == yqr):.4f} |",
+                flush=True,
+            )
+    same = np.mean(predictions["before"] == predictions["after"])
+    print(
+        f"\nafter / before time: {times['after'] / times['before']:.2f} "
+        f"(below 1: faster); same predictions: {same:.4f}"
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -364,7 +449,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-query", type=int, default=10_000)
     parser.add_argument(
         "--backends",
-        default=",".join(backends(0)),
+        default=",".join(CONFIGURATIONS),
         help="comma-separated configurations for the tables (default: all)",
     )
     parser.add_argument(
@@ -375,6 +460,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--before",
+        default=None,
+        help="with --part end-to-end: time the first --end-to-end configuration "
+        "with the skdknn package in this directory too (see the docstring)",
+    )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 1 epoch, 6,000 x 1,000 at paper scale",
@@ -384,7 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.epochs, args.n_train, args.n_query = 1, 6_000, 1_000
     args.backends = [b for b in args.backends.split(",") if b]
     args.end_to_end = [b for b in args.end_to_end.split(",") if b]
-    unknown = set(args.backends + args.end_to_end) - set(backends(0))
+    unknown = set(args.backends + args.end_to_end) - set(CONFIGURATIONS)
     if unknown:
         parser.error(f"unknown configurations: {sorted(unknown)}")
     if "exact" not in args.backends or args.end_to_end[:1] not in ([], ["exact"]):
@@ -394,6 +486,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.child is not None:
+        _version_child(args.child, args.end_to_end[0], args.seed)
+        return 0
     print(machine())
     data = mnist_split(args.seed)
     X, y = data[0], data[1]
@@ -404,7 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ["exact", *[b for b in args.backends if b != "exact"]]
     if args.part in ("real", "both"):
         part_real(clf.net_, data, names, args.seed)
-    if args.part in ("paper", "both", "end-to-end"):
+    if args.before is not None:
+        before_after(clf.module_, data, args)
+    elif args.part in ("paper", "both", "end-to-end"):
         part_paper(
             clf.net_,
             data,

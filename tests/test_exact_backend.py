@@ -634,6 +634,58 @@ def test_a_single_query_on_an_indexed_point_is_refined(k):
 
 
 # ---------------------------------------------------------------------------------
+# The refinement on activation-like data: every pair near, most rows crowded
+# ---------------------------------------------------------------------------------
+def _offset_activations(n=300, n_queries=40, d=512, seed=0):
+    """Rows near one far point (ReLU'd common offset plus 1 % noise): every pair's
+    expansion loses most of its digits, so every row is refined, most crowded."""
+    rng = np.random.default_rng(seed)
+    base = 2 * np.abs(rng.normal(size=d))
+    X = np.maximum(base + 0.05 * rng.normal(size=(n, d)), 0).astype(np.float32)
+    Q = np.maximum(base + 0.05 * rng.normal(size=(n_queries, d)), 0)
+    return X, Q.astype(np.float32)
+
+
+@pytest.mark.parametrize("storage_dtype", ["float32", "float16"])
+def test_refinement_on_offset_activations_equals_float64_brute_force(storage_dtype):
+    X, Q = _offset_activations()
+    stored = X.astype(storage_dtype).astype(np.float64)
+    ref_dist, ref_ind = (
+        NearestNeighbors(n_neighbors=25, algorithm="brute").fit(stored).kneighbors(Q)
+    )
+    answers = []
+    for n_jobs in (1, 2):
+        backend = ExactBackend(25, n_jobs=n_jobs, storage_dtype=storage_dtype)
+        dist, ind = backend.fit(X).kneighbors(Q)
+        np.testing.assert_array_equal(ind, ref_ind)
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-5)
+        answers.append((dist, ind))
+    # the same bits whatever the number of threads
+    np.testing.assert_array_equal(answers[0][0], answers[1][0])
+
+
+def test_refinement_runs_on_one_thread(monkeypatch):
+    """The refinement's many small operations run on one thread (threads waiting
+    for each other on a loaded machine made them 15x slower); the product and
+    the selection keep ``n_jobs`` threads."""
+    import skdknn.neighbors._exact as exact
+
+    seen = []
+    real = exact._refine_near_duplicates
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "_refine_near_duplicates", spy)
+    X, Q = _offset_activations(n=100, n_queries=5, d=32)
+    before = torch.get_num_threads()
+    ExactBackend(5, n_jobs=2).fit(X).kneighbors(Q)
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------
 # Ties: decided by index, also at the k-th place
 # ---------------------------------------------------------------------------------
 def _nearest_by_distance_then_index(X, Q, k):

@@ -11,7 +11,7 @@ import torch
 from sklearn.frozen import FrozenEstimator
 
 from skdknn import DeepKNNClassifier
-from skdknn.neighbors import ProjectedBackend
+from skdknn.neighbors import ExactBackend, ProjectedBackend
 from skdknn.nets import CifarResNet18, default_layers, layer_names
 
 torch.manual_seed(0)
@@ -47,8 +47,6 @@ print(
 print(sorted(result))
 accuracy = np.mean(result.prediction == y[1200:])
 print(f"accuracy {accuracy:.3f}, mean credibility {result.credibility.mean():.3f}")
-
-from skdknn.neighbors import ExactBackend
 
 # full-width exact indexes, stored in float32 and in float16
 full = sklearn.clone(clf).set_params(backend="exact")

@@ -273,16 +273,20 @@ class ExactBackend(NeighborsBackend):
                 self._scores(query, fit_t, sq_norms, block)
                 # one more than asked, to see ties that straddle the k-th place
                 values, idx = torch.topk(block, k_plus, dim=1, largest=False)
-                sq_dist, idx = _refine_near_duplicates(
-                    query, fit_t, sq_norms, values, idx, block
-                )
-                dist = sq_dist.sqrt_()
-                if k_plus > n_neighbors:
-                    for row in _tied_at_kth(dist, n_neighbors).tolist():
-                        d, i = _exact_row(
-                            query[row], fit_t, sq_norms, block[row], n_neighbors
-                        )
-                        dist[row, :n_neighbors], idx[row, :n_neighbors] = d, i
+                # the refinements are many small operations: on one thread, since
+                # threads that wait for each other on a shared machine made them
+                # 15x slower (85 s instead of 5.6 s for 1,000 queries)
+                with torch_threads(1):
+                    sq_dist, idx = _refine_near_duplicates(
+                        query, fit_t, sq_norms, values, idx, block
+                    )
+                    dist = sq_dist.sqrt_()
+                    if k_plus > n_neighbors:
+                        for row in _tied_at_kth(dist, n_neighbors).tolist():
+                            d, i = _exact_row(
+                                query[row], fit_t, sq_norms, block[row], n_neighbors
+                            )
+                            dist[row, :n_neighbors], idx[row, :n_neighbors] = d, i
                 end = start + query.shape[0]
                 distances[start:end] = dist[:, :n_neighbors].numpy()
                 indices[start:end] = idx[:, :n_neighbors].numpy()
