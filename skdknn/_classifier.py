@@ -56,6 +56,7 @@ from ._validation import (
     as_flat_rows,
     check_fitted_shape,
     check_input_shape,
+    check_n_neighbors,
     check_neighbors_per_class,
     check_value_range,
     value_range,
@@ -956,17 +957,24 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...) as in ``fit``
-        significance : float in [0, 1], default=0.1
+        significance : float in (0, 1), default=0.1
             Significance level epsilon.
 
         Returns
         -------
         sets : ndarray of bool, shape (n_samples, n_classes)
             ``sets[i, j]`` is True when ``classes_[j]`` is in the set of ``X[i]``.
+
+        Raises
+        ------
+        ValueError
+            When ``significance`` is not a real number in (0, 1) (also a
+            TypeError).
         """
+        # checks significance before any work (an error naming what is expected)
+        conformal.prediction_sets(np.empty((0, 0)), significance)
         p: Any = self.p_values(X)
         if is_dask_array(p):
-            conformal.prediction_sets(p[:0].compute(), significance)  # checks it
             return p.map_blocks(conformal.prediction_sets, significance, dtype=bool)
         return conformal.prediction_sets(p, significance)
 
@@ -1008,7 +1016,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             positions = list(range(len(self.layers_)))
         else:
             positions = [match_layer(self.module_, layer, self.layers_)]
-        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        k = check_n_neighbors(self.n_neighbors if n_neighbors is None else n_neighbors)
         backends = [self.backends_[p] for p in positions]
         if X is None:
             results = [b.kneighbors(None, k, return_distance=True) for b in backends]
