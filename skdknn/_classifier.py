@@ -229,6 +229,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         prediction sets' coverage, on data distributed like ``y``, can miss its
         guarantee; the message names ``calibration_split="stratified"`` and
         ``mondrian=True``.
+        At ``fit``, when ``calibration_split="stratified"`` (and
+        ``mondrian=False``) gives a class no calibration point (its share of
+        ``calibration_size`` rounds to zero); the message names the classes.
 
     See Also
     --------
@@ -465,6 +468,18 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"calibration_size={self.calibration_size!r} rounds to zero with "
                 f"calibration_split={self.calibration_split!r}. Raise "
                 "calibration_size or use calibration_split='balanced'."
+            )
+        if missing.size:
+            names = self.classes_[missing[:5]].tolist()
+            warnings.warn(
+                f"calibration_split={self.calibration_split!r} gave no calibration "
+                f"point to {len(missing)} class(es) {names}: their share of "
+                f"calibration_size={self.calibration_size!r} rounds to zero. The "
+                "prediction sets' coverage still holds over all data, but nothing "
+                "calibrates inputs of these classes. Raise calibration_size or use "
+                "calibration_split='balanced'.",
+                UserWarning,
+                stacklevel=3,
             )
         shift = class_imbalance(y)
         balanced = self.calibration_split == "balanced" and not self.mondrian

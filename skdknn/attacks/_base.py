@@ -233,10 +233,10 @@ def warn_wide_tanh_box(X: NDArray, lower: NDArray, upper: NDArray) -> None:
     """Warn when the box is far wider than the inputs (tanh-space steps too coarse)."""
     mid = (upper.astype(np.float64) + lower) / 2
     half = float(np.max((upper.astype(np.float64) - lower) / 2))
-    reach = float(np.max(np.abs(X - mid), initial=0.0))
-    if half > WIDE_TANH_BOX * max(reach, np.finfo(np.float32).tiny):
+    reach = max(float(np.max(np.abs(X - mid), initial=0.0)), 1e-30)
+    if half > WIDE_TANH_BOX * reach:
         warnings.warn(
-            f"The clip box is {half / max(reach, 1e-300):.3g} times wider than the "
+            f"The clip box is {half / reach:.3g} times wider than the "
             "inputs' distance from its centre (half-width "
             f"{half:.3g}, inputs within {reach:.3g} of the centre). The "
             "Carlini-Wagner attack optimises in tanh space, x' = mid + half * "
