@@ -150,7 +150,7 @@ def _assert_same_outputs(dask_model, numpy_model, X_dask, X, methods=ALL_METHODS
         )
 
 
-def test_dask_arrays_without_a_cluster():
+def test_dask_arrays_without_a_cluster(tmp_path):
     # no distributed client yet (this test runs before the module's cluster):
     # Dask's local scheduler computes the activations and the searches
     with pytest.raises(ValueError):
@@ -167,6 +167,14 @@ def test_dask_arrays_without_a_cluster():
     for field in ("neighbors", "distances"):
         assert isinstance(with_neighbors[field], da.Array)
         np.testing.assert_array_equal(with_neighbors[field].compute(), expected[field])
+    assert model.score(X_dask, y) == reference.score(X, y)
+    # the activation cache keys arrays in memory: not used, and said so
+    with pytest.warns(UserWarning, match="memory= .* not used for a dask array"):
+        cached = _image_dknn(memory=str(tmp_path)).fit(X_dask, y)
+    np.testing.assert_array_equal(
+        cached.calibration_nonconformity_,
+        _image_dknn().fit(X, y).calibration_nonconformity_,
+    )
 
 
 # ---------------------------------------------------------------------------------
