@@ -972,7 +972,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...) as in ``fit``
-        significance : float in (0, 1), default=0.1
+        significance : float in [0, 1], default=0.1
             Significance level epsilon.
 
         Returns
@@ -983,7 +983,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            When ``significance`` is not a real number in (0, 1) (also a
+            When ``significance`` is not a real number in [0, 1] (also a
             TypeError).
         """
         # checks significance before any work (an error naming what is expected)

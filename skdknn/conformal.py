@@ -405,8 +405,9 @@ def prediction_sets(p: ArrayLike, significance: float) -> NDArray[np.bool_]:
     ----------
     p : array-like, shape (n_queries, n_classes)
         p-values from :func:`p_values`.
-    significance : float in (0, 1)
-        Significance level epsilon: the error rate allowed.
+    significance : float in [0, 1]
+        Significance level epsilon: the error rate allowed (0: every class with
+        a positive p-value, 1: empty sets).
 
     Returns
     -------
@@ -416,8 +417,8 @@ def prediction_sets(p: ArrayLike, significance: float) -> NDArray[np.bool_]:
     Raises
     ------
     ValueError
-        When ``significance`` is not a real number in (0, 1) (a string, an array,
-        a bool, NaN, 0 or 1); the error is also a TypeError.
+        When ``significance`` is not a real number in [0, 1] (a string, an array,
+        a bool, NaN, a number out of range); the error is also a TypeError.
 
     Examples
     --------
@@ -428,7 +429,7 @@ def prediction_sets(p: ArrayLike, significance: float) -> NDArray[np.bool_]:
 
 
 def _check_significance(significance: Any) -> float:
-    """``significance`` as a float; an error unless it is a real number in (0, 1).
+    """``significance`` as a float; an error unless it is a real number in [0, 1].
 
     Shared by every function and method taking a significance level. The error
     is sklearn's InvalidParameterError, both a ValueError and a TypeError.
@@ -436,10 +437,10 @@ def _check_significance(significance: Any) -> float:
     if (
         isinstance(significance, (bool, np.bool_))
         or not isinstance(significance, Real)
-        or not 0.0 < float(significance) < 1.0
+        or not 0.0 <= float(significance) <= 1.0
     ):
         raise InvalidParameterError(
-            "significance must be a real number in (0, 1), the error rate the "
+            "significance must be a real number in [0, 1], the error rate the "
             f"prediction sets allow (e.g. 0.1); got {significance!r}"
             + (
                 "."

@@ -507,5 +507,5 @@ def test_cw_warns_for_a_box_far_wider_than_the_inputs():
                 net, clip_min=clip_min, clip_max=clip_max, n_iter=2
             ).fit(X).transform(X)
     attack = CarliniWagnerL2Attack(net, clip_min=-1e30, clip_max=1e30, n_iter=2).fit(X)
-    with pytest.warns(UserWarning, match="times wider than the inputs.*tanh"):
+    with pytest.warns(UserWarning, match="times the inputs' scale.*tanh"):
         attack.transform(X)

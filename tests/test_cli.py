@@ -224,6 +224,7 @@ def test_train_on_idx_files(tmp_path, capsys):
         (["report", "--eps-grid", "0.1,x"], "--eps-grid: expected comma-separated"),
         (["report", "--eps-grid", "0,0.1"], "positive finite numbers, got '0,0.1'"),
         (["report", "--k-grid", "0,5"], "positive finite integers"),
+        (["report", "--k-grid", "5,x"], "--k-grid: expected comma-separated integers"),
         (["report", "--random-state", "-1"], "expected an integer >= 0, got -1"),
         (["train", "--random-state", "4294967296"], "expected an integer <= 2**32 - 1"),
         (

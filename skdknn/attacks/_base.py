@@ -223,27 +223,32 @@ def _describe_bound(bound: NDArray) -> str:
     return f"[{values.min():g} ... {values.max():g}]"
 
 
-#: A Carlini-Wagner box whose half-width exceeds the inputs' largest distance from
-#: its centre by this factor warns: Adam's steps on w move x' by about
-#: learning_rate * half-width, and the perturbations found grow with the box.
+#: A Carlini-Wagner box reaching beyond this many times the inputs' scale (their
+#: largest magnitude or their spread, whichever is larger) warns.
 WIDE_TANH_BOX = 100.0
 
 
 def warn_wide_tanh_box(X: NDArray, lower: NDArray, upper: NDArray) -> None:
-    """Warn when the box is far wider than the inputs (tanh-space steps too coarse)."""
-    mid = (upper.astype(np.float64) + lower) / 2
-    half = float(np.max((upper.astype(np.float64) - lower) / 2))
-    reach = max(float(np.max(np.abs(X - mid), initial=0.0)), 1e-30)
-    if half > WIDE_TANH_BOX * reach:
+    """Warn when the box is far wider than the inputs (tanh-space steps too coarse).
+
+    With ``x' = mid + half * tanh(w)``, Adam's steps on ``w`` move ``x'`` by about
+    ``learning_rate * half`` in the box's interior, and float32 resolves ``x'``
+    only to about ``(|mid| + half) * 2**-24``: a box far beyond the inputs' scale
+    gives needlessly large perturbations, or inputs that cannot move at all.
+    """
+    reach = float(np.max(np.maximum(np.abs(lower), np.abs(upper))))
+    magnitude = float(np.max(np.abs(X), initial=0.0))
+    spread = float(np.max(X, initial=0.0) - np.min(X, initial=0.0)) if X.size else 0.0
+    scale = max(magnitude, spread)
+    if scale > 0 and reach > WIDE_TANH_BOX * scale:
         warnings.warn(
-            f"The clip box is {half / reach:.3g} times wider than the "
-            "inputs' distance from its centre (half-width "
-            f"{half:.3g}, inputs within {reach:.3g} of the centre). The "
-            "Carlini-Wagner attack optimises in tanh space, x' = mid + half * "
-            "tanh(w): its steps move x' by about learning_rate * half-width, so the "
-            "perturbations it finds grow with the box (and beyond float32's "
-            "resolution inputs barely move). Set clip_min and clip_max to the "
-            "inputs' valid range.",
+            f"The clip box reaches {reach:.3g}, {reach / scale:.3g} times the "
+            f"inputs' scale (values within {magnitude:.3g} of 0, spread "
+            f"{spread:.3g}). The Carlini-Wagner attack optimises in tanh space, "
+            "x' = mid + half * tanh(w): its steps move x' by about learning_rate * "
+            "half-width, so the perturbations it finds grow with the box, and "
+            "float32 resolves x' only to about the box's size * 6e-8 (inputs may "
+            "not move at all). Set clip_min and clip_max to the inputs' valid range.",
             UserWarning,
             stacklevel=4,
         )

@@ -168,8 +168,8 @@ class CarliniWagnerL2Attack(GradientAttack):
         onto it, so it must be finite (ValueError otherwise, at ``fit``), and it
         should fit the inputs: Adam's steps on ``w`` move ``x'`` by about
         ``learning_rate`` times the box's half-width, so a box far wider than
-        the data (more than 100 times the inputs' largest distance from its
-        centre) finds needlessly large perturbations and warns.
+        the data (bounds beyond 100 times the inputs' scale, their largest
+        magnitude or spread) finds needlessly large perturbations and warns.
     batch_size : int, default=256
         Inputs optimised together (each row's result does not depend on it).
     device : str, default=None
