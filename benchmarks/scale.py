@@ -375,7 +375,7 @@ def part_float16(args: argparse.Namespace) -> None:
         X[n_fit:],
         y[n_fit:],
     )
-    n, n_query = (1000, 200) if args.quick else (5000, 1000)
+    n, n_query = (1000, 200) if args.quick else (4000, 1000)
     torch.manual_seed(0)
     net = standin().eval()
     Xs, ys = images(n + n_query, seed=0)

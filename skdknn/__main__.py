@@ -230,8 +230,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--quick",
         action="store_true",
-        help="small settings (the --quick values above): a few minutes on 2 cores, "
-        "several times faster than the papers' settings",
+        help="small settings (the --quick values above): about half a minute on 2 "
+        "idle cores, about 10x faster than the papers' settings",
     )
     model.add_argument(
         "--no-reuse",

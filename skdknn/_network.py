@@ -34,7 +34,7 @@ def is_prefit(net: Any) -> bool:
 
 def torch_module(net: Any) -> nn.Module:
     """The torch module inside a skorch net, a FrozenEstimator or a bare module."""
-    if isinstance(net, FrozenEstimator):
+    while isinstance(net, FrozenEstimator):  # FrozenEstimator(FrozenEstimator(.))
         net = net.estimator
     if isinstance(net, nn.Module):
         return net

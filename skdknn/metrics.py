@@ -211,7 +211,7 @@ def _indexed_labels(estimator: Any) -> NDArray:
 
 def _unwrap_dknn(estimator: Any) -> DeepKNNClassifier:
     """The DkNN inside an optional FrozenEstimator, checked to be fitted."""
-    if isinstance(estimator, FrozenEstimator):
+    while isinstance(estimator, FrozenEstimator):  # nested wrappers too
         estimator = estimator.estimator
     if not isinstance(estimator, DeepKNNClassifier):
         raise TypeError(

@@ -474,3 +474,24 @@ def test_significance_must_be_a_real_number_in_0_1(unit_tabular, significance):
         ):
             call()
     assert dknn.predict_set(X[:3], np.float32(0.25)).shape == (3, len(dknn.classes_))
+
+
+def test_a_frozen_net_frozen_again_is_used_as_it_is(tabular):
+    # a DkNN fitted on FrozenEstimator(net) keeps net_ frozen; the docs' pattern
+    # FrozenEstimator(clf.net_) then wraps it twice, which used to be refused with
+    # "... wrapped in FrozenEstimator; got FrozenEstimator."
+    X, y = tabular
+    X = X.astype(np.float32)
+    first = tiny().fit(X, y)
+    second = tiny(net=FrozenEstimator(first.net_)).fit(X, y)
+    assert isinstance(second.net_, FrozenEstimator)
+    third = tiny(net=FrozenEstimator(second.net_)).fit(X, y)
+    np.testing.assert_array_equal(third.p_values(X), second.p_values(X))
+    np.testing.assert_array_equal(third.p_values(X), first.p_values(X))
+    # attacks and metrics unwrap nested wrappers the same way
+    nested = FrozenEstimator(FrozenEstimator(third))
+    box = {"eps": 0.1, "clip_min": -np.inf, "clip_max": np.inf}
+    np.testing.assert_array_equal(
+        FGSMAttack(nested, **box).fit(X).transform(X),
+        FGSMAttack(third, **box).fit(X).transform(X),
+    )

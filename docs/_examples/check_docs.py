@@ -20,8 +20,9 @@ every fenced block of README.md and of every page in docs/ is accounted for:
 
 ``python docs/_examples/check_docs.py --run`` also runs every script that a
 page shows (each once) and checks each output block against a fresh run
-(timings such as ``2.7 s`` are not compared). The scripts in ``SLOW`` are
-only run with ``--all`` too (CI runs ``--run``).
+(timings such as ``2.7 s`` are not compared). The scripts in ``SLOW`` (minutes
+each) are only run with ``--all`` too; CI runs ``--run --all``
+(tests/test_docs.py::test_doc_outputs_match_a_fresh_run).
 """
 
 from __future__ import annotations
@@ -200,7 +201,12 @@ def check(pages: list[Path], run: bool, run_slow: bool) -> int:
                 if script in outputs and not contains(
                     outputs[script], lines(block.code), mask=True
                 ):
-                    fail(block, f"differs from the output of {script}:\n{block.code}")
+                    fresh = "\n".join(outputs[script])
+                    fail(
+                        block,
+                        f"differs from the output of {script}:\n{block.code}\n"
+                        f"a fresh run printed:\n{fresh}",
+                    )
             else:
                 script = None
                 fail(

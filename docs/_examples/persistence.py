@@ -31,7 +31,7 @@ import joblib
 
 joblib.dump(clf, "dknn.joblib")
 loaded = joblib.load("dknn.joblib")
-print(f"{os.path.getsize('dknn.joblib'):,} bytes")
+print(f"{os.path.getsize('dknn.joblib') / 1e6:.1f} MB")
 print(np.array_equal(loaded.p_values(X_test), clf.p_values(X_test)))
 
 # -- save_model / load_model ---------------------------------------------------------
@@ -39,7 +39,8 @@ from skdknn import load_model, save_model
 
 path = save_model(clf, "dknn")  # a new directory
 for file in sorted(path.iterdir()):
-    print(f"{file.name:<22}{file.stat().st_size:>12,} bytes")
+    size = file.stat().st_size
+    print(f"{file.name:<22}{size / 1e6:>6.1f} MB" if size > 1e5 else file.name)
 mapped = load_model("dknn", mmap=True)
 print(np.array_equal(mapped.p_values(X_test), clf.p_values(X_test)))
 

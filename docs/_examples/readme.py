@@ -31,7 +31,8 @@ from sklearn.frozen import FrozenEstimator
 from skdknn import AdvKNNAttack, FGSMAttack
 
 X_fgsm = FGSMAttack(FrozenEstimator(clf), eps=0.25).fit(X_train).transform(X_test)
-advknn = AdvKNNAttack(FrozenEstimator(clf), layer="relu3", eps=0.25).fit(X_train)
+advknn = AdvKNNAttack(FrozenEstimator(clf), layer="relu3", eps=0.25, random_state=0)
+advknn.fit(X_train)  # trains the deep kNN block on the kNN's neighbour labels
 X_adv = advknn.transform(X_test)  # FGSM through a deep kNN block
 for name, X_attacked in [("FGSM", X_fgsm), ("AdvKNN", X_adv)]:
     accuracy = clf.score(X_attacked, y_test)

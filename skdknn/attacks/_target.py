@@ -151,7 +151,7 @@ def resolve_target(estimator: Any) -> AttackTarget:
 
     Raises NotFittedError for an unfitted estimator and TypeError for other objects.
     """
-    if isinstance(estimator, FrozenEstimator):
+    while isinstance(estimator, FrozenEstimator):  # nested wrappers too
         estimator = estimator.estimator
     if isinstance(estimator, DeepKNNClassifier):
         check_is_fitted(estimator, msg=_NOT_FITTED)
