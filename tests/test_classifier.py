@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from torch import nn
 from skdknn import DeepKNNClassifier, conformal
 from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
+from skdknn.neighbors import ExactBackend
 from skdknn.nets import MLP, LeNet5
 
 
@@ -441,3 +444,26 @@ def test_threads_can_share_a_fitted_model():
             assert isinstance(got, list), got
             for a, b in zip(got, ref, strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+class _ThreadRecordingBackend(ExactBackend):
+    """ExactBackend that notes the thread of every search (clones share the list)."""
+
+    threads: list[str] = []
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        _ThreadRecordingBackend.threads.append(threading.current_thread().name)
+        return super().kneighbors(X, n_neighbors, return_distance)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_n_jobs_runs_the_layers_searches_in_threads(tabular, n_jobs):
+    X, y = tabular
+    clf = tiny(max_epochs=1, backend=_ThreadRecordingBackend(), n_jobs=n_jobs)
+    clf.fit(X[:200], y[:200])
+    _ThreadRecordingBackend.threads.clear()
+    clf.predict(X[200:210])
+    threads = _ThreadRecordingBackend.threads
+    assert len(threads) == 3  # one search per layer
+    on_main = [name == threading.main_thread().name for name in threads]
+    assert all(on_main) if n_jobs is None else not any(on_main)

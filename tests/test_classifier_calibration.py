@@ -4,6 +4,7 @@ persistence, and coverage on an imbalanced tabular data set."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import joblib
@@ -144,6 +145,9 @@ def test_smoothed_p_values_are_seeded_and_below_the_conformal_ones(data):
     assert not np.array_equal(c.p_values(X[:80]), p)
     assert np.all(p <= upper) and np.all(p > 0)
     assert np.any(p < upper)
+    # one uniform per query and class: copies of one query get their own draws
+    copies = a.p_values(np.repeat(X[:1], 6, axis=0))
+    assert np.unique(copies[:, 0]).size == 6 and np.unique(copies[:, 1]).size == 6
 
 
 def test_mondrian_p_values_use_each_class_scores_only(data):
@@ -239,7 +243,10 @@ def test_imbalance_warning_in_full_and_at_the_callers_line():
         "guarantee by up to 0.25. Use calibration_split='stratified' (coverage over "
         "all data) or mondrian=True (coverage within each class)."
     )
-    assert warning.filename == __file__  # points at the user's fit call
+    # points at the user's fit call (not checkable under mutmut, whose trampolines
+    # add stack frames between fit and the warning)
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        assert warning.filename == __file__
 
 
 def test_imbalance_at_the_threshold_does_not_warn():

@@ -60,6 +60,9 @@ def test_single_pass_equals_the_separate_methods(fitted):
     np.testing.assert_array_equal(result.neighbors, indices)
     np.testing.assert_array_equal(result.distances, distances)
     assert result.counts.shape == (50, 3, clf.classes_.size)
+    # the documented dtypes (equal values in another dtype compare equal above)
+    assert result.counts.dtype == np.int64 and result.neighbors.dtype == np.intp
+    assert result.distances.dtype == np.float32
     assert "neighbors" not in clf.predict_with_credibility(Xq[:2])
 
 

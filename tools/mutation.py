@@ -3,6 +3,7 @@
     python tools/mutation.py                      # every core module
     python tools/mutation.py conformal attacks    # some of them
     python tools/mutation.py --report             # scores of the last run only
+    python tools/mutation.py classifier --only '*_search__*'  # some functions
 
 Each module runs in its own copy of the package and tests, ``mutants/<module>/``
 (git-ignored), whose pyproject.toml is the project's with ``[tool.mutmut]`` scoped
@@ -43,6 +44,7 @@ WIRING = [
     "_calibration_split",
     "_search",
     "_p_values_from_counts",
+    "_outputs",
     "predict_with_credibility",
     "neighbor_counts",
     "predict",
@@ -71,6 +73,7 @@ _CLASSIFIER_TESTS = [
     "tests/test_classifier.py",
     "tests/test_calibration.py",
     "tests/test_classifier_calibration.py",
+    "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
 ]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
@@ -211,6 +214,46 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "skdknn._calibration.x_stratified_calibration_split__*",
         "splitter.split(np.zeros((n_samples, 2)), y)",
         "the split reads only the number of rows of its X placeholder",
+    ),
+    (
+        "skdknn._calibration.x_balanced_calibration_split__*",
+        "counts = np.bincount(y, )",
+        "n_classes is int(y.max()) + 1: the bincount of y already has that length",
+    ),
+    (
+        "skdknn._calibration.x_balanced_calibration_split__*",
+        "size=sizes[j], replace=None)",
+        "RandomState.choice tests `if replace:`: None draws without replacement, "
+        "as False does",
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
+            text,
+            "without dtype, map_blocks infers it by calling prediction_sets on an "
+            "empty block: bool, the same lazy array",
+        )
+        for text in (
+            "significance, dtype=None)",
+            "map_blocks(conformal.prediction_sets, significance, )",
+        )
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
+        "prediction_sets(p[:1].compute(), significance)",
+        "dask computes the whole first block for p[:0] as for p[:1]; either checks "
+        "significance the same way",
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
+        "offset: int = 1",
+        "its one caller, _outputs, always passes offset",
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
+        'uniform = ""',
+        "replaced by the draws when smoothed; conformal.p_values reads uniform for "
+        "the smoothed form only",
     ),
     (
         "skdknn._calibration.x_label_shift__*",
@@ -394,6 +437,14 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="GLOB",
+        help="run only the module's mutants whose names match one of these globs "
+        "(e.g. '*_search__*'), to split a slow module into runs of a few "
+        "functions; the others count as not run",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="only print the last run's scores"
     )
     args = parser.parse_args()
@@ -401,6 +452,8 @@ def main() -> int:
     unknown = sorted(set(modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
+    if args.only and len(modules) != 1:
+        parser.error("--only selects mutants of one module: name exactly one")
     if not args.report:
         for name in modules:
             start = time.perf_counter()
@@ -411,7 +464,7 @@ def main() -> int:
                 "run",
                 "--max-children",
                 str(args.max_children),
-                *MODULES[name].globs,
+                *(args.only or MODULES[name].globs),
                 log=log,
             )
             print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
