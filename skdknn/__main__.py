@@ -6,8 +6,11 @@ Also ``python -m skdknn``.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ._report import (
@@ -37,6 +40,10 @@ def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], A
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite {name[2:]}, got {text!r}"
+            )
         if value < low or (not inclusive and value == low):
             bound = f">= {low}" if inclusive else f"> {low}"
             raise argparse.ArgumentTypeError(f"expected {name} {bound}, got {value}")
@@ -47,6 +54,47 @@ def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], A
 
 _positive_int = _number(int, 1)
 _positive_float = _number(float, 0.0, inclusive=False)
+
+
+def _seed(text: str) -> int:
+    """argparse type: a random seed, an integer in [0, 2**32 - 1] (numpy's range)."""
+    value = _number(int, 0)(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer <= 2**32 - 1, got {value}"
+        )
+    return int(value)
+
+
+def _grid(kind: type) -> Callable[[str], list[Any]]:
+    """argparse type: sorted positive finite values, comma-separated."""
+    name = "integers" if kind is int else "numbers"
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = sorted(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {name}, got {text!r}"
+            ) from None
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated positive finite {name}, got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+def _output_file(text: str) -> str:
+    """argparse type: a file path whose directory exists (checked before any work)."""
+    directory = Path(text).parent
+    if not directory.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: the directory {os.fspath(directory)!r} does not "
+            "exist"
+        )
+    return text
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -174,7 +222,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--random-state",
-        type=int,
+        type=_seed,
         metavar="SEED",
         help="seed of the data split, the CNN and the attacks "
         + _default("random_state"),
@@ -234,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--k-grid",
+        type=_grid(int),
         metavar="K1,K2,...",
         help="comma-separated k of the attack-success-against-k section "
         + _default("k_grid", lambda v: ",".join(str(k) for k in v)),
@@ -256,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attacks.add_argument(
         "--eps-grid",
+        type=_grid(float),
         metavar="E1,E2,...",
         help="comma-separated eps values of the accuracy-vs-eps curves (eps = 0, "
         "the clean accuracy, is always drawn) "
@@ -288,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
         "match)",
     )
     attack_cmd.add_argument(
-        "--out", default="adversarial.npz", metavar="FILE", help="output file"
+        "--out",
+        type=_output_file,
+        default="adversarial.npz",
+        metavar="FILE",
+        help="output file",
     )
     attack_cmd.add_argument(
         "--eps", type=_positive_float, default=0.25, help="L-infinity budget"
@@ -355,7 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="neighbours shown per layer",
     )
     explain_cmd.add_argument(
-        "--out", default="explanation.png", metavar="FILE", help="PNG file"
+        "--out",
+        type=_output_file,
+        default="explanation.png",
+        metavar="FILE",
+        help="PNG file",
     )
     _add_verbosity(explain_cmd)
     return parser
@@ -387,10 +445,10 @@ def _config(args: argparse.Namespace) -> ReportConfig:
         overrides["dataset"] = "mnist"
     for name in ("eps", "step", "n_iter"):
         overrides[name] = getattr(args, name, None)
-    for option, kind in (("eps_grid", float), ("k_grid", int)):
+    for option in ("eps_grid", "k_grid"):
         grid = getattr(args, option, None)
         if grid is not None:
-            overrides[option] = _grid(grid, kind, "--" + option.replace("_", "-"))
+            overrides[option] = grid  # parsed and checked by _grid
     sections = getattr(args, "sections", None)
     if sections is not None:
         overrides["sections"] = parse_sections(sections)
@@ -405,20 +463,6 @@ def _config(args: argparse.Namespace) -> ReportConfig:
     if config.calibration_size < 10:
         raise ValueError("--calibration-size must leave at least one image per class.")
     return config
-
-
-def _grid(text: str, kind: type, option: str) -> list[Any]:
-    """Sorted positive values of a comma-separated ``option``."""
-    name = "integers" if kind is int else "numbers"
-    try:
-        values = sorted(kind(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(
-            f"{option} expects comma-separated {name}, got {text!r}"
-        ) from None
-    if values[0] <= 0:
-        raise ValueError(f"{option} values must be positive, got {text!r}")
-    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,11 @@ def _per_class_sizes(total: int, n_classes: int, rng: np.random.RandomState) -> 
     return sizes
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 sample"``, ``"3 samples"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def balanced_calibration_split(
     y: NDArray[np.intp],
     calibration_size: float,
@@ -83,7 +88,8 @@ def balanced_calibration_split(
     if short.size:
         j = int(short[0])
         raise ValueError(
-            f"Class {_name(j, classes)!r} has {counts[j]} samples, too few for its "
+            f"Class {_name(j, classes)!r} has {_count(counts[j], 'sample')}, too few "
+            "for its "
             f"share of {sizes[j]} class-balanced calibration points plus at least one "
             f"indexed point; lower calibration_size (now {calibration_size!r}) or add "
             "samples."
@@ -141,7 +147,7 @@ def stratified_calibration_split(
     if counts.min() < 2:
         j = int(np.argmin(counts))
         raise ValueError(
-            f"Class {_name(j, classes)!r} has {counts[j]} sample; "
+            f"Class {_name(j, classes)!r} has {_count(counts[j], 'sample')}; "
             "calibration_split='stratified' needs at least 2 per class (to index "
             "and to calibrate). Use calibration_split='balanced' or add samples."
         )

@@ -56,6 +56,7 @@ from ._validation import (
     as_flat_rows,
     check_fitted_shape,
     check_input_shape,
+    check_n_neighbors,
     check_neighbors_per_class,
     check_value_range,
     value_range,
@@ -228,6 +229,9 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         prediction sets' coverage, on data distributed like ``y``, can miss its
         guarantee; the message names ``calibration_split="stratified"`` and
         ``mondrian=True``.
+        At ``fit``, when ``calibration_split="stratified"`` (and
+        ``mondrian=False``) gives a class no calibration point (its share of
+        ``calibration_size`` rounds to zero); the message names the classes.
 
     See Also
     --------
@@ -464,6 +468,18 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 f"calibration_size={self.calibration_size!r} rounds to zero with "
                 f"calibration_split={self.calibration_split!r}. Raise "
                 "calibration_size or use calibration_split='balanced'."
+            )
+        if missing.size:
+            names = self.classes_[missing[:5]].tolist()
+            warnings.warn(
+                f"calibration_split={self.calibration_split!r} gave no calibration "
+                f"point to {len(missing)} class(es) {names}: their share of "
+                f"calibration_size={self.calibration_size!r} rounds to zero. The "
+                "prediction sets' coverage still holds over all data, but nothing "
+                "calibrates inputs of these classes. Raise calibration_size or use "
+                "calibration_split='balanced'.",
+                UserWarning,
+                stacklevel=3,
             )
         shift = class_imbalance(y)
         balanced = self.calibration_split == "balanced" and not self.mondrian
@@ -963,10 +979,17 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         sets : ndarray of bool, shape (n_samples, n_classes)
             ``sets[i, j]`` is True when ``classes_[j]`` is in the set of ``X[i]``.
+
+        Raises
+        ------
+        ValueError
+            When ``significance`` is not a real number in [0, 1] (also a
+            TypeError).
         """
+        # checks significance before any work (an error naming what is expected)
+        conformal.prediction_sets(np.empty((0, 0)), significance)
         p: Any = self.p_values(X)
         if is_dask_array(p):
-            conformal.prediction_sets(p[:0].compute(), significance)  # checks it
             return p.map_blocks(conformal.prediction_sets, significance, dtype=bool)
         return conformal.prediction_sets(p, significance)
 
@@ -1008,7 +1031,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             positions = list(range(len(self.layers_)))
         else:
             positions = [match_layer(self.module_, layer, self.layers_)]
-        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        k = check_n_neighbors(self.n_neighbors if n_neighbors is None else n_neighbors)
         backends = [self.backends_[p] for p in positions]
         if X is None:
             results = [b.kneighbors(None, k, return_distance=True) for b in backends]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from math import prod
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,23 @@ __all__ = [
     "as_flat_rows",
     "check_fitted_shape",
     "check_input_shape",
+    "check_n_neighbors",
     "check_neighbors_per_class",
     "check_value_range",
     "value_range",
 ]
+
+
+def check_n_neighbors(k: Any) -> int:
+    """``k`` as an int; ValueError unless it is a positive integer (not a bool).
+
+    Shared by every ``kneighbors`` and the backends, so that ``-1``, ``2.0`` or
+    ``True`` get the same message wherever they are passed.
+    """
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"n_neighbors must be a positive integer; got {k!r}.")
+    return int(k)
+
 
 # channel counts of common images: grey, RGB, RGBA
 _CHANNELS = (1, 3, 4)

@@ -11,8 +11,12 @@ query ``i`` in layer ``l`` whose label is ``j``.
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.utils._param_validation import InvalidParameterError
 
 #: The p-value forms of :func:`p_values` (``form=``).
 P_VALUE_FORMS = ("dknn", "conformal", "smoothed")
@@ -310,7 +314,7 @@ def coverage_bound(significance: float, n_calibration: int) -> float:
     >>> round(coverage_bound(0.1, 99), 4)
     0.89
     """
-    return 1.0 - float(significance) - 1.0 / (int(n_calibration) + 1)
+    return 1.0 - _check_significance(significance) - 1.0 / (int(n_calibration) + 1)
 
 
 def predict_from_counts(counts: ArrayLike) -> NDArray[np.intp]:
@@ -402,18 +406,46 @@ def prediction_sets(p: ArrayLike, significance: float) -> NDArray[np.bool_]:
     p : array-like, shape (n_queries, n_classes)
         p-values from :func:`p_values`.
     significance : float in [0, 1]
-        Significance level epsilon.
+        Significance level epsilon: the error rate allowed (0: every class with
+        a positive p-value, 1: empty sets).
 
     Returns
     -------
     sets : ndarray of bool, shape (n_queries, n_classes)
         ``sets[i, j]`` is True when class ``j`` is in the set of query ``i``.
 
+    Raises
+    ------
+    ValueError
+        When ``significance`` is not a real number in [0, 1] (a string, an array,
+        a bool, NaN, a number out of range); the error is also a TypeError.
+
     Examples
     --------
     >>> prediction_sets([[0.5, 1.0, 0.0]], significance=0.5)
     array([[False,  True, False]])
     """
-    if not 0.0 <= float(significance) <= 1.0:
-        raise ValueError(f"significance must be in [0, 1]; got {significance!r}.")
-    return np.asarray(p) > significance
+    return np.asarray(p) > _check_significance(significance)
+
+
+def _check_significance(significance: Any) -> float:
+    """``significance`` as a float; an error unless it is a real number in [0, 1].
+
+    Shared by every function and method taking a significance level. The error
+    is sklearn's InvalidParameterError, both a ValueError and a TypeError.
+    """
+    if (
+        isinstance(significance, (bool, np.bool_))
+        or not isinstance(significance, Real)
+        or not 0.0 <= float(significance) <= 1.0
+    ):
+        raise InvalidParameterError(
+            "significance must be a real number in [0, 1], the error rate the "
+            f"prediction sets allow (e.g. 0.1); got {significance!r}"
+            + (
+                "."
+                if isinstance(significance, Real)
+                else f" of type {type(significance).__name__}."
+            )
+        )
+    return float(significance)

@@ -29,10 +29,13 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from sklearn.utils import assert_all_finite
 
 from ._version import __version__
@@ -137,7 +140,8 @@ class _IndexReader:
         if self.verify:
             checksums = self.manifest["indexes"][name].get("sha256", {})
             for file in expected["files"]:
-                _verify_checksum(self.directory / file, checksums.get(file))
+                path = _member(self.directory, file, "neighbour index file")
+                _verify_checksum(path, checksums.get(file))
         backend = cls.__new__(cls)
         backend.__setstate__(state)
         try:
@@ -285,7 +289,7 @@ def _check_index_files(
                 "to another model."
             )
     for file, size in expected["files"].items():
-        path = directory / file
+        path = _member(directory, file, "neighbour index file")
         if not path.is_file():
             raise FileNotFoundError(
                 f"The neighbour index file {os.fspath(path)!r} is missing."
@@ -320,8 +324,11 @@ def save_model(
     directory : str or path-like
         Directory to create. It must not exist or be empty, unless ``overwrite``.
     overwrite : bool, default=False
-        Replace a model previously saved in ``directory`` (a directory holding
-        other files is never deleted).
+        Replace a model previously saved in ``directory``. The new model is
+        written to a temporary directory beside it and swapped in once complete,
+        so that a failure while saving leaves the old model as it was. A
+        directory holding any file that is not part of the saved model is
+        never deleted (FileExistsError naming those files).
     format : {"pickle", "skops"}, default="pickle"
         How the model (all but its indexes) is stored. ``"pickle"``: ``model.pkl``,
         any picklable model; loading it runs whatever code the file names.
@@ -336,6 +343,15 @@ def save_model(
     -------
     directory : pathlib.Path
         Where the model was saved.
+
+    Raises
+    ------
+    ValueError
+        When ``format`` is not ``"pickle"`` or ``"skops"``, or the model cannot be
+        stored in that format (checked before anything is deleted).
+    FileExistsError
+        When ``directory`` is a file, is not empty and ``overwrite`` is False, or
+        holds files that are not part of a saved model.
 
     See Also
     --------
@@ -356,21 +372,75 @@ def save_model(
     array([[0, 1]])
     """
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{os.fspath(directory)!r} is not empty; pass overwrite=True to "
-                "replace a model saved there."
-            )
-        if not (directory / MANIFEST).is_file():
-            raise FileExistsError(
-                f"{os.fspath(directory)!r} holds files that are not a saved skdknn "
-                "model; refusing to overwrite it."
-            )
-        shutil.rmtree(directory)
     if format not in ("pickle", "skops"):
         raise ValueError(f'format must be "pickle" or "skops"; got {format!r}.')
-    directory.mkdir(parents=True, exist_ok=True)
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"overwrite must be True or False; got {overwrite!r}.")
+    replaced = _replaceable(directory, overwrite=bool(overwrite))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # the new model is written beside the directory and swapped in at the end:
+    # a failure while saving leaves any model saved there before as it was
+    staging = Path(
+        tempfile.mkdtemp(
+            prefix=f".{directory.name}.", suffix=".part", dir=directory.parent
+        )
+    )
+    try:
+        _write_model(estimator, staging, format)
+        _swap_in(staging, directory, replaced)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _model_files(manifest: dict[str, Any]) -> set[str]:
+    """The names of the files that a saved model's manifest lists."""
+    names = {MANIFEST, str(manifest.get("model_file", MODEL_FILE))}
+    for index in (manifest.get("indexes") or {}).values():
+        names.update(index.get("files", {}))
+    return names
+
+
+def _replaceable(directory: Path, *, overwrite: bool) -> bool:
+    """Whether ``directory`` holds a model to replace; refuse anything else.
+
+    Returns False when the directory does not exist or is empty. Raises
+    FileExistsError when it holds anything but the files of a saved model.
+    """
+    if not directory.exists():
+        return False
+    if not directory.is_dir():
+        raise FileExistsError(
+            f"{os.fspath(directory)!r} is a file, not a directory; save_model needs "
+            "a directory to create (or an empty one)."
+        )
+    present = {path.name for path in directory.iterdir()}
+    if not present:
+        return False
+    if not overwrite:
+        raise FileExistsError(
+            f"{os.fspath(directory)!r} is not empty; pass overwrite=True to "
+            "replace a model saved there."
+        )
+    if MANIFEST not in present:
+        raise FileExistsError(
+            f"{os.fspath(directory)!r} holds files that are not a saved skdknn "
+            f"model (no {MANIFEST}); refusing to overwrite it."
+        )
+    manifest = _read_manifest(directory / MANIFEST)
+    others = sorted(present - _model_files(manifest))
+    if others:
+        raise FileExistsError(
+            f"{os.fspath(directory)!r} holds files that are not part of the saved "
+            f"model: {', '.join(others)}. Refusing to overwrite it (they would be "
+            "deleted); move them elsewhere, or save to another directory."
+        )
+    return True
+
+
+def _write_model(estimator: Any, directory: Path, format: str) -> None:
+    """Write the model file, its indexes and the manifest into ``directory``."""
     writer = _IndexWriter(directory, safe=format == "skops")
     model_file = SAFE_MODEL_FILE if format == "skops" else MODEL_FILE
     if format == "skops":
@@ -387,7 +457,61 @@ def save_model(
     }
     manifest["model_sha256"] = file_sha256(directory / model_file)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return directory
+
+
+def _swap_in(staging: Path, directory: Path, replaced: bool) -> None:
+    """Rename the new model ``staging`` to ``directory``, deleting the old one last."""
+    if not replaced:
+        if directory.exists():  # an empty directory
+            directory.rmdir()
+        staging.rename(directory)
+        return
+    old = Path(
+        tempfile.mkdtemp(
+            prefix=f".{directory.name}.", suffix=".old", dir=directory.parent
+        )
+    )
+    old.rmdir()
+    directory.rename(old)
+    try:
+        staging.rename(directory)
+    except BaseException:
+        old.rename(directory)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest as a dict, or a ValueError naming the file."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a valid skdknn model manifest (JSON written "
+            f"by save_model): {exc}. The file is damaged; save the model again."
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a valid skdknn model manifest: it holds a "
+            f"JSON {type(manifest).__name__}, not an object."
+        )
+    return manifest
+
+
+def _member(directory: Path, name: Any, what: str) -> Path:
+    """``directory / name``, refusing a name that is not a plain file name in it."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or Path(name).name != name
+        or "\\" in name
+    ):
+        raise ValueError(
+            f"{MANIFEST} in {os.fspath(directory)!r} names the {what} {name!r}, which "
+            "is not a file name inside the model directory; the manifest is damaged "
+            "or was crafted."
+        )
+    return directory / name
 
 
 def load_model(
@@ -440,7 +564,9 @@ def load_model(
         When a file's checksum is not the one recorded (the file was changed or
         damaged after saving), an index holds non-finite rows, an index file is
         truncated or belongs to another model (other backend, number of points,
-        width or metric), or the directory was written by a newer format.
+        width or metric), the directory was written by a newer format, the
+        manifest is not valid JSON or names a file outside the directory, or the
+        model file is not a pickle / skops archive written by :func:`save_model`.
     FileNotFoundError
         When the directory, its manifest or an index file is missing.
     skops.io.exceptions.UntrustedTypesFoundException
@@ -453,7 +579,7 @@ def load_model(
             f"{os.fspath(directory)!r} holds no saved skdknn model ({MANIFEST} is "
             "missing)."
         )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path)
     if manifest.get("format") not in READABLE_FORMATS:
         raise ValueError(
             f"{os.fspath(directory)!r} was saved in format {manifest.get('format')!r} "
@@ -467,9 +593,16 @@ def load_model(
             UserWarning,
             stacklevel=2,
         )
-    model_file = directory / manifest.get("model_file", MODEL_FILE)
+    model_file = _member(
+        directory, manifest.get("model_file", MODEL_FILE), "model file"
+    )
     if model_file.name not in (MODEL_FILE, SAFE_MODEL_FILE):
-        raise ValueError(f"{MANIFEST} names an unknown model file {model_file.name!r}.")
+        raise ValueError(
+            f"{MANIFEST} in {os.fspath(directory)!r} names an unknown model file "
+            f"{model_file.name!r}; expected {MODEL_FILE!r} or {SAFE_MODEL_FILE!r}."
+        )
+    if not model_file.is_file():
+        raise FileNotFoundError(f"The model file {os.fspath(model_file)!r} is missing.")
     if safe and model_file.name != SAFE_MODEL_FILE:
         raise ValueError(
             f"{os.fspath(directory)!r} stores its model as a pickle ({MODEL_FILE}), "
@@ -483,6 +616,19 @@ def load_model(
         from ._safe import default_trusted, dotted_name
 
         names = [t if isinstance(t, str) else dotted_name(t) for t in trusted or ()]
-        return _load_skops(model_file, reader, default_trusted() + names)
+        try:
+            return _load_skops(model_file, reader, default_trusted() + names)
+        except (zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(
+                f"{os.fspath(model_file)!r} is not a model in skops' format (a zip "
+                f"archive written by save_model(..., format='skops')): {exc}. The "
+                "file is damaged or was replaced; save the model again."
+            ) from exc
     with open(model_file, "rb") as file:
-        return _ModelUnpickler(file, reader).load()
+        try:
+            return _ModelUnpickler(file, reader).load()
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(
+                f"{os.fspath(model_file)!r} is not a pickle written by save_model: "
+                f"{exc}. The file is damaged or was replaced; save the model again."
+            ) from exc

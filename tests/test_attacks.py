@@ -18,6 +18,7 @@ from skdknn import DeepKNNClassifier
 from skdknn.attacks import (
     AdvKNNAttack,
     BIMAttack,
+    CarliniWagnerL2Attack,
     FGSMAttack,
     MeanAttack,
     load_adversarial,
@@ -329,6 +330,51 @@ def test_adversarial_sets_round_trip(tmp_path, X4):
         load_adversarial(path)
     with pytest.raises(FileNotFoundError):
         load_adversarial(tmp_path / "missing.npz")
+
+
+def test_adversarial_set_write_errors_name_the_users_path(tmp_path, X4):
+    # before: FileNotFoundError naming the temporary '.a.npz.part'
+    missing = tmp_path / "nowhere" / "a.npz"
+    with pytest.raises(FileNotFoundError, match=r"'.*nowhere/a\.npz'.*does not exist"):
+        save_adversarial(missing, X4)
+    (tmp_path / "a.npz").mkdir()  # the target is a directory: replace fails
+    with pytest.raises(OSError, match=r"Cannot write the adversarial set '.*a\.npz'"):
+        save_adversarial(tmp_path / "a.npz", X4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]  # no .part left
+
+
+@pytest.mark.parametrize(
+    "attack_class", [FGSMAttack, BIMAttack, CarliniWagnerL2Attack, MeanAttack]
+)
+def test_flat_per_feature_bounds_on_flat_rows_of_an_image_model(attack_class):
+    # before: the gradient attacks refused (d,) bounds on flat rows of an image
+    # network ("broadcastable to one sample's shape (1, 4, 4)"); MeanAttack and
+    # the docs accepted them
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.2, 0.8, size=(12, 1, 4, 4)).astype(np.float32)
+    flat = images.reshape(12, -1)
+    lo = np.zeros(16)
+    hi = np.where(np.arange(16) % 2 == 0, 0.85, 1.0)  # even features capped at 0.85
+    if attack_class is MeanAttack:
+        y = np.arange(12) % 3
+        knn = KNeighborsClassifier(n_neighbors=1).fit(flat, y)
+        attack = MeanAttack(knn, clip_min=lo, clip_max=hi).fit(flat, y)
+    else:
+        params = {"n_iter": 5} if attack_class is CarliniWagnerL2Attack else {}
+        if attack_class is not CarliniWagnerL2Attack:
+            params["eps"] = 0.3
+        if attack_class is BIMAttack:
+            params.update(step=0.1, n_iter=3)
+        attack = attack_class(net, clip_min=lo, clip_max=hi, **params).fit(images)
+        # the same bounds with images: the flat order is the images' row-major one
+        np.testing.assert_array_equal(
+            attack.transform(images).reshape(12, -1), attack.transform(flat)
+        )
+    X_adv = attack.transform(flat)
+    assert X_adv.shape == flat.shape
+    assert np.all(X_adv >= lo) and np.all(X_adv <= hi)
 
 
 def test_mean_attack_per_feature_box():

@@ -462,3 +462,50 @@ def test_advknn_boundary_copies_are_an_option(tabular_dknn):
     assert boundary.agreement_ > 0.7, (paper.agreement_, boundary.agreement_)
     with pytest.raises(ValueError, match="boundary_eps"):
         clone(base).set_params(boundary_eps=-0.1).fit(X_train)
+
+
+@pytest.mark.parametrize(
+    "clip_min, clip_max",
+    [
+        (-np.inf, np.inf),
+        (0.0, np.inf),
+        (-np.inf, 1.0),
+        (np.full((1, 8, 8), 0.0), np.where(np.eye(8) > 0, np.inf, 1.0)[None]),
+        (-3e38, 3e38),  # finite in float64, but half-width * 2 overflows float32
+    ],
+)
+def test_cw_refuses_a_box_that_is_not_finite(clip_min, clip_max):
+    # before: accepted, and every input came back unchanged, with no warning
+    net = tiny_cnn()
+    X = images(n=4)
+    with pytest.raises(ValueError, match="needs a finite clip box.*tanh"):
+        CarliniWagnerL2Attack(net, clip_min=clip_min, clip_max=clip_max).fit(X)
+
+
+def test_advknn_cw_refuses_an_infinite_box_before_training(tabular_dknn):
+    dknn, X_train, _ = tabular_dknn
+    attack = AdvKNNAttack(
+        dknn, layer="relu2", method="cw", clip_min=-np.inf, clip_max=np.inf
+    )
+    with pytest.raises(ValueError, match="needs a finite clip box"):
+        attack.fit(X_train)
+    assert not hasattr(attack, "heads_")
+    # the L-infinity methods keep accepting an unbounded side
+    AdvKNNAttack(
+        dknn, layer="relu2", head_epochs=1, clip_min=-np.inf, clip_max=np.inf
+    ).fit(X_train[:50])
+
+
+def test_cw_warns_for_a_box_far_wider_than_the_inputs():
+    # before: [-1e30, 1e30] moved the inputs by float32 noise only, silently
+    net = tiny_cnn()
+    X = images(n=4)
+    for clip_min, clip_max in ((0.0, 1.0), (-10.0, 10.0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            CarliniWagnerL2Attack(
+                net, clip_min=clip_min, clip_max=clip_max, n_iter=2
+            ).fit(X).transform(X)
+    attack = CarliniWagnerL2Attack(net, clip_min=-1e30, clip_max=1e30, n_iter=2).fit(X)
+    with pytest.warns(UserWarning, match="times the inputs' scale.*tanh"):
+        attack.transform(X)

@@ -8,6 +8,7 @@ public outputs), not only shapes or ranges.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -237,3 +238,26 @@ def test_every_indexed_point_may_be_a_neighbour(tabular):
         "holding out 30 calibration points; lower n_neighbors or calibration_size, "
         "or add samples."
     )
+
+
+def test_a_class_of_one_sample_is_named_in_the_singular():
+    # before: "Class 2 has 1 samples"
+    with pytest.raises(ValueError, match="Class 2 has 1 sample, too few"):
+        _split(_labels([10, 10, 1]), 6, 0)
+
+
+def test_stratified_split_warns_for_a_class_without_calibration_points():
+    # before: class 2 (3 of 200 samples) got no calibration point, silently
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    y[:3] = 2
+    params = dict(calibration_size=40, calibration_split="stratified", max_epochs=1)
+    with pytest.warns(
+        UserWarning, match=r"no calibration point to 1 class\(es\) \[2\]"
+    ):
+        clf = tiny(**params).fit(X, y)
+    assert 2 not in clf.calibration_labels_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny(**params).fit(X, (X[:, 0] > 0).astype(int))  # every class calibrated

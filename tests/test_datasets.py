@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import functools
 import gzip
 import hashlib
 import io
@@ -200,6 +201,31 @@ def test_file_loaders_shuffle_pairs_together(tmp_path: Path, loader: str) -> Non
     assert rows != sorted(rows)
     np.testing.assert_array_equal(y, y_file[rows])
     np.testing.assert_array_equal(load(tmp_path, subset=subset, return_X_y=True)[1], y)
+
+
+@pytest.mark.parametrize("loader", ["sample", "mnist", "fashion", "svhn"])
+@pytest.mark.parametrize("shuffle", ["no", 0, None])
+def test_shuffle_must_be_a_bool(tmp_path: Path, loader: str, shuffle: Any) -> None:
+    # before: shuffle="no" (truthy) shuffled
+    if loader == "svhn":
+        write_svhn(tmp_path / "train_32x32.mat", n=4)
+        load: Callable[..., Any] = functools.partial(load_svhn, tmp_path)
+    elif loader == "sample":
+        load = load_mnist
+    else:
+        write_mnist_dir(tmp_path)
+        loader_function = load_mnist if loader == "mnist" else load_fashion_mnist
+        load = functools.partial(loader_function, tmp_path)
+    with pytest.raises(
+        TypeError, match=f"shuffle must be True or False; got {shuffle!r}"
+    ):
+        load(shuffle=shuffle)
+
+
+def test_load_idx_of_a_directory_says_what_it_reads(tmp_path: Path) -> None:
+    # before: a raw IsADirectoryError
+    with pytest.raises(IsADirectoryError, match=r"is a directory; load_idx reads one"):
+        load_idx(tmp_path)
 
 
 def test_sample_rejects_unknown_subset() -> None:
@@ -662,6 +688,11 @@ SVHN_CORRUPTIONS: dict[str, tuple[dict[str, np.ndarray] | bytes, str]] = {
     "label out of range": (
         {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.full((2, 1), 11)},
         r"labels in 1\.\.10",
+    ),
+    # before: "found values from nan to nan"
+    "NaN labels": (
+        {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.0], [np.nan]])},
+        r"labels in 1\.\.10.*found 1 NaN or infinite values",
     ),
 }
 

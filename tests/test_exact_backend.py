@@ -711,3 +711,24 @@ def test_ties_are_ordered_by_index_and_the_lowest_indices_kept(k, working_memory
     # the data do tie at the k-th place: the k-th and (k+1)-th distances are equal
     sq = np.sort(((Q[:, None] - X[None]) ** 2).sum(-1), axis=1)
     assert (sq[:, k] == sq[:, k - 1]).mean() > 0.5
+
+
+def test_refinement_gathers_rows_in_bounded_chunks(monkeypatch):
+    """Recomputing near pairs gathers a bounded number of indexed rows at a time,
+    never a copy as large as the index (before: one query among 2,000
+    near-duplicates gathered all 2,000 rows at once)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import skdknn.neighbors._exact as exact
+
+    monkeypatch.setattr(exact, "_GATHER_BYTES", 256 * 1024, raising=False)
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(1, 256)).astype(np.float32) + 5, 2000, axis=0)
+    X += 1e-4 * rng.normal(size=X.shape).astype(np.float32)
+    backend = ExactBackend(5).fit(X)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        backend.kneighbors(X[:10])
+    gathers = ("aten::index", "aten::sub", "aten::mul")
+    largest = max(e.cpu_memory_usage for e in prof.events() if e.name in gathers)
+    assert largest < X.nbytes / 2  # index 2 MB; chunks of 256 kB
+    _check_kth_distances(X, X[:10], 5)

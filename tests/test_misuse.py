@@ -15,7 +15,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skdknn.attacks import AdvKNNAttack, BIMAttack, FGSMAttack, MeanAttack
+from skdknn.attacks import (
+    AdvKNNAttack,
+    BIMAttack,
+    CarliniWagnerL2Attack,
+    FGSMAttack,
+    MeanAttack,
+)
+from skdknn.conformal import coverage_bound, prediction_sets
 from skdknn.datasets import load_mnist
 from skdknn.exceptions import InputRangeWarning, RetrainingWarning
 from skdknn.nets import MLP
@@ -359,6 +366,114 @@ def test_nan_clip_bounds_are_refused(bounds):
         y = np.arange(10) % 2
         knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
         MeanAttack(knn, clip_min=clip_min, clip_max=clip_max).fit(X, y)
+
+
+def _linear_net_and_data():
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).uniform(0.2, 0.8, size=(20, 4)).astype(np.float32)
+    return nn.Linear(4, 3), X
+
+
+@pytest.mark.parametrize("labels", [7, -1])
+def test_mean_attack_refuses_labels_that_are_not_classes(labels):
+    # before: MeanAttack moved every input toward the nearest class mean for a
+    # label the model does not have, silently
+    _, X = _linear_net_and_data()
+    y = (X[:, 0] > 0.5).astype(int)
+    knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+    attack = MeanAttack(knn).fit(X, y)
+    with pytest.raises(ValueError, match=rf"Labels \[{labels}\] are not classes"):
+        attack.generate(X, np.full(len(X), labels))
+    with pytest.raises(ValueError, match=rf"Labels \[{labels}\] are not classes"):
+        MeanAttack(knn).fit(X, np.where(np.arange(len(X)) == 0, labels, y))
+
+
+@pytest.mark.parametrize("attack_class", ["fgsm", "bim", "cw"])
+@pytest.mark.parametrize("labels", [3, -1])
+def test_gradient_attacks_refuse_output_indices_out_of_range(attack_class, labels):
+    # before: a raw IndexError / RuntimeError from torch's gather
+    net, X = _linear_net_and_data()
+    attack = {
+        "fgsm": FGSMAttack(net, eps=0.1),
+        "bim": BIMAttack(net, eps=0.1, step=0.05, n_iter=2),
+        "cw": CarliniWagnerL2Attack(net, n_iter=2),
+    }[attack_class].fit(X)
+    with pytest.raises(ValueError, match=r"not classes.*3 outputs.*\[0, 2\]"):
+        attack.generate(X, np.full(len(X), labels))
+    attack.generate(X, np.full(len(X), 2))  # the last output is fine
+
+
+def test_mean_attack_labels_of_another_length():
+    # before: a raw IndexError (boolean index did not match)
+    _, X = _linear_net_and_data()
+    y = (X[:, 0] > 0.5).astype(int)
+    knn = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        MeanAttack(knn).fit(X, y[:10])
+    attack = MeanAttack(knn).fit(X, y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        attack.generate(X[:5], [0, 1])
+    with pytest.raises(ValueError, match="1d array"):
+        attack.generate(X[:5], np.zeros((5, 2), dtype=int))
+
+
+@pytest.fixture(scope="module")
+def unit_tabular(tabular):
+    """The tabular data scaled into [0, 1] (the attacks' default box) and a DkNN."""
+    X, y = tabular
+    X = (X - X.min()) / (X.max() - X.min())
+    return tiny().fit(X, y), X, y
+
+
+@pytest.mark.parametrize("fraction, n_rows", [(0.999, 50), (0.99, 20), (0.1, 4)])
+def test_advknn_validation_fraction_must_leave_rows(unit_tabular, fraction, n_rows):
+    # before: ZeroDivisionError while training the heads on 0 rows (or no
+    # validation row although validation_fraction > 0)
+    dknn, X, _ = unit_tabular
+    attack = AdvKNNAttack(
+        dknn, layer="relu2", head_epochs=1, validation_fraction=fraction
+    )
+    with pytest.raises(ValueError, match=r"validation_fraction=.*at least 1 training"):
+        attack.fit(X[:n_rows])
+    assert not hasattr(attack, "heads_")
+
+
+@pytest.mark.parametrize("k", [-1, 0, 2.0, True, np.True_, "3"])
+def test_kneighbors_n_neighbors_is_checked_on_every_path(unit_tabular, k):
+    # before: with X given, -1 gave numpy's "negative dimensions", 2.0 a
+    # TypeError and True was taken as 1
+    dknn, X, _ = unit_tabular
+    calls = {
+        "X=None": lambda: dknn.kneighbors(None, n_neighbors=k),
+        "X": lambda: dknn.kneighbors(X[:3], n_neighbors=k),
+        "X, layer": lambda: dknn.kneighbors(X[:3], n_neighbors=k, layer="relu2"),
+        "backend": lambda: dknn.backends_[0].kneighbors(None, k),
+    }
+    for call in calls.values():
+        with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
+            call()
+    assert dknn.kneighbors(X[:3], n_neighbors=np.int64(2))[1].shape == (3, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "significance",
+    ["0.1", np.array([0.1, 0.2]), np.array(0.1), True, None, np.nan, -0.1, 1.5],
+)
+def test_significance_must_be_a_real_number_in_0_1(unit_tabular, significance):
+    # before: "0.1" gave numpy's UFuncTypeError, an array a TypeError, True was
+    # taken as 1 (0 and 1 themselves stay valid: test_conformal)
+    dknn, X, _ = unit_tabular
+    p = dknn.p_values(X[:3])
+    for call in (
+        lambda: dknn.predict_set(X[:3], significance),
+        lambda: prediction_sets(p, significance),
+        lambda: coverage_bound(significance, 100),
+    ):
+        with pytest.raises(
+            ValueError, match=r"significance must be a real number in \[0, 1\]"
+        ):
+            call()
+    assert dknn.predict_set(X[:3], np.float32(0.25)).shape == (3, len(dknn.classes_))
 
 
 def test_a_frozen_net_frozen_again_is_used_as_it_is(tabular):

@@ -220,6 +220,106 @@ def test_overwrite_rules(two_models, tmp_path):
     assert (other / "notes.txt").exists()
 
 
+def _small_backend_model(tmp_path):
+    """A saved bare ExactBackend, its directory and its answers."""
+    X = np.arange(24.0).reshape(12, 2)
+    backend = ExactBackend(n_neighbors=3).fit(X)
+    directory = save_model(backend, tmp_path / "m")
+    return directory, X, backend.kneighbors(X)
+
+
+def _assert_intact(directory, X, expected):
+    """The model saved in ``directory`` loads and answers as saved; no staging left."""
+    distances, indices = load_model(directory).kneighbors(X)
+    np.testing.assert_array_equal(indices, expected[1])
+    np.testing.assert_array_equal(distances, expected[0])
+    assert sorted(p.name for p in directory.parent.iterdir()) == [directory.name]
+
+
+def test_overwrite_with_a_bad_format_keeps_the_old_model(tmp_path):
+    directory, X, expected = _small_backend_model(tmp_path)
+    with pytest.raises(ValueError, match='"pickle" or "skops"'):
+        save_model(ExactBackend().fit(X), directory, overwrite=True, format="skopz")
+    _assert_intact(directory, X, expected)
+
+
+@pytest.mark.parametrize("case", ["unpicklable", "skops_refuses_the_backend"])
+def test_failed_overwrite_keeps_the_old_model(tmp_path, case):
+    # the new model is written beside the directory and swapped in at the end
+    directory, X, expected = _small_backend_model(tmp_path)
+    if case == "unpicklable":
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            save_model(lambda: 0, directory, overwrite=True)
+    else:
+        # as PyNNDescentBackend (whose index is a pickle), without its JIT cost;
+        # the refusal comes once the model file is partly written
+        class PickledIndexBackend(ExactBackend):
+            _index_loads_safely = False
+
+        backends = [ExactBackend(n_neighbors=3).fit(X), PickledIndexBackend().fit(X)]
+        with pytest.raises(ValueError, match="cannot be saved with format='skops'"):
+            save_model(backends, directory, overwrite=True, format="skops")
+    _assert_intact(directory, X, expected)
+    # and it can still be overwritten
+    save_model(ExactBackend(n_neighbors=2).fit(X[:5]), directory, overwrite=True)
+    assert load_model(directory).n_samples_fit_ == 5
+
+
+def test_overwrite_never_deletes_files_not_part_of_the_model(tmp_path):
+    directory, X, expected = _small_backend_model(tmp_path)
+    (directory / "my_notes.txt").write_text("precious")
+    (directory / "plots").mkdir()
+    with pytest.raises(FileExistsError, match=r"not part of the saved model.*my_notes"):
+        save_model(ExactBackend().fit(X), directory, overwrite=True)
+    assert (directory / "my_notes.txt").read_text() == "precious"
+    assert (directory / "plots").is_dir()
+    (directory / "my_notes.txt").unlink()
+    (directory / "plots").rmdir()
+    _assert_intact(directory, X, expected)
+
+
+def test_save_model_into_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="is a file, not a directory"):
+            save_model(
+                ExactBackend().fit(np.eye(3)), tmp_path / "afile", overwrite=overwrite
+            )
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("value", ["../other/model.pkl", "/tmp/model.pkl", ".."])
+def test_manifest_naming_a_file_outside_the_directory_is_refused(tmp_path, value):
+    directory, X, _ = _small_backend_model(tmp_path)
+    save_model(ExactBackend(n_neighbors=3).fit(X), tmp_path / "other")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["model_file"] = value
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a file name inside the model directory"):
+        load_model(directory, verify=False)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\udcff"])
+def test_damaged_manifest_is_named(tmp_path, content):
+    directory, X, _ = _small_backend_model(tmp_path)
+    (directory / MANIFEST).write_text(content, errors="surrogateescape")
+    with pytest.raises(ValueError, match=rf"{MANIFEST}.*not a valid skdknn model"):
+        load_model(directory)
+    # overwrite refuses it too, naming it, and keeps it
+    with pytest.raises(ValueError, match=rf"{MANIFEST}.*not a valid skdknn model"):
+        save_model(ExactBackend().fit(X), directory, overwrite=True)
+    assert (directory / "model.pkl").is_file()
+
+
+def test_damaged_model_pickle_is_named(tmp_path):
+    directory, X, _ = _small_backend_model(tmp_path)
+    (directory / "model.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(
+        ValueError, match=r"model.pkl.*not a pickle written by save_model"
+    ):
+        load_model(directory, verify=False)
+
+
 # ---------------------------------------------------------------------------------
 # Checksums: the data loaded is exactly the data saved
 # ---------------------------------------------------------------------------------

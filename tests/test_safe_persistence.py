@@ -179,3 +179,17 @@ def test_pickled_index_is_refused(data, tmp_path):
 def test_unknown_format_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match='"pickle" or "skops"'):
         save_model(_fit(data), tmp_path / "m", format="json")
+
+
+@pytest.mark.parametrize("damage", ["bytes_changed", "pickle_renamed"])
+def test_damaged_skops_file_is_named(data, tmp_path, damage):
+    directory = save_model(_fit(data), tmp_path / "m", format="skops")
+    path = directory / "model.skops"
+    if damage == "bytes_changed":
+        content = bytearray(path.read_bytes())
+        content[len(content) // 3 : len(content) // 3 + 64] = bytes(64)
+        path.write_bytes(bytes(content))
+    else:
+        path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match=r"model.skops.*not a model in skops' format"):
+        load_model(directory, verify=False)

@@ -312,6 +312,37 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
     ),
     (
+        "skdknn.neighbors._exact.x__exact_row__*",
+        "query[None, :]).sum(dim=None)",
+        "the sum of all of a one-row tensor is its row sum (same bits, checked for "
+        "widths 1 to 10,000); shape () broadcasts as shape (1,) does",
+    ),
+    (
+        "skdknn.neighbors._exact.x__exact_row__*",
+        "near = (sq_dist <= 1e-2 *",
+        "as in the refinement: a pair exactly on the threshold is recomputed "
+        "exactly, the same distance up to float32 rounding",
+    ),
+    (
+        "skdknn.neighbors._exact.x__exact_row__*",
+        "near = (sq_dist < 1.01 *",
+        "as in the refinement: a larger threshold only recomputes more pairs "
+        "exactly (slower, same result)",
+    ),
+    (
+        "skdknn.neighbors._exact.x_sort_by_distance_then_index__*",
+        "np.lexsort((ind, dist), )",
+        "lexsort's default axis -1 is axis 1 of the 2-D distances",
+    ),
+    *(
+        (
+            "skdknn.neighbors._exact.x_sort_by_distance_then_index__*",
+            text,
+            "take_along_axis's default axis -1 is axis 1 of the 2-D arrays",
+        )
+        for text in ("take_along_axis(dist, order, )", "take_along_axis(ind, order, )")
+    ),
+    (
         "skdknn.neighbors._exact.x\u01c1ExactBackend\u01c1_block_rows__*",
         "int(budget_mb * 2**20 / bytes_per_row)",
         "int(a / b) is a // b for positive a, b (up to one row where a / b rounds "

@@ -275,6 +275,9 @@ class AdvKNNAttack(GradientAttack):
     def _ball(self) -> float | None:
         return None if self.method == "cw" else float(self.eps)
 
+    def _tanh_box(self) -> bool:
+        return self.method == "cw"
+
     # -- fitting the heads ------------------------------------------------------------
     def _dknn(self) -> DeepKNNClassifier:
         dknn = self.target_.dknn
@@ -349,10 +352,10 @@ class AdvKNNAttack(GradientAttack):
     def _fit(self, X_net: NDArray[np.float32], y: Any) -> None:
         dknn = self._dknn()
         self.layers_ = self._resolve_layers(dknn)
+        n_val = self._n_validation(len(X_net))
         acts = self._layer_activations(X_net)
         p = self._distribution(X_net, exclude_self=True)
         rng = self._rng()
-        n_val = round(self.validation_fraction * len(p))
         order = rng.permutation(len(p))
         val, train = order[:n_val], order[n_val:]
         head_seed = int(rng.randint(2**31 - 1))
@@ -380,6 +383,20 @@ class AdvKNNAttack(GradientAttack):
             self.agreement_ = float(
                 np.mean(q_log.argmax(1).numpy() == p[val].argmax(axis=1))
             )
+
+    def _n_validation(self, n_rows: int) -> int:
+        """Rows held out for ``agreement_``; an error unless both parts are used."""
+        n_val = round(self.validation_fraction * n_rows)
+        if n_rows - n_val < 1 or (self.validation_fraction > 0 and n_val < 1):
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction:g} of the {n_rows} "
+                f"rows of X holds out {n_val} rows for validation and leaves "
+                f"{n_rows - n_val} to train the heads on; at least 1 training row "
+                "(and 1 validation row when validation_fraction > 0) must remain. "
+                "Pass more rows, or a validation_fraction that leaves both (0 "
+                "trains on every row and skips agreement_)."
+            )
+        return n_val
 
     def _boundary_copies(
         self, X_net: NDArray[np.float32], t: NDArray[np.int64], rng: Any

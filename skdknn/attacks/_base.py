@@ -26,7 +26,15 @@ from .._activations import eval_mode, module_device
 from .._validation import as_flat_rows, check_fitted_shape, check_value_range
 from ._target import AttackTarget, resolve_target
 
-__all__ = ["GradientAttack", "bim", "check_box", "fgsm", "land_in_dtype"]
+__all__ = [
+    "GradientAttack",
+    "bim",
+    "check_box",
+    "check_tanh_box",
+    "fgsm",
+    "land_in_dtype",
+    "warn_wide_tanh_box",
+]
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -185,6 +193,67 @@ def check_box(lower: NDArray, upper: NDArray) -> None:
         raise ValueError("clip_min must be smaller than clip_max everywhere.")
 
 
+def check_tanh_box(lower: NDArray, upper: NDArray) -> None:
+    """Raise ValueError unless the box is finite, as the tanh change of variables needs.
+
+    The Carlini-Wagner attack optimises ``w`` with ``x' = mid + half * tanh(w)``,
+    ``mid`` and ``half`` the box's centre and half-width: with an infinite (or
+    float32-overflowing) bound they are infinite or NaN and no input can move.
+    """
+    finite = np.isfinite(lower) & np.isfinite(upper)
+    with np.errstate(over="ignore"):
+        finite &= np.isfinite(upper.astype(np.float32) - lower.astype(np.float32))
+    if not finite.all():
+        raise ValueError(
+            "The Carlini-Wagner attack needs a finite clip box: it optimises w with "
+            "x' = mid + half * tanh(w) (the tanh change of variables, mid and half "
+            "the box's centre and half-width), which no input can move along when a "
+            "bound is infinite or NaN (or the box is wider than float32's range); "
+            f"got clip_min={_describe_bound(lower)}, clip_max="
+            f"{_describe_bound(upper)}. Set clip_min and clip_max to the inputs' "
+            "valid range (e.g. 0 and 1 for pixels, the training data's min and max "
+            "per feature for tabular rows)."
+        )
+
+
+def _describe_bound(bound: NDArray) -> str:
+    values = np.unique(bound)
+    if values.size == 1:
+        return f"{values[0]:g}"
+    return f"[{values.min():g} ... {values.max():g}]"
+
+
+#: A Carlini-Wagner box reaching beyond this many times the inputs' scale (their
+#: largest magnitude or their spread, whichever is larger) warns.
+WIDE_TANH_BOX = 100.0
+
+
+def warn_wide_tanh_box(X: NDArray, lower: NDArray, upper: NDArray) -> None:
+    """Warn when the box is far wider than the inputs (tanh-space steps too coarse).
+
+    With ``x' = mid + half * tanh(w)``, Adam's steps on ``w`` move ``x'`` by about
+    ``learning_rate * half`` in the box's interior, and float32 resolves ``x'``
+    only to about ``(|mid| + half) * 2**-24``: a box far beyond the inputs' scale
+    gives needlessly large perturbations, or inputs that cannot move at all.
+    """
+    reach = float(np.max(np.maximum(np.abs(lower), np.abs(upper))))
+    magnitude = float(np.max(np.abs(X), initial=0.0))
+    spread = float(np.max(X, initial=0.0) - np.min(X, initial=0.0)) if X.size else 0.0
+    scale = max(magnitude, spread)
+    if scale > 0 and reach > WIDE_TANH_BOX * scale:
+        warnings.warn(
+            f"The clip box reaches {reach:.3g}, {reach / scale:.3g} times the "
+            f"inputs' scale (values within {magnitude:.3g} of 0, spread "
+            f"{spread:.3g}). The Carlini-Wagner attack optimises in tanh space, "
+            "x' = mid + half * tanh(w): its steps move x' by about learning_rate * "
+            "half-width, so the perturbations it finds grow with the box, and "
+            "float32 resolves x' only to about the box's size * 6e-8 (inputs may "
+            "not move at all). Set clip_min and clip_max to the inputs' valid range.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def fgsm(
     logits_fn: LogitsFn,
     x: torch.Tensor,
@@ -332,6 +401,10 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         """L-infinity radius of the result's projection; None when there is none."""
         return float(self.eps)
 
+    def _tanh_box(self) -> bool:
+        """Whether the attack optimises in tanh space (Carlini-Wagner): finite box."""
+        return False
+
     @abstractmethod
     def _perturb(
         self,
@@ -420,7 +493,7 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         if y is None:
             t = self._clean_labels(X_net)
         else:
-            t = self.target_.encode(y)
+            t = self.target_.encode(y, X_net)
             if t.shape != (X_net.shape[0],):
                 raise ValueError(
                     f"y must have shape ({X_net.shape[0]},) to match X; got {t.shape}."
@@ -472,15 +545,30 @@ class GradientAttack(TransformerMixin, BaseEstimator):
     def _bounds(
         self, sample_shape: tuple[int, ...]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """clip_min and clip_max broadcast to one sample's shape, checked."""
+        """clip_min and clip_max broadcast to one sample's shape, checked.
+
+        A flat bound of one value per feature, shape ``(prod(sample_shape),)``,
+        applies to the features in row-major order, as flat rows hold them.
+        """
+        n_features = prod(sample_shape)
+
+        def broadcast(bound: Any) -> NDArray[np.float64]:
+            bound = np.asarray(bound, np.float64)
+            if bound.ndim == 1 and bound.size == n_features and len(sample_shape) > 1:
+                bound = bound.reshape(sample_shape)  # one bound per flat feature
+            return np.broadcast_to(bound, sample_shape)
+
         try:
-            lo = np.broadcast_to(np.asarray(self.clip_min, np.float64), sample_shape)
-            hi = np.broadcast_to(np.asarray(self.clip_max, np.float64), sample_shape)
+            lo, hi = broadcast(self.clip_min), broadcast(self.clip_max)
         except ValueError:
             raise ValueError(
-                "clip_min and clip_max must be scalars or broadcastable to one "
-                f"sample's shape {sample_shape}."
+                "clip_min and clip_max must be scalars, arrays of one value per "
+                f"feature (shape ({n_features},)) or broadcastable to one sample's "
+                f"shape {sample_shape}; got shapes {np.shape(self.clip_min)} and "
+                f"{np.shape(self.clip_max)}."
             ) from None
+        if self._tanh_box():
+            check_tanh_box(lo, hi)
         check_box(lo, hi)
         return lo, hi
 
@@ -522,6 +610,8 @@ class GradientAttack(TransformerMixin, BaseEstimator):
                 f"box [clip_min, clip_max] (X ranges over [{X_net.min():.4g}, "
                 f"{X_net.max():.4g}]); rescale X or set clip_min / clip_max."
             )
+        if self._tanh_box():
+            warn_wide_tanh_box(X_net, lo64, hi64)
         device = self.target_.device
         return torch.from_numpy(lo.copy()).to(device), torch.from_numpy(hi.copy()).to(
             device

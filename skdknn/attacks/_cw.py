@@ -163,8 +163,13 @@ class CarliniWagnerL2Attack(GradientAttack):
         Stop optimising an input once its loss stops decreasing (checked every
         ``n_iter // 10`` iterations), as in the authors' code.
     clip_min, clip_max : float or array-like, default=0.0, 1.0
-        Box of valid inputs: scalars or arrays broadcastable to one sample's shape.
-        The tanh change of variable maps onto it.
+        Box of valid inputs: scalars, arrays of one value per feature or arrays
+        broadcastable to one sample's shape. The tanh change of variables maps
+        onto it, so it must be finite (ValueError otherwise, at ``fit``), and it
+        should fit the inputs: Adam's steps on ``w`` move ``x'`` by about
+        ``learning_rate`` times the box's half-width, so a box far wider than
+        the data (bounds beyond 100 times the inputs' scale, their largest
+        magnitude or spread) finds needlessly large perturbations and warns.
     batch_size : int, default=256
         Inputs optimised together (each row's result does not depend on it).
     device : str, default=None
@@ -262,6 +267,9 @@ class CarliniWagnerL2Attack(GradientAttack):
 
     def _ball(self) -> float | None:
         return None  # an L2 attack: no L-infinity projection of the result
+
+    def _tanh_box(self) -> bool:
+        return True
 
     def _perturb(
         self,

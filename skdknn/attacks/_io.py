@@ -92,10 +92,23 @@ def save_adversarial(
     arrays: dict[str, Any] = {"X_adv": X, "header": np.array(json.dumps(header))}
     if y is not None:
         arrays["y"] = np.asarray(y)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write the adversarial set {os.fspath(target)!r}: the directory "
+            f"{os.fspath(target.parent)!r} does not exist."
+        )
     tmp = target.with_name(f".{target.name}.part")
-    with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(tmp, target)  # never leave a half-written set under the final name
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        os.replace(tmp, target)  # never leave a half-written set under the final name
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            error.errno,
+            f"Cannot write the adversarial set {os.fspath(target)!r}: "
+            f"{error.strerror or error}",
+        ) from error
     return target
 
 

@@ -9,10 +9,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from .._validation import as_flat_rows
 from ._base import check_box, land_in_dtype
+from ._target import encode_labels
 
 __all__ = ["MeanAttack"]
 
@@ -123,8 +129,8 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         X_flat, self.image_shape_ = as_flat_rows(X)
         X_flat = validate_data(self, X_flat, dtype=np.float64)
         self.clip_min_, self.clip_max_ = self._box(X_flat.shape[1])
-        labels = self.estimator.predict(X) if y is None else np.asarray(y)
         self.classes_ = np.asarray(self.estimator.classes_)
+        labels = self._labels(X, X_flat, y)
         missing = [c for c in self.classes_ if not np.any(labels == c)]
         if missing:
             raise ValueError(
@@ -163,13 +169,22 @@ class MeanAttack(TransformerMixin, BaseEstimator):
                 f"{int(outside.sum())} input values lie outside the clip box "
                 "[clip_min, clip_max]; rescale X or set clip_min / clip_max."
             )
-        source = self.estimator.predict(X_arr) if y is None else np.asarray(y)
+        source = self._labels(X_arr, X_flat, y)
         direction = self._toward_nearest_other_mean(X_flat, source)
         dtype = X_arr.dtype if np.issubdtype(X_arr.dtype, np.floating) else np.float64
         # the candidates are built in X's own dtype, exactly inside the box
         x = np.asarray(X_arr, dtype=dtype).reshape(X_flat.shape)
         scale = self._line_search(X_arr.shape, x, X_flat, direction, source)
         return self._candidate(x, X_flat, direction, scale).reshape(X_arr.shape)
+
+    def _labels(self, X: Any, X_flat: NDArray, y: Any) -> NDArray:
+        """``y`` checked (one class of the model per row), or the predictions."""
+        if y is None:
+            return np.asarray(self.estimator.predict(X))
+        y = column_or_1d(y)
+        check_consistent_length(X_flat, y)
+        encode_labels(y, self.classes_)
+        return y
 
     def _box(self, n_features: int) -> tuple[NDArray, NDArray]:
         """clip_min and clip_max as one bound per feature, checked.

@@ -17,7 +17,31 @@ from torch import nn
 from .._activations import module_device
 from .._classifier import DeepKNNClassifier
 
-__all__ = ["AttackTarget", "resolve_target"]
+__all__ = ["AttackTarget", "encode_labels", "resolve_target"]
+
+
+def encode_labels(y: Any, classes: NDArray) -> NDArray[np.int64]:
+    """Indices in ``classes`` of the labels ``y``; ValueError for any other label.
+
+    Every attack taking labels checks them with this function: a label that is
+    not a class of the attacked model would otherwise be attacked silently (no
+    output of the network, no class mean, matches it).
+    """
+    y_arr = np.asarray(y)
+    classes = np.asarray(classes)
+    order = np.argsort(classes, kind="stable")
+    try:
+        position = np.searchsorted(classes, y_arr, sorter=order)
+    except TypeError:  # e.g. string labels for integer classes
+        position = np.zeros(y_arr.shape, dtype=np.intp)
+    idx = order[np.clip(position, 0, len(classes) - 1)]
+    unknown = classes[idx] != y_arr
+    if np.any(unknown):
+        raise ValueError(
+            f"Labels {np.unique(y_arr[unknown])[:5].tolist()} are not classes of "
+            f"the attacked model ({classes.tolist()})."
+        )
+    return idx.astype(np.int64)
 
 
 @dataclass
@@ -51,8 +75,14 @@ class AttackTarget:
         est = self.estimator
         return est if isinstance(est, DeepKNNClassifier) else None
 
-    def encode(self, y: Any) -> NDArray[np.int64]:
-        """Output indices of the labels ``y`` (checked against ``classes``)."""
+    def encode(
+        self, y: Any, X_net: NDArray[np.float32] | None = None
+    ) -> NDArray[np.int64]:
+        """Output indices of the labels ``y`` (checked against ``classes``).
+
+        For a bare torch module (no ``classes``) the labels are output indices,
+        checked against the number of outputs on one row of ``X_net`` if given.
+        """
         y_arr = np.asarray(y)
         if self.classes is None:
             if not np.issubdtype(y_arr.dtype, np.integer):
@@ -60,16 +90,28 @@ class AttackTarget:
                     "Labels for a torch module must be integer output indices; got "
                     f"dtype {y_arr.dtype}."
                 )
+            if X_net is not None and len(X_net) and y_arr.size:
+                n_outputs = self._n_outputs(X_net[:1])
+                bad = (y_arr < 0) | (y_arr >= n_outputs)
+                if bad.any():
+                    raise ValueError(
+                        f"Labels {np.unique(y_arr[bad])[:5].tolist()} are not classes "
+                        f"of the attacked model: its network has {n_outputs} outputs, "
+                        f"so labels must be output indices in [0, {n_outputs - 1}]."
+                    )
             return y_arr.astype(np.int64)
-        idx = np.searchsorted(self.classes, y_arr)
-        idx = np.clip(idx, 0, len(self.classes) - 1)
-        unknown = self.classes[idx] != y_arr
-        if unknown.any():
-            raise ValueError(
-                f"Labels {np.unique(y_arr[unknown])[:5].tolist()} are not classes of "
-                f"the attacked model ({self.classes.tolist()})."
-            )
-        return idx.astype(np.int64)
+        return encode_labels(y_arr, self.classes)
+
+    def _n_outputs(self, x: NDArray[np.float32]) -> int:
+        """Number of logits the module returns (one forward pass on ``x``)."""
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                logits = self.module(torch.from_numpy(x).to(self.device))
+        finally:
+            self.module.train(was_training)
+        return int(logits.shape[-1])
 
     def predict_indices(self, X_net: NDArray[np.float32], batch_size: int) -> NDArray:
         """The attacked model's own predictions on clean inputs, as output indices."""

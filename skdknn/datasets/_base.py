@@ -134,7 +134,10 @@ def shuffle_rows(
     500 zeros, then 500 ones, ...), so the first rows of an unshuffled array are
     not a sample of the whole: ``fit(X[:4000])`` would never see two classes.
     With ``shuffle=False`` the arrays are returned as they are (no copy).
+    ``shuffle`` must be a bool (a string such as ``"no"`` is truthy: refused).
     """
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False; got {shuffle!r}.")
     if not shuffle:
         return images, labels
     order = check_random_state(random_state).permutation(len(labels))

@@ -91,6 +91,12 @@ def load_idx(path: StrPath) -> NDArray[Any]:
 
 def _read_bytes(path: Path) -> bytes:
     """Return the file's bytes, decompressed if they start with gzip magic."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory; load_idx reads one IDX file (e.g. "
+            "train-images-idx3-ubyte or its .gz). To load a directory of MNIST "
+            "files, use load_mnist(data_dir)."
+        )
     raw = path.read_bytes()
     if raw[:2] != _GZIP_MAGIC:
         return raw

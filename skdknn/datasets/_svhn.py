@@ -213,6 +213,12 @@ def _labels(raw: NDArray[Any], n_images: int, path: Path) -> NDArray[np.int64]:
             f"got a {raw.dtype} array of shape {raw.shape}."
         )
     labels = raw.ravel()
+    if labels.size and not np.isfinite(labels).all():
+        raise ValueError(
+            f"{path}: expected integer labels in 1..10 (10 meaning digit 0; 0 is "
+            f"also accepted), found {int(np.sum(~np.isfinite(labels)))} NaN or "
+            "infinite values."
+        )
     if labels.size and (
         labels.min() < 0
         or labels.max() > _ZERO_LABEL

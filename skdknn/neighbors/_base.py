@@ -19,6 +19,7 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._validation import check_n_neighbors
 from ._duplicates import duplicate_groups, expand_groups, group_of_rows
 
 __all__ = ["NeighborsBackend"]
@@ -339,9 +340,7 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         return self
 
     def _check_n_neighbors(self, n_neighbors: int | None, available: int) -> int:
-        k = self.n_neighbors if n_neighbors is None else n_neighbors
-        if not isinstance(k, Integral) or k < 1:
-            raise ValueError(f"n_neighbors must be a positive integer; got {k!r}.")
+        k = check_n_neighbors(self.n_neighbors if n_neighbors is None else n_neighbors)
         if k > available:
             raise ValueError(
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "

@@ -24,6 +24,9 @@ STORAGE_DTYPES: dict[str, type[np.floating]] = {
     "float16": np.float16,
 }
 
+#: Bytes of indexed rows gathered at a time to recompute near pairs exactly.
+_GATHER_BYTES = 64 * 2**20
+
 #: float16's largest finite value: a row holding a larger magnitude cannot be
 #: stored in half precision.
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -293,6 +296,27 @@ class ExactBackend(NeighborsBackend):
         return sort_by_distance_then_index(distances, indices.astype(np.intp))
 
 
+def _pair_sq_dist(
+    query: torch.Tensor,
+    fit_t: torch.Tensor,
+    query_rows: torch.Tensor,
+    fit_rows: torch.Tensor,
+) -> torch.Tensor:
+    """``|query[query_rows[i]] - fit_t[fit_rows[i]]|^2`` for each i, in float32.
+
+    The rows are gathered ``_GATHER_BYTES`` at a time: a refinement may recompute
+    every pair of a block (or every indexed row, for one query among duplicates),
+    and gathering them at once would copy as much as the index.
+    """
+    out = torch.empty(fit_rows.shape[0], dtype=torch.float32)
+    step = max(1, _GATHER_BYTES // (4 * max(1, fit_t.shape[1])))
+    for start in range(0, fit_rows.shape[0], step):
+        part = slice(start, start + step)
+        diff = query[query_rows[part]] - fit_t[fit_rows[part]]
+        out[part] = (diff * diff).sum(dim=1)
+    return out
+
+
 def _tied_at_kth(dist: torch.Tensor, k: int) -> torch.Tensor:
     """Rows of k + 1 sorted distances whose (k+1)-th equals their k-th.
 
@@ -317,8 +341,7 @@ def _exact_row(
     sq_dist = (scores + q_sq).clamp_(min=0)
     near = (sq_dist < 1e-2 * (q_sq + sq_norms)).nonzero().flatten()
     if near.numel():
-        diff = query[None, :] - fit_t[near]
-        sq_dist[near] = (diff * diff).sum(dim=1)
+        sq_dist[near] = _pair_sq_dist(query[None, :], fit_t, near * 0, near)
     # a stable sort keeps equal distances in index order
     dist, order = torch.sort(sq_dist.sqrt_(), stable=True)
     return dist[:k], order[:k]
@@ -379,9 +402,10 @@ def _refine_near_duplicates(
             # each pair's distance as anywhere else (exact if near, else expanded),
             # so that the answer does not depend on which other points are indexed
             dist = (scores[row, candidates] + q_sq[row]).clamp_(min=0)
-            near = dist < 1e-2 * (q_sq[row] + sq_norms[candidates])
-            diff = query[row] - fit_t[candidates[near]]
-            dist[near] = (diff * diff).sum(dim=1)
+            near = (dist < 1e-2 * (q_sq[row] + sq_norms[candidates])).nonzero()
+            near = near.squeeze(1)
+            rows_of = torch.full_like(near, row)
+            dist[near] = _pair_sq_dist(query, fit_t, rows_of, candidates[near])
             dist, order = torch.sort(dist, stable=True)
             sq_dist[row], idx[row] = dist[:k], candidates[order[:k]]
             suspect[row] = False  # exact already
@@ -391,8 +415,7 @@ def _refine_near_duplicates(
     # only the rows holding a suspect pair are recomputed and re-sorted
     sub_idx, sub_dist = idx[rows], sq_dist[rows]
     r, c = suspect[rows].nonzero(as_tuple=True)
-    diff = query[rows[r]] - fit_t[sub_idx[r, c]]
-    sub_dist[r, c] = (diff * diff).sum(dim=1)
+    sub_dist[r, c] = _pair_sq_dist(query, fit_t, rows[r], sub_idx[r, c])
     sub_dist, order = torch.sort(sub_dist, dim=1, stable=True)
     sq_dist[rows] = sub_dist
     idx[rows] = torch.gather(sub_idx, 1, order)

@@ -156,7 +156,8 @@ class ExplanationDisplay:
         """
         dknn = _unwrap_dknn(estimator)
         if (
-            not isinstance(n_neighbors, Integral)
+            isinstance(n_neighbors, (bool, np.bool_))
+            or not isinstance(n_neighbors, Integral)
             or not 1 <= n_neighbors <= dknn.n_neighbors
         ):
             raise ValueError(
