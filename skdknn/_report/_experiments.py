@@ -272,6 +272,39 @@ def adversarial_sets(
     return out
 
 
+def curve_iterations(eps: float, config: ReportConfig) -> int:
+    """BIM iterations of the curves' sets at ``eps`` (step ``min(step, eps)``)."""
+    return bim_iterations(eps, min(config.step, eps), config.n_iter)
+
+
+def curve_sets(
+    names: list[str],
+    models: Models,
+    heads: dict[str, AdvKNNAttack],
+    X: NDArray[np.float32],
+    config: ReportConfig,
+    *,
+    eps: float,
+    cache: Path,
+) -> dict[str, tuple[NDArray[np.float32], float]]:
+    """The accuracy-vs-eps curves' adversarial sets at ``eps``, from ``cache``.
+
+    Every section drawing on them (curves, detection, layer ablation, thesis grid)
+    asks with the same BIM iterations, so each set is computed once and shared.
+    """
+    return adversarial_sets(
+        names,
+        models,
+        heads,
+        X,
+        config,
+        eps=eps,
+        n_iter=curve_iterations(eps, config),
+        cache=cache,
+        desc=f"eps={eps:g}",
+    )
+
+
 def load_set(path: Path) -> Any:
     """A saved adversarial set, or None when missing or damaged (recomputed)."""
     if not path.is_file():
@@ -368,18 +401,15 @@ def eps_curves(
     curves.examples[0.0] = X[:n_examples]
     curves.example_predictions[0.0] = clean.dknn_pred[:n_examples]
     for eps in tqdm(grid, desc="accuracy vs eps", disable=config.verbose <= 0):
-        step = min(config.step, eps)
-        n_iter = bim_iterations(eps, step, config.n_iter)
-        sets = adversarial_sets(
+        n_iter = curve_iterations(eps, config)
+        sets = curve_sets(
             list(CURVE_ATTACKS),
             models,
             heads,
             X,
             config,
             eps=eps,
-            n_iter=n_iter,
             cache=cache / "curves",
-            desc=f"eps={eps:g}",
         )
         for name, title in CURVE_ATTACKS.items():
             X_adv = sets[name][0]

@@ -31,7 +31,7 @@ from ..metrics import (
 )
 from ._config import ATTACK_SETTINGS, HEAD_SETTINGS, ReportConfig
 from ._data import Data
-from ._experiments import Outputs, adversarial_sets, bim_iterations, load_set
+from ._experiments import Outputs, curve_iterations, curve_sets, load_set
 from ._models import Models, dknn_outputs, fit_models, heads_key
 
 __all__ = [
@@ -251,18 +251,15 @@ def detection_section(
     credibility = {"clean": clean_cred}
     rows = []
     for eps in config.detection_eps:
-        step = min(config.step, eps)
-        n_iter = bim_iterations(eps, step, config.n_iter)
-        (X_adv, _) = adversarial_sets(
+        n_iter = curve_iterations(eps, config)
+        (X_adv, _) = curve_sets(
             ["bim_dknnb_cl"],
             models,
             heads,
             X,
             config,
             eps=eps,
-            n_iter=n_iter,
             cache=out / "adversarial" / "curves",
-            desc=f"eps={eps:g}",
         )["bim_dknnb_cl"]
         pred, cred = dknn_outputs(models.dknn, X_adv)
         credibility[f"eps{eps:g}"] = cred
@@ -367,18 +364,14 @@ def layers_section(
     }
     eps_grid = [eps for eps in config.eps_grid if eps > 0]
     for eps in tqdm(eps_grid, desc="heads per layer", disable=config.verbose <= 0):
-        step = min(config.step, eps)
-        n_iter = bim_iterations(eps, step, config.n_iter)
-        sets = adversarial_sets(
+        sets = curve_sets(
             [_set_name(layer, config) for layer in by_layer],
             models,
             attacks,
             X,
             config,
             eps=eps,
-            n_iter=n_iter,
             cache=out / "adversarial" / "curves",
-            desc=f"eps={eps:g}",
         )
         for layer in by_layer:
             X_adv = sets[_set_name(layer, config)][0]
@@ -461,16 +454,14 @@ def thesis_section(
     for eps in [0.0, *config.thesis_eps]:
         X_adv = X
         if eps > 0:
-            X_adv = adversarial_sets(
+            X_adv = curve_sets(
                 ["fgsm_origin"],
                 models,
                 heads,
                 X,
                 config,
                 eps=eps,
-                n_iter=1,
                 cache=out / "adversarial" / "curves",
-                desc=f"eps={eps:g}",
             )["fgsm_origin"][0]
         outputs = Outputs.of(models, X_adv)
         rows.append(
