@@ -15,3 +15,19 @@ def tiny(**params: Any) -> DeepKNNClassifier:
     """A DkNN small enough to train in a second on tabular data (``TINY`` defaults,
     overridden by ``params``)."""
     return DeepKNNClassifier(**{**TINY, **params})
+
+
+# a report of a few seconds: tiny data, 1 epoch, small k (the --quick eps values)
+TINY_REPORT = [
+    "--quick",
+    "--epochs",
+    "1",
+    "--train-size",
+    "600",
+    "--test-size",
+    "60",
+    "--calibration-size",
+    "100",
+    "--n-neighbors",
+    "10",
+]

@@ -15,6 +15,7 @@ import warnings
 import matplotlib.image
 import numpy as np
 import pytest
+from _helpers import TINY_REPORT
 from test_datasets import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -31,19 +32,7 @@ from skdknn.datasets import load_mnist
 from skdknn.neighbors import ProjectedBackend
 
 # a report of a few seconds: tiny data, 1 epoch, small k, 2 eps values
-TINY = [
-    "--quick",
-    "--epochs",
-    "1",
-    "--train-size",
-    "600",
-    "--test-size",
-    "60",
-    "--calibration-size",
-    "100",
-    "--n-neighbors",
-    "10",
-]
+TINY = TINY_REPORT
 # not --quiet: the saved model must load quietly all the same
 REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--k-grid", "3,10"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import TINY_REPORT
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 
@@ -22,23 +23,8 @@ from skdknn._report._models import fit_models
 from skdknn.attacks import load_adversarial
 from skdknn.metrics import detection_rate, false_alarm_rate
 
-# a report of seconds: tiny data, 1 epoch, small k (see tests/test_cli.py)
-TINY = [
-    "--quick",
-    "--epochs",
-    "1",
-    "--train-size",
-    "600",
-    "--test-size",
-    "60",
-    "--calibration-size",
-    "100",
-    "--n-neighbors",
-    "10",
-    "--k-grid",
-    "3,10",
-    "-q",
-]
+# a report of seconds: tiny data, 1 epoch, small k
+TINY = [*TINY_REPORT, "--k-grid", "3,10", "-q"]
 NEW = "transfer,k-sweep,detection,thesis-fgsm"
 
 
