@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _helpers import TINY_REPORT
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from test_datasets import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -23,8 +25,12 @@ from test_datasets import (
 )
 
 from skdknn.__main__ import main
+from skdknn._report import ReportConfig, parse_sections
+from skdknn._report import _thesis as thesis
 from skdknn._report._commands import load_trained
+from skdknn.attacks import load_adversarial
 from skdknn.datasets import load_fashion_mnist, load_mnist
+from skdknn.neighbors import ExactBackend, LSHBackend, PyNNDescentBackend
 
 TINY = [*TINY_REPORT, "-q"]
 
@@ -143,3 +149,158 @@ def test_ood_reliability_figure_beside_the_ood_table(fashion_report):
     assert "figures/ood_reliability.png" in ood_part.split("## ")[0]
     assert "| Fashion-MNIST shown to an MNIST model (thesis, Fig. 4.6) |" in ood_part
     assert "| 5.00 | most |" in ood_part
+
+
+# -- Topolewski Fig. 4.7 (backends) and Figs. 4.8-4.10 (the BatchNorm CNN) -----------
+SMALL = [*TINY, "--train-size", "400", "--test-size", "40", "--calibration-size", "60"]
+# PyNNDescent's first call compiles for about a minute: the fast tests leave it out,
+# the slow one below runs all four backends of the thesis
+FAST_BACKENDS = ("exact", "lsh", "annoy")
+
+
+@pytest.fixture(scope="module")
+def thesis_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("thesis")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)
+        argv = ["report", *SMALL, "--sections", "backends,bn-cnn", "--out", str(out)]
+        assert main(argv) == 0
+    return out
+
+
+def test_backend_and_net_sections_only_with_full_or_sections():
+    assert not {"backends", "bn-cnn"} & set(ReportConfig().sections)
+    assert not {"backends", "bn-cnn"} & set(ReportConfig.quick().sections)
+    assert {"backends", "bn-cnn"} <= set(
+        ReportConfig.from_overrides(full=True).sections
+    )
+    assert parse_sections("bn-cnn,backends") == ["clean", "backends", "bn-cnn"]
+
+
+def _fgsm_set(directory: Path, eps: float) -> np.ndarray:
+    path = directory / "adversarial" / "curves" / f"fgsm_origin_eps{eps:g}.npz"
+    return load_adversarial(path).X_adv
+
+
+def test_backends_recomputed_by_independent_refits(thesis_report):
+    section = _results(thesis_report)["backends"]
+    assert list(section["backends"]) == list(FAST_BACKENDS)
+    assert section["eps"] == [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15]
+    config, data, dknn = load_trained(str(thesis_report))
+    X, y = data.X_test[: section["n"]], data.y_test[: section["n"]]
+    X_adv = _fgsm_set(thesis_report, 0.15)
+    assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
+    frozen = FrozenEstimator(dknn.net_)
+    exact = (
+        clone(dknn)
+        .set_params(net=frozen, backend=ExactBackend())
+        .fit(data.X_train, data.y_train)
+    )
+    lsh = clone(dknn).set_params(
+        net=frozen, backend=LSHBackend(n_tables=50, random_state=0)
+    )
+    lsh.fit(data.X_train, data.y_train)
+    for name, model in (("exact", exact), ("lsh", lsh)):
+        row = section["backends"][name]
+        assert row["accuracy"][0] == pytest.approx(np.mean(model.predict(X) == y))
+        assert row["accuracy"][-1] == pytest.approx(np.mean(model.predict(X_adv) == y))
+        assert row["mean_credibility"][-1] == pytest.approx(
+            model.credibility(X_adv).mean()
+        )
+        assert row["fit_seconds"] > 0 and row["query_seconds"] > 0
+    # recall@k per layer: shared neighbours with exact search, by set intersection
+    _, reference = exact.kneighbors(X)
+    _, found = lsh.kneighbors(X)
+    for layer, recall in enumerate(section["backends"]["lsh"]["recall"]):
+        shared = [
+            len(set(found[i, layer]) & set(reference[i, layer])) for i in range(len(X))
+        ]
+        assert recall == pytest.approx(np.mean(shared) / config.n_neighbors)
+    assert section["backends"]["exact"]["recall"] == [1.0] * len(dknn.layers_)
+    assert section["cnn_accuracy"][-1] == pytest.approx(
+        np.mean(dknn.net_.predict(X_adv) == y)
+    )
+    markdown = (thesis_report / "report.md").read_text()
+    part = markdown.split("## The DkNN with each neighbour backend")[1]
+    assert "| PyNNDescent, thesis | - | - | - | 99.88 |" in part
+    assert "figures/thesis_backends.png" in part.split("## ")[0]
+
+
+def test_bn_cnn_section_recomputed_from_the_saved_net_and_sets(thesis_report):
+    section = _results(thesis_report)["nets"]
+    assert list(section["nets"]) == ["paper-cnn", "bn-cnn"]
+    other = thesis_report / "nets" / "bn-cnn"
+    config, data, bn = load_trained(str(other))
+    assert config.net == "bn-cnn" and type(bn.module_).__name__ == "BatchNormCNN"
+    assert bn.layers_ == ["bn1", "bn2", "bn3"]  # DkNN on the BatchNorm outputs
+    n = section["n"]
+    X, y = data.X_test[:n], data.y_test[:n]
+    X_adv = _fgsm_set(other, 0.15)
+    # the BatchNorm CNN's own FGSM set: not the paper CNN's
+    assert not np.allclose(X_adv, _fgsm_set(thesis_report, 0.15))
+    assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
+    last = section["nets"]["bn-cnn"]["rows"][-1]
+    assert last["eps"] == 0.15
+    assert last["dknn_accuracy"] == pytest.approx(np.mean(bn.predict(X_adv) == y))
+    assert last["cnn_accuracy"] == pytest.approx(np.mean(bn.net_.predict(X_adv) == y))
+    assert last["mean_credibility"] == pytest.approx(bn.credibility(X_adv).mean())
+    _, _, paper = load_trained(str(thesis_report))
+    first = section["nets"]["paper-cnn"]["rows"][0]
+    assert first["dknn_accuracy"] == pytest.approx(np.mean(paper.predict(X) == y))
+    assert "_figures" not in section["nets"]["bn-cnn"]
+    names = [f["name"] for f in _results(thesis_report)["figures"]]
+    assert names[-3:] == [
+        "thesis_backends",
+        "thesis_nets_accuracy",
+        "thesis_nets_reliability",
+    ]
+    markdown = (thesis_report / "report.md").read_text()
+    part = markdown.split("## The BatchNorm CNN against the paper CNN")[1]
+    assert "| BatchNorm CNN (thesis): DkNN, thesis | - |" in part and "~87.00" in part
+
+
+def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
+    files = [
+        thesis_report / "sections" / "backends.joblib",
+        thesis_report / "nets" / "bn-cnn" / "model" / "model.pkl",
+        thesis_report / "nets" / "bn-cnn" / "adversarial" / "curves"
+        / "fgsm_origin_eps0.1.npz",
+    ]  # fmt: skip
+    before = [path.stat().st_mtime_ns for path in files]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)
+        argv = ["report", *SMALL, "--sections", "backends,bn-cnn"]
+        assert main([*argv, "--out", str(thesis_report)]) == 0
+        results = _results(thesis_report)
+        assert results["backends"]["loaded_from_cache"] is True
+        assert results["nets"]["nets"]["bn-cnn"]["loaded_from_cache"] is True
+        assert [path.stat().st_mtime_ns for path in files] == before
+        # another list of backends is another result: recomputed
+        patch.setattr(thesis, "THESIS_BACKENDS", ("exact", "lsh"))
+        argv = ["report", *SMALL, "--sections", "backends"]
+        assert main([*argv, "--out", str(thesis_report)]) == 0
+    results = _results(thesis_report)
+    assert results["backends"]["loaded_from_cache"] is False
+    assert list(results["backends"]["backends"]) == ["exact", "lsh"]
+
+
+@pytest.mark.slow
+def test_backends_section_with_the_thesis_four(tmp_path):
+    """All four backends of the thesis, PyNNDescent included (its first call
+    compiles for about a minute)."""
+    out = tmp_path / "backends"
+    argv = ["report", *SMALL, "--sections", "backends", "--out", str(out)]
+    assert main(argv) == 0
+    section = _results(out)["backends"]
+    assert list(section["backends"]) == ["exact", "lsh", "annoy", "pynndescent"]
+    config, data, dknn = load_trained(str(out))
+    pynndescent = clone(dknn).set_params(
+        net=FrozenEstimator(dknn.net_), backend=PyNNDescentBackend(random_state=0)
+    )
+    pynndescent.fit(data.X_train, data.y_train)
+    X_adv = _fgsm_set(out, 0.15)
+    y = data.y_test[: section["n"]]
+    assert section["backends"]["pynndescent"]["accuracy"][-1] == pytest.approx(
+        np.mean(pynndescent.predict(X_adv) == y)
+    )
+    assert all(0.5 < r <= 1.0 for r in section["backends"]["pynndescent"]["recall"])

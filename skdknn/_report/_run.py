@@ -17,6 +17,7 @@ import torch
 from .._version import __version__
 from . import _figures
 from . import _section_pages as section_pages
+from . import _thesis_pages as thesis_pages
 from ._config import NET_TITLES, ReportConfig
 from ._data import Data, load_data
 from ._experiments import (
@@ -42,6 +43,7 @@ from ._sections import (
     thesis_section,
     transfer_section,
 )
+from ._thesis import THESIS_BACKEND_NUMBERS, backends_section, nets_section
 
 __all__ = ["run_report"]
 
@@ -179,6 +181,19 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         with steps("FGSM at the thesis's eps grid (Topolewski Figs. 4.3-4.5)"):
             results["thesis_fgsm"] = thesis_section(config, models, heads, data, out)
             _figures.thesis(writer, results["thesis_fgsm"])
+    if "backends" in sections:
+        with steps("the DkNN with each neighbour backend (Topolewski Fig. 4.7)"):
+            backends, loaded = backends_section(config, models, heads, data, out)
+            results["backends"] = {
+                **backends,
+                "loaded_from_cache": loaded,
+                "thesis": THESIS_BACKEND_NUMBERS,
+            }
+            thesis_pages.backends_figures(writer, results["backends"])
+    if "bn-cnn" in sections:
+        with steps("the BatchNorm CNN against the paper CNN (Topolewski 4.8-4.10)"):
+            results["nets"] = nets_section(config, models, heads, data, out)
+            thesis_pages.nets_figures(writer, results["nets"])
     if "ood" in sections:
         with steps("out-of-distribution inputs"):
             results["out_of_distribution"], ood_scores = ood_table(
@@ -308,9 +323,10 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         render = _SECTION_PAGES.get(section)
         if render is not None:
             render(page, config, data, results)
-        placed |= set(section_pages.FIGURES.get(section, ()))
+        beside = _FIGURES.get(section, ())
+        placed |= set(beside)
         for figure in results["figures"]:
-            if figure["name"] in section_pages.FIGURES.get(section, ()):
+            if figure["name"] in beside:
                 page.figure(figure["path"], figure["caption"])
     rest = [f for f in results["figures"] if f["name"] not in placed]
     if rest:
@@ -488,9 +504,15 @@ _SECTION_PAGES = {
     "detection": section_pages.detection,
     "layers": section_pages.layers,
     "thesis-fgsm": section_pages.thesis,
+    "backends": thesis_pages.backends_page,
+    "bn-cnn": thesis_pages.nets_page,
     "ood": _page_ood,
     "curves": _page_curves,
 }
+
+
+#: The figures drawn beside each section's table (the others go under "Figures").
+_FIGURES = {**section_pages.FIGURES, **thesis_pages.FIGURES}
 
 
 def page_summary(results: dict[str, Any]) -> str:
