@@ -534,6 +534,7 @@ def page_summary(results: dict[str, Any]) -> str:
                 + "".join(f"{pct(cells[c]['accuracy']):>15}" for c in COLUMNS)
             )
     lines += section_pages.summary(results)
+    lines += thesis_pages.summary(results)
     return "\n".join(lines)
 
 

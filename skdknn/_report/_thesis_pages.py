@@ -17,6 +17,7 @@ __all__ = [
     "backends_page",
     "nets_figures",
     "nets_page",
+    "summary",
 ]
 
 #: The figures drawn beside each section's table.
@@ -193,3 +194,29 @@ def nets_figures(writer: FigureWriter, section: dict[str, Any]) -> None:
         "and softmax confidence; the dotted line counts the images per bin.",
         draw,
     )
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """Terminal lines of the sections above that ran."""
+    lines: list[str] = []
+    if "backends" in results:
+        section = results["backends"]
+        at = section["eps"][-1]
+        cells = [
+            f"{name} {pct(row['accuracy'][-1])} (lowest recall "
+            f"{min(row['recall']):.3f}, fit {row['fit_seconds']:.1f} s)"
+            for name, row in section["backends"].items()
+        ]
+        lines += ["", f"DkNN accuracy % at FGSM eps {at:g} per backend: "]
+        lines[-1] += ", ".join(cells)
+    if "nets" in results:
+        lines += [""]
+        for net, part in results["nets"]["nets"].items():
+            last = part["rows"][-1]
+            lines.append(
+                f"{NET_TITLES[net]}: CNN {pct(part['rows'][0]['cnn_accuracy'])} -> "
+                f"{pct(last['cnn_accuracy'])}, DkNN "
+                f"{pct(part['rows'][0]['dknn_accuracy'])} -> "
+                f"{pct(last['dknn_accuracy'])} % (clean -> FGSM eps {last['eps']:g})"
+            )
+    return lines
