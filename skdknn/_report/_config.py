@@ -13,6 +13,7 @@ __all__ = [
     "ATTACK_SETTINGS",
     "DATASETS",
     "DEFAULT_SECTIONS",
+    "FULL_ONLY",
     "HEAD_SETTINGS",
     "MODEL_SETTINGS",
     "NETS",
@@ -53,13 +54,22 @@ SECTIONS = {
     "layers": "the DkNNB+CL head on each layer, and MeanAttack (AdvKNN Fig. 4)",
     "thesis-fgsm": "FGSM at the thesis's eps grid, its reliability diagrams and "
     "correct-neighbour histograms at eps 0.15 (Topolewski Figs. 4.3-4.5)",
-    "ood": "credibility and softmax on inputs of no class",
+    "backends": "DkNN accuracy against the FGSM budget with each neighbour backend "
+    "(exact, LSH, Annoy, PyNNDescent), their times and recall (Topolewski Fig. 4.7)",
+    "bn-cnn": "the BatchNorm CNN against the paper CNN: accuracy against the FGSM "
+    "budget and reliability diagrams (Topolewski Figs. 4.8-4.10)",
+    "ood": "credibility and softmax on inputs of no class, with reliability "
+    "diagrams (Topolewski Fig. 4.6)",
     "curves": "accuracy against eps",
     "neighbours": "share of true-label neighbours per layer",
 }
 
+#: Sections only ``--full`` (or ``--sections``) runs: each costs minutes at the
+#: default settings (heads on every layer; four neighbour indexes; a second CNN).
+FULL_ONLY = ("layers", "backends", "bn-cnn")
+
 #: Sections of a default run: all but the expensive ones (``--full`` runs all).
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "layers")
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in FULL_ONLY)
 
 
 def parse_sections(text: str) -> list[str]:
