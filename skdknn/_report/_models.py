@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ._render import write_atomic
 
 __all__ = [
     "Models",
+    "cached_attacks",
     "dknn_outputs",
     "fit_heads",
     "fit_models",
@@ -201,3 +203,74 @@ def load_heads(out: Path, key: str) -> dict[str, AdvKNNAttack] | None:
     except Exception as error:  # a damaged cache is rebuilt
         print(f"Saved heads in {path} not usable ({error!r}); training again.")
     return None
+
+
+# -- attacks saved without the models they attack ----------------------------------
+class _SharedPickler(pickle.Pickler):
+    """Pickles every object of ``shared`` as a reference to its name."""
+
+    def __init__(self, file: Any, shared: dict[str, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = {id(obj): name for name, obj in shared.items()}
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._names.get(id(obj))
+
+
+class _SharedUnpickler(pickle.Unpickler):
+    """Resolves the references of :class:`_SharedPickler` to ``shared``."""
+
+    def __init__(self, file: Any, shared: dict[str, Any]) -> None:
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid not in self._shared:
+            raise pickle.UnpicklingError(f"unknown reference to a model: {pid!r}")
+        return self._shared[pid]
+
+
+def _shared_models(models: Models) -> dict[str, Any]:
+    """The report's models and their networks, which attacks refer to."""
+    return {
+        "dknn": models.dknn,
+        "knn": models.knn,
+        "dknn.net": models.dknn.net_,
+        "knn.net": models.knn.net_,
+        "dknn.module": models.dknn.module_,
+        "knn.module": models.knn.module_,
+    }
+
+
+def cached_attacks(
+    path: Path,
+    key: str,
+    compute: Any,
+    models: Models,
+    reuse: bool = True,
+) -> tuple[dict[str, AdvKNNAttack], bool]:
+    """``compute()`` (fitted attacks by name), or the attacks saved under ``key``.
+
+    Saved in ``path`` without the models they attack: the DkNN, the kNN and their
+    networks are written as references and resolved to ``models`` when loaded
+    (``key`` must therefore depend on ``models.model_id``), so that the file
+    holds the heads' own state only (a DkNN pickled with each head is hundreds
+    of MB). A missing, damaged or differently keyed file is recomputed (a damaged
+    one is reported). Returns the attacks and whether they were loaded.
+    """
+    shared = _shared_models(models)
+    if reuse and path.is_file():
+        try:
+            with path.open("rb") as file:
+                saved = _SharedUnpickler(file, shared).load()
+            if saved.get("key") == key:
+                return dict(saved["attacks"]), True
+        except Exception as error:  # a damaged cache is rebuilt, never trusted
+            print(f"Saved heads {path} not usable ({error!r}); training again.")
+    attacks = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as file:
+        _SharedPickler(file, shared).dump({"key": key, "attacks": attacks})
+    os.replace(tmp, path)
+    return attacks, False
