@@ -330,7 +330,7 @@ def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
     REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--sections", "table2"]
     assert main(["report", *REPORT, "--out", str(out)]) == 0
     # a truncated heads file and adversarial set are recomputed, not trusted
-    heads = out / "heads.joblib"
+    heads = out / "heads.pkl"
     heads.write_bytes(heads.read_bytes()[:100])
     adv = saved_set(out / "adversarial", "fgsm_origin", 0.25)
     adv.write_bytes(adv.read_bytes()[:100])
@@ -360,7 +360,7 @@ def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
 
 def test_changing_the_eps_grid_keeps_heads_and_table_sets(report_dir):
     table_set = saved_set(report_dir / "adversarial", "bim_dknnb_cl", 0.25)
-    heads = report_dir / "heads.joblib"
+    heads = report_dir / "heads.pkl"
     before = table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns
     argv = [
         *TINY,

@@ -19,7 +19,7 @@ from skdknn._report._config import DEFAULT_SECTIONS, SECTIONS
 from skdknn._report._data import load_data
 from skdknn._report._experiments import adversarial_sets
 from skdknn._report._gap import train_size_config
-from skdknn._report._models import fit_heads, fit_models
+from skdknn._report._models import fit_heads, fit_models, heads_key, load_heads
 from skdknn._report._sections import layer_heads
 from skdknn.attacks import AdvKNNAttack, load_adversarial
 
@@ -70,6 +70,21 @@ def test_layer_heads_file_holds_the_heads_not_the_dknn(tiny):
             attack.head_proba(X), by_layer[layer].head_proba(X)
         )
         assert attack is not by_layer[layer] or layer == config.attacked_layer
+
+
+def test_heads_file_holds_the_heads_not_the_network(tiny):
+    config, data, models, heads, out = tiny
+    network_bytes = sum(
+        p.numel() * p.element_size() for p in models.dknn.module_.parameters()
+    )
+    # each head keeps its kNN's small relu3 index, but not the network's weights
+    assert (out / "heads.pkl").stat().st_size < network_bytes / 2
+    again = load_heads(out, heads_key(config, models), models.dknn)
+    assert set(again) == {"dknnb", "dknnb_cl"}
+    for name, attack in again.items():
+        assert attack.target_.module is models.dknn.module_
+        X = data.X_test[:5]
+        np.testing.assert_array_equal(attack.head_proba(X), heads[name].head_proba(X))
 
 
 def test_damaged_layer_heads_are_retrained(tiny, capsys):

@@ -35,7 +35,13 @@ from ._experiments import (
     curve_sets,
 )
 from ._figures import FigureWriter
-from ._models import Models, cached_attacks, fit_heads, fit_models
+from ._models import (
+    Models,
+    cached_attacks,
+    fit_heads,
+    fit_models,
+    model_references,
+)
 from ._render import Page, num, pct
 
 __all__ = [
@@ -85,7 +91,9 @@ def boundary_head(
         return {"dknnb_cl_b": attack.fit(data.X_train)}
 
     path = out / "sections" / "gap_boundary_head.pkl"
-    heads, _ = cached_attacks(path, key, compute, models, config.reuse)
+    heads, _ = cached_attacks(
+        path, key, compute, model_references(models), config.reuse
+    )
     return heads["dknnb_cl_b"]
 
 

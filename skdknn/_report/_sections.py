@@ -38,7 +38,14 @@ from ._experiments import (
     images_key,
     load_set,
 )
-from ._models import Models, cached_attacks, dknn_outputs, fit_models, heads_key
+from ._models import (
+    Models,
+    cached_attacks,
+    dknn_outputs,
+    fit_models,
+    heads_key,
+    model_references,
+)
 
 __all__ = [
     "PAPER_DETECTION",
@@ -333,7 +340,9 @@ def layer_heads(
         return trained
 
     path = out / SECTION_DIR / "layer_heads.pkl"
-    trained, _ = cached_attacks(path, key, compute, models, config.reuse)
+    trained, _ = cached_attacks(
+        path, key, compute, model_references(models), config.reuse
+    )
     by_layer = dict(trained)
     by_layer[str(config.attacked_layer)] = heads["dknnb_cl"]
     return {layer: by_layer[layer] for layer in models.dknn.layers_}
