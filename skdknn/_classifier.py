@@ -63,7 +63,7 @@ from ._validation import (
 )
 from ._version import __version__
 from .exceptions import InconsistentVersionWarning
-from .neighbors import make_backend
+from .neighbors import make_backend, seed_backend
 from .neighbors._base import METRICS
 
 __all__ = ["DeepKNNClassifier"]
@@ -120,7 +120,8 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         recipe such as ``"pca128+faiss-ivf"`` (see
         :func:`skdknn.neighbors.make_backend`) or an instance of a backend (any
         object with ``fit`` and ``kneighbors``), cloned once per layer;
-        ``n_neighbors`` and ``metric`` are set on the clones.
+        ``n_neighbors`` and ``metric`` are set on the clones, and a seed from
+        ``random_state`` when the backend has an unset ``random_state``.
     metric : {"euclidean", "cosine"}, default="euclidean"
         Distance between activations; ``cosine`` is the euclidean distance between
         L2-normalised activations.
@@ -176,8 +177,11 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Layers queried in parallel (threads). ``None`` means 1.
     random_state : int, RandomState instance or None, default=None
         Seeds the calibration split, the network's initialisation and shuffling,
-        and the draws of ``p_value="smoothed"``. The same integer gives identical
-        predictions and credibilities.
+        the draws of ``p_value="smoothed"``, and a randomised backend whose own
+        ``random_state`` is None (Annoy's trees, LSH's hyperplanes, a random
+        projection; every layer's clone gets the same seed, see
+        :func:`skdknn.neighbors.seed_backend`). The same integer gives identical
+        predictions and credibilities (with the same torch thread count).
     verbose : int, default=0
         Training log and progress bars when positive.
 
@@ -408,6 +412,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         self.train_indices_ = train_rows
         self.calibration_indices_ = calibration_rows
         self.y_index_ = y_encoded[train_rows]
+        # drawn after the split and the network, so that they are those of
+        # earlier versions; then the seed of a randomised backend left unseeded
+        self._smoothing_seed = int(rng.randint(np.iinfo(np.int32).max))
+        seed_backend(backend, rng)
         train, calibration = self._fit_sources(X_net, train_rows, calibration_rows)
         self.backends_ = fit_indexes(backend, train)
         counts, _, _ = self._search(calibration)
@@ -418,8 +426,6 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         order = np.argsort(scores, kind="stable")
         self.calibration_nonconformity_ = scores[order]
         self.calibration_labels_ = self.classes_[y_calibration[order]]
-        # drawn last, so that the split and the network are those of earlier versions
-        self._smoothing_seed = int(rng.randint(np.iinfo(np.int32).max))
         self.skdknn_version_ = __version__
         return self
 

@@ -17,7 +17,7 @@ from torch import nn
 from skdknn import DeepKNNClassifier, conformal
 from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
-from skdknn.neighbors import ExactBackend
+from skdknn.neighbors import AnnoyBackend, ExactBackend, ShardedBackend
 from skdknn.nets import MLP, LeNet5
 
 
@@ -124,6 +124,43 @@ def test_same_random_state_is_deterministic(tabular):
     np.testing.assert_array_equal(a.credibility(X[300:]), b.credibility(X[300:]))
     c = tiny(random_state=4).fit(X[:300], y[:300])
     assert not np.array_equal(a.calibration_indices_, c.calibration_indices_)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "annoy",
+        "lsh",
+        "random4+exact",
+        ShardedBackend(AnnoyBackend(n_trees=1), n_shards=2),
+    ],
+    ids=["annoy", "lsh", "random-projection", "sharded-annoy"],
+)
+def test_random_state_seeds_a_randomised_backend(tabular, backend):
+    # the classifier's random_state reaches an unseeded randomised backend: the
+    # same integer builds the same index (it did not: two fits with
+    # random_state=0 gave other neighbours, hence other credibilities)
+    X, y = tabular
+    a = tiny(backend=backend, random_state=3).fit(X[:300], y[:300])
+    b = tiny(backend=backend, random_state=3).fit(X[:300], y[:300])
+    for layer in a.layers_:
+        left_answer = a.kneighbors(X[300:], layer=layer)
+        right_answer = b.kneighbors(X[300:], layer=layer)
+        for left, right in zip(left_answer, right_answer, strict=True):
+            np.testing.assert_array_equal(left, right)
+    np.testing.assert_array_equal(a.credibility(X[300:]), b.credibility(X[300:]))
+    # the parameter itself is not changed (the seed goes to the fitted clones)
+    assert a.backend is backend
+    if not isinstance(backend, str):
+        assert backend.random_state is None
+    assert isinstance(a.backends_[0].random_state, int)
+
+
+def test_random_state_keeps_a_seeded_backend_seed(tabular):
+    X, y = tabular
+    clf = tiny(backend=AnnoyBackend(random_state=5), random_state=3)
+    clf.fit(X[:300], y[:300])
+    assert [b.random_state for b in clf.backends_] == [5] * len(clf.layers_)
 
 
 def test_torch_global_rng_untouched(tabular):

@@ -46,6 +46,8 @@ FIGURES = {
     "explanation_adversarial",
     "neighbor_agreement",
     "out_of_distribution",
+    # reliability diagrams on inputs of no class (Topolewski Fig. 4.6)
+    "ood_reliability",
     # the default run's sections of AdvKNN Table 3, Fig. 7 and Fig. 5
     "transfer",
     "attack_success_vs_k",

@@ -732,3 +732,24 @@ def test_refinement_gathers_rows_in_bounded_chunks(monkeypatch):
     largest = max(e.cpu_memory_usage for e in prof.events() if e.name in gathers)
     assert largest < X.nbytes / 2  # index 2 MB; chunks of 256 kB
     _check_kth_distances(X, X[:10], 5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_crowded_rows_compared_a_group_at_a_time_give_the_same_answer(monkeypatch, k):
+    """On data full of duplicates most rows are crowded (more than k points tie
+    with the k-th); their scores are compared a group of rows at a time (they
+    were copied for the whole block at once, 3x working_memory at the peak).
+    One row per group gives the answer of one group for all, and the exact one."""
+    import skdknn.neighbors._exact as exact
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.integers(-20, 20, size=(40, 5)), 6, axis=0).astype(np.float32)
+    Q = X[rng.permutation(len(X))[:50]] + rng.integers(0, 2, size=(50, 5))
+    Q = Q.astype(np.float32)
+    whole = ExactBackend(k).fit(X).kneighbors(Q)
+    monkeypatch.setattr(exact, "_GATHER_BYTES", 4 * len(X))  # one row per group
+    grouped = ExactBackend(k).fit(X).kneighbors(Q)
+    ref_dist, ref_ind = _nearest_by_distance_then_index(X, Q, k)
+    for dist, ind in (whole, grouped):
+        np.testing.assert_array_equal(ind, ref_ind)
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-6)

@@ -315,3 +315,21 @@ def test_misaligned_rows_give_the_same_answer():
     exact = ExactBackend(n_neighbors=5)._fit_rows(_misaligned(X), copy=False)
     for a, b in zip(exact.kneighbors(_misaligned(Q)), ref, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_random_state_seeds_each_shard_engine() -> None:
+    # ShardedBackend("annoy") built unseeded trees: two fits answered differently
+    # (scikit-learn's check_pipeline_consistency failed in CI now and then)
+    X = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    fits = [
+        ShardedBackend(AnnoyBackend(n_trees=1), 3, n_neighbors=8, random_state=0).fit(X)
+        for _ in range(2)
+    ]
+    answers = [fitted.kneighbors(X[:50]) for fitted in fits]
+    for left, right in zip(*answers, strict=True):
+        np.testing.assert_array_equal(left, right)
+    # one seed per shard, drawn in order from random_state; a user's seed is kept
+    seeds = np.random.RandomState(0).randint(np.iinfo(np.int32).max, size=3)
+    assert [s.backend.random_state for s in fits[0]._shards] == seeds.tolist()
+    kept = ShardedBackend(AnnoyBackend(random_state=5), 3, random_state=0).fit(X)
+    assert [s.backend.random_state for s in kept._shards] == [5, 5, 5]

@@ -283,22 +283,22 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ),
     (
         "skdknn.neighbors._exact.x__refine_near_duplicates__*",
-        "within = scores[rows] < (values[rows, -1] + tol)",
+        "within = scores[part] < (values[part, -1] + tol)",
         "a score exactly at the k-th plus the tolerance is farther than the k-th by "
         "more than the expansion's error: it is never among the k nearest",
     ),
     (
         _REFINE,
-        "crowded = within.sum(dim=1) >= k",
+        "crowded_part = within.sum(dim=1) >= k",
         "exactly k candidates within the tolerance are the k selected ones: "
         "recomputing them exactly gives what the other path gives",
     ),
     *(
         (_REFINE, text, "zip of two sequences that always have the same length")
         for text in (
-            "within[crowded], strict=None)",
-            "within[crowded], strict=False)",
-            "within[crowded], )",
+            "within[crowded_part], strict=None)",
+            "within[crowded_part], strict=False)",
+            "within[crowded_part], )",
         )
     ),
     *(

@@ -13,7 +13,7 @@ __all__ = [
     "ATTACK_SETTINGS",
     "DATASETS",
     "DEFAULT_SECTIONS",
-    "EXPENSIVE_SECTIONS",
+    "FULL_ONLY",
     "HEAD_SETTINGS",
     "MODEL_SETTINGS",
     "NETS",
@@ -57,16 +57,23 @@ SECTIONS = {
     "training-set size",
     "thesis-fgsm": "FGSM at the thesis's eps grid, its reliability diagrams and "
     "correct-neighbour histograms at eps 0.15 (Topolewski Figs. 4.3-4.5)",
-    "ood": "credibility and softmax on inputs of no class",
+    "backends": "DkNN accuracy against the FGSM budget with each neighbour backend "
+    "(exact, LSH, Annoy, PyNNDescent), their times and recall (Topolewski Fig. 4.7)",
+    "bn-cnn": "the BatchNorm CNN against the paper CNN: accuracy against the FGSM "
+    "budget and reliability diagrams (Topolewski Figs. 4.8-4.10)",
+    "ood": "credibility and softmax on inputs of no class, with reliability "
+    "diagrams (Topolewski Fig. 4.6)",
     "curves": "accuracy against eps",
     "neighbours": "share of true-label neighbours per layer",
 }
 
-#: The sections a default run leaves out: the expensive ones (``--full`` runs all).
-EXPENSIVE_SECTIONS = ("layers", "advknn-gap")
+#: Sections only ``--full`` (or ``--sections``) runs: each costs minutes at the
+#: default settings (heads on every layer; four neighbour indexes; a second CNN;
+#: the AdvKNN gap's extra head and attacks).
+FULL_ONLY = ("layers", "advknn-gap", "backends", "bn-cnn")
 
-#: Sections of a default run.
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in EXPENSIVE_SECTIONS)
+#: Sections of a default run: all but the expensive ones (``--full`` runs all).
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in FULL_ONLY)
 
 
 def parse_sections(text: str) -> list[str]:

@@ -11,13 +11,17 @@ from sklearn.model_selection import train_test_split
 from ..datasets import load_fashion_mnist, load_mnist, make_ood_images
 from ._config import DATASETS, ReportConfig
 
-__all__ = ["Data", "load_data", "ood_sets"]
+__all__ = ["OOD_KINDS", "Data", "load_data", "ood_kinds", "ood_sets"]
 
-#: Kinds of out-of-distribution inputs, with their titles in the report.
+#: Kinds of out-of-distribution inputs, with their titles in the report
+#: (``{items}``: what the dataset's images show, :attr:`Data.items`).
 OOD_KINDS = {
     "noise": "uniform noise",
-    "shuffled": "pixel-shuffled digits",
+    "shuffled": "pixel-shuffled {items}",
     "patches": "patches of photographs",
+    # for a Fashion-MNIST model: the embedded MNIST sample (the thesis, Fig. 4.6,
+    # showed Fashion-MNIST to its MNIST model)
+    "digits": "MNIST digits (embedded sample)",
 }
 
 
@@ -30,6 +34,16 @@ class Data:
     y_train: NDArray[np.int64]
     X_test: NDArray[np.float32]
     y_test: NDArray[np.int64]
+    #: what the images show, in the page's sentences ("digits", "clothing images")
+    items: str = "digits"
+    #: names of the labels 0, 1, ... when they are not the digits themselves
+    class_names: tuple[str, ...] | None = None
+
+    def label(self, y: object) -> str:
+        """A label as the page names it: ``3``, or ``4 (Coat)``."""
+        if self.class_names is None:
+            return str(y)
+        return f"{y} ({self.class_names[int(str(y))]})"
 
     def describe(self, calibration_size: int) -> str:
         n_indexed = len(self.X_train) - calibration_size
@@ -86,23 +100,43 @@ def load_data(config: ReportConfig) -> Data:
         raise ValueError(f"--dataset {config.dataset} needs --data-dir.")
     loader = load_mnist if config.dataset == "mnist" else load_fashion_mnist
     # files' order, as in earlier reports; _subsample draws stratified subsets
-    X_train, y_train = loader(
-        config.data_dir, subset="train", return_X_y=True, shuffle=False
-    )
-    X_test, y_test = loader(
-        config.data_dir, subset="test", return_X_y=True, shuffle=False
-    )
+    train = loader(config.data_dir, subset="train", shuffle=False)
+    test = loader(config.data_dir, subset="test", shuffle=False)
+    X_train, y_train, X_test, y_test = train.data, train.target, test.data, test.target
     X_train, y_train = _subsample(X_train, y_train, config.train_size, seed)
     X_test, y_test = _subsample(X_test, y_test, config.test_size, seed)
-    name = "MNIST" if config.dataset == "mnist" else "Fashion-MNIST"
-    return Data(name, X_train, y_train, X_test, y_test)
+    if config.dataset == "mnist":
+        return Data("MNIST", X_train, y_train, X_test, y_test)
+    return Data(
+        "Fashion-MNIST",
+        X_train,
+        y_train,
+        X_test,
+        y_test,
+        items="clothing images",
+        class_names=tuple(str(name) for name in train.target_names),
+    )
+
+
+def ood_kinds(data: Data) -> dict[str, str]:
+    """The kinds of inputs of no class for ``data``, with their titles: noise,
+    pixel-shuffled test images, photograph patches, and for a model of clothes
+    (not digits) the embedded MNIST digits."""
+    kinds = [kind for kind in OOD_KINDS if kind != "digits"]
+    if data.items != "digits":
+        kinds.append("digits")
+    return {kind: OOD_KINDS[kind].format(items=data.items) for kind in kinds}
 
 
 def ood_sets(data: Data, size: int, seed: int) -> dict[str, NDArray[np.float32]]:
-    """Inputs of no class: noise, pixel-shuffled test images, photograph patches."""
-    return {
-        kind: make_ood_images(
-            data.X_test, size, kind=kind, random_state=seed + i
-        ).astype(np.float32)
-        for i, kind in enumerate(OOD_KINDS)
-    }
+    """``size`` inputs of each kind of :func:`ood_kinds` (seeded)."""
+    sets = {}
+    for i, kind in enumerate(ood_kinds(data)):
+        if kind == "digits":
+            X, _ = load_mnist(return_X_y=True, shuffle=True, random_state=seed)
+            sets[kind] = X[:size]
+        else:
+            sets[kind] = make_ood_images(
+                data.X_test, size, kind=kind, random_state=seed + i
+            ).astype(np.float32)
+    return sets

@@ -32,12 +32,14 @@ from ..metrics import (
     ood_auroc,
 )
 from ._config import ATTACK_SETTINGS, ReportConfig
-from ._data import OOD_KINDS, Data, ood_sets
+from ._data import Data, ood_kinds, ood_sets
 from ._models import Models, dknn_outputs, heads_key, network_outputs
 
 __all__ = [
     "COLUMNS",
+    "PAPER_TABLE1",
     "PAPER_TABLE2",
+    "THESIS_OOD",
     "Outputs",
     "adversarial_sets",
     "attack_cell",
@@ -49,6 +51,7 @@ __all__ = [
     "load_set",
     "neighbor_agreement",
     "ood_table",
+    "paper_dataset",
     "set_path",
     "variant_table",
 ]
@@ -63,6 +66,19 @@ COLUMNS = {
     "bim_dknnb": "BIM DkNNB",
     "bim_dknnb_cl": "BIM DkNNB+CL",
 }
+
+#: AdvKNN paper (Li et al., 2019), Table 1: clean accuracy in % of the DNN, the
+#: kNN, the DkNN and the DkNNB, per dataset.
+PAPER_TABLE1 = {
+    "MNIST": {"cnn": 99.17, "knn": 98.98, "dknn": 98.89, "dknnb": 98.75},
+    "Fashion-MNIST": {"cnn": 91.22, "knn": 89.87, "dknn": 90.28, "dknnb": 89.23},
+}
+
+
+def paper_dataset(data: Data) -> str:
+    """The dataset of the papers' numbers shown beside ``data``'s."""
+    return "MNIST" if data.items == "digits" else "Fashion-MNIST"
+
 
 #: AdvKNN paper (Li et al., 2019), Table 2, MNIST: accuracy in %.
 PAPER_TABLE2 = {
@@ -122,8 +138,10 @@ def clean_table(
     layer: str,
     net_title: str = "DkNN paper CNN",
 ) -> list[dict[str, Any]]:
-    """Accuracy of DNN / kNN / DkNN / DkNNB on the clean test images."""
+    """Accuracy of DNN / kNN / DkNN / DkNNB on the clean test images, with the
+    paper's (AdvKNN Table 1) for the same dataset."""
     y = data.y_test
+    paper = {m: v / 100 for m, v in PAPER_TABLE1[paper_dataset(data)].items()}
     rows: list[dict[str, Any]] = [
         {
             "model": (
@@ -134,18 +152,19 @@ def clean_table(
             "accuracy": accuracy_under_attack(y, clean.cnn_pred),
             "mean_credibility": None,
             "mean_softmax_confidence": float(clean.softmax.mean()),
+            "paper_accuracy": paper["cnn"],
         },
         {
             "model": f"kNN ({layer})",
             "accuracy": accuracy_under_attack(y, clean.knn_pred),
             "mean_credibility": float(clean.knn_cred.mean()),
-            "paper_accuracy": PAPER_TABLE2["knn"]["clean"] / 100,
+            "paper_accuracy": paper["knn"],
         },
         {
             "model": f"DkNN ({len(models.dknn.layers_)} layers)",
             "accuracy": accuracy_under_attack(y, clean.dknn_pred),
             "mean_credibility": float(clean.dknn_cred.mean()),
-            "paper_accuracy": PAPER_TABLE2["dknn"]["clean"] / 100,
+            "paper_accuracy": paper["dknn"],
         },
     ]
     for name, attack in heads.items():
@@ -158,6 +177,8 @@ def clean_table(
                 "accuracy": accuracy_under_attack(y, pred),
                 "mean_credibility": None,
                 "agreement_with_knn": float(np.mean(pred == clean.knn_pred)),
+                # Table 1's DkNNB is the head trained with consistency learning
+                "paper_accuracy": paper["dknnb"] if title == "DkNNB+CL" else None,
             }
         )
     return rows
@@ -390,7 +411,8 @@ def attack_table(
             row[column] = attack_cell(
                 data.X_test, X_adv, data.y_test, clean, outputs, model
             )
-            if model in PAPER_TABLE2:
+            # Table 2 is MNIST's
+            if model in PAPER_TABLE2 and paper_dataset(data) == "MNIST":
                 row[column]["paper_accuracy"] = PAPER_TABLE2[model][column] / 100
         table[model] = row
     return table
@@ -486,6 +508,12 @@ def neighbor_agreement(
     }
 
 
+#: Topolewski's thesis, Fig. 4.6 (its MNIST model shown Fashion-MNIST): "only 5 %
+#: of out-of-distribution images are assigned credibility above 60 %", while the
+#: softmax gives "90-100 % confidence for most of the samples".
+THESIS_OOD = {"credibility_above": 0.6, "share_above": 0.05, "softmax_at_least": 0.9}
+
+
 def ood_table(
     models: Models, data: Data, clean: Outputs, config: ReportConfig
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, NDArray[np.float64]]]]:
@@ -493,40 +521,53 @@ def ood_table(
 
     The in-distribution row is the clean table's: every test image, the same
     ``clean`` outputs; each kind of input of no class has ``ood_size`` images
-    (at most the number of test images).
+    (at most the number of test images). Besides the means and AUROCs, the share
+    of inputs with credibility above, and softmax confidence at least, the
+    thesis's thresholds (:data:`THESIS_OOD`).
 
-    Returns the table rows and the scores per kind and set (for the figure).
+    Returns the table rows and the scores per kind and set (for the figures;
+    ``"_predictions"`` holds the DkNN and CNN predictions per set of no class).
     """
     n = min(config.ood_size, len(data.y_test))
-    scores = {
-        "DkNN credibility": {"test digits": clean.dknn_cred},
-        "softmax confidence": {"test digits": clean.softmax},
+    above, confident = THESIS_OOD["credibility_above"], THESIS_OOD["softmax_at_least"]
+    in_title = f"test {data.items}"
+    scores: dict[str, dict[str, Any]] = {
+        "DkNN credibility": {in_title: clean.dknn_cred},
+        "softmax confidence": {in_title: clean.softmax},
+        "_predictions": {},
     }
     rows = [
         {
-            "set": "test digits (in distribution: the clean table's images)",
+            "set": f"{in_title} (in distribution: the clean table's images)",
             "n": len(data.y_test),
             "mean_credibility": float(clean.dknn_cred.mean()),
             "mean_softmax_confidence": float(clean.softmax.mean()),
             "auroc_credibility": None,
             "auroc_softmax": None,
+            "share_credibility_above": float(np.mean(clean.dknn_cred > above)),
+            "share_softmax_at_least": float(np.mean(clean.softmax >= confident)),
         }
     ]
+    titles = ood_kinds(data)
     for kind, X in ood_sets(data, n, config.random_state).items():
-        _, proba = network_outputs(models.dknn, X)
-        _, cred = dknn_outputs(models.dknn, X)
+        cnn_pred, proba = network_outputs(models.dknn, X)
+        dknn_pred, cred = dknn_outputs(models.dknn, X)
         softmax = proba.max(axis=1)
-        title = OOD_KINDS[kind]
+        title = titles[kind]
         scores["DkNN credibility"][title] = cred
         scores["softmax confidence"][title] = softmax
+        scores["_predictions"][title] = (dknn_pred, cnn_pred)
         rows.append(
             {
                 "set": title,
+                "kind": kind,
                 "n": len(X),
                 "mean_credibility": float(cred.mean()),
                 "mean_softmax_confidence": float(softmax.mean()),
                 "auroc_credibility": ood_auroc(clean.dknn_cred, cred),
                 "auroc_softmax": ood_auroc(clean.softmax, softmax),
+                "share_credibility_above": float(np.mean(cred > above)),
+                "share_softmax_at_least": float(np.mean(softmax >= confident)),
             }
         )
     return rows, scores

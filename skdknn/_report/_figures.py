@@ -121,16 +121,47 @@ def explanation(
     )
 
 
-def ood(
-    writer: FigureWriter, scores: dict[str, dict[str, NDArray[np.float64]]]
-) -> None:
+def ood(writer: FigureWriter, scores: dict[str, dict[str, Any]], items: str) -> None:
+    panels = {kind: sets for kind, sets in scores.items() if not kind.startswith("_")}
     writer.save(
         "out_of_distribution",
-        "DkNN credibility (left) and softmax confidence (right) on the clean test "
-        "digits (green, filled) and on inputs of no class (browns): credibility "
+        f"DkNN credibility (left) and softmax confidence (right) on the clean test "
+        f"{items} (green, filled) and on inputs of no class (browns): credibility "
         "stays low where softmax is confident.",
-        lambda: plotting.plot_ood(scores),
+        lambda: plotting.plot_ood(panels),
     )
+
+
+def ood_reliability(
+    writer: FigureWriter, scores: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
+) -> str:
+    """Reliability diagrams on one set of inputs of no class (Topolewski Fig. 4.6):
+    the set from another dataset (MNIST digits for a model of clothes; photograph
+    patches for a digit model). Returns the set's title."""
+    by_kind = {row.get("kind"): row["set"] for row in rows}
+    title = by_kind.get("digits", by_kind.get("patches"))
+    if title is None:  # no such kind: the last set of no class
+        title = rows[-1]["set"]
+    dknn_pred, cnn_pred = scores["_predictions"][title]
+    # no input has a class: every prediction is wrong, the bars are 0 and the
+    # dotted count line is the distribution of each score
+    no_class = np.full(len(dknn_pred), -1)
+    writer.save(
+        "ood_reliability",
+        f"Reliability diagrams on {len(dknn_pred)} {title} (inputs of no class; "
+        "Topolewski Fig. 4.6 shows Fashion-MNIST to an MNIST model): every "
+        "prediction is wrong, so the bars are 0 and the dotted line, the number "
+        "of inputs per bin, shows where each score puts them: DkNN credibility "
+        "(left) low, softmax confidence (right) high.",
+        lambda: plotting.plot_reliability_diagrams_from_predictions(
+            no_class,
+            dknn_pred,
+            scores["DkNN credibility"][title],
+            cnn_pred,
+            scores["softmax confidence"][title],
+        ),
+    )
+    return str(title)
 
 
 # -- the sections of AdvKNN's Table 3 and Figs. 4, 5, 7 ----------------------------

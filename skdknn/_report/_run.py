@@ -17,11 +17,13 @@ import torch
 from .._version import __version__
 from . import _figures
 from . import _section_pages as section_pages
+from . import _thesis_pages as thesis_pages
 from ._config import NET_TITLES, ReportConfig
 from ._data import Data, load_data
 from ._experiments import (
     COLUMNS,
     MODEL_TITLES,
+    THESIS_OOD,
     Outputs,
     adversarial_sets,
     attack_table,
@@ -29,6 +31,7 @@ from ._experiments import (
     eps_curves,
     neighbor_agreement,
     ood_table,
+    paper_dataset,
     variant_table,
 )
 from ._gap import gap_figure, gap_page, gap_section, gap_summary
@@ -41,6 +44,7 @@ from ._sections import (
     thesis_section,
     transfer_section,
 )
+from ._thesis import THESIS_BACKEND_NUMBERS, backends_section, nets_section
 
 __all__ = ["run_report"]
 
@@ -182,12 +186,28 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         with steps("FGSM at the thesis's eps grid (Topolewski Figs. 4.3-4.5)"):
             results["thesis_fgsm"] = thesis_section(config, models, heads, data, out)
             _figures.thesis(writer, results["thesis_fgsm"])
+    if "backends" in sections:
+        with steps("the DkNN with each neighbour backend (Topolewski Fig. 4.7)"):
+            backends, loaded = backends_section(config, models, heads, data, out)
+            results["backends"] = {
+                **backends,
+                "loaded_from_cache": loaded,
+                "thesis": THESIS_BACKEND_NUMBERS,
+            }
+            thesis_pages.backends_figures(writer, results["backends"])
+    if "bn-cnn" in sections:
+        with steps("the BatchNorm CNN against the paper CNN (Topolewski 4.8-4.10)"):
+            results["nets"] = nets_section(config, models, heads, data, out)
+            thesis_pages.nets_figures(writer, results["nets"])
     if "ood" in sections:
         with steps("out-of-distribution inputs"):
             results["out_of_distribution"], ood_scores = ood_table(
                 models, data, clean, config
             )
-            _figures.ood(writer, ood_scores)
+            _figures.ood(writer, ood_scores, data.items)
+            results["ood_reliability_set"] = _figures.ood_reliability(
+                writer, ood_scores, results["out_of_distribution"]
+            )
     if "curves" in sections:
         with steps(f"accuracy vs eps on {config.curve_size} images"):
             curves = eps_curves(models, heads, data, config, out / "adversarial")
@@ -240,8 +260,9 @@ def _explanation_clean(
         data.X_train,
         data.y_test[i],
         "explanation_clean",
-        f"Test image {i} (label {data.y_test[i]}, DkNN prediction "
-        f"{clean.dknn_pred[i]}) and its nearest training images at every layer.",
+        f"Test image {i} (label {data.label(data.y_test[i])}, DkNN prediction "
+        f"{data.label(clean.dknn_pred[i])}) and its nearest training images at "
+        "every layer.",
     )
 
 
@@ -273,9 +294,9 @@ def _table2_figures(
         data.y_test[j],
         "explanation_adversarial",
         f"AdvKNN BIM (DkNNB+CL) version of test image {j} (label "
-        f"{data.y_test[j]}, DkNN prediction "
-        f"{adversarial['bim_dknnb_cl'].dknn_pred[j]}): the neighbours of the deep "
-        "layers change class first.",
+        f"{data.label(data.y_test[j])}, DkNN prediction "
+        f"{data.label(adversarial['bim_dknnb_cl'].dknn_pred[j])}): the neighbours "
+        "of the deep layers change class first.",
     )
 
 
@@ -296,14 +317,21 @@ def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Pag
         f"{results['machine']['date']}; skdknn {__version__}. Sections: "
         f"{', '.join(config.sections)}."
     )
+    if paper_dataset(data) != "MNIST":
+        page.paragraph(
+            f"On {data.name} the papers publish only clean accuracy (AdvKNN Table "
+            "1, beside the clean table); the published numbers beside the other "
+            "sections are MNIST's, shown for scale, not for agreement."
+        )
     placed: set[str] = set()
     for section in config.sections:
         render = _SECTION_PAGES.get(section)
         if render is not None:
             render(page, config, data, results)
-        placed |= set(section_pages.FIGURES.get(section, ()))
+        beside = _FIGURES.get(section, ())
+        placed |= set(beside)
         for figure in results["figures"]:
-            if figure["name"] in section_pages.FIGURES.get(section, ()):
+            if figure["name"] in beside:
                 page.figure(figure["path"], figure["caption"])
     rest = [f for f in results["figures"] if f["name"] not in placed]
     if rest:
@@ -330,9 +358,9 @@ def _page_clean(
         ],
     )
     page.paragraph(
-        "Paper: AdvKNN Table 2 (Li et al., 2019; 60,000 MNIST training images). "
-        "DkNNB rows: the deep kNN block trained to imitate the kNN of "
-        f"`{config.attacked_layer}`, used as a classifier."
+        f"Paper: AdvKNN Table 1 (Li et al., 2019; 60,000 {paper_dataset(data)} "
+        "training images). DkNNB rows: the deep kNN block trained to imitate "
+        f"the kNN of `{config.attacked_layer}`, used as a classifier."
     )
 
 
@@ -394,6 +422,33 @@ def _page_ood(
     page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
 ) -> None:
     page.heading("Out-of-distribution inputs")
+    above = THESIS_OOD["credibility_above"]
+    confident = THESIS_OOD["softmax_at_least"]
+    rows = [
+        [
+            row["set"],
+            str(row["n"]),
+            num(row["mean_credibility"]),
+            num(row["mean_softmax_confidence"]),
+            num(row["auroc_credibility"]),
+            num(row["auroc_softmax"]),
+            pct(row["share_credibility_above"]),
+            pct(row["share_softmax_at_least"]),
+        ]
+        for row in results["out_of_distribution"]
+    ]
+    rows.append(
+        [
+            "Fashion-MNIST shown to an MNIST model (thesis, Fig. 4.6)",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            pct(THESIS_OOD["share_above"]),
+            "most",
+        ]
+    )
     page.table(
         [
             "inputs",
@@ -402,23 +457,19 @@ def _page_ood(
             "mean softmax confidence",
             "AUROC credibility",
             "AUROC softmax",
+            f"credibility > {above:g} %",
+            f"softmax >= {confident:g} %",
         ],
-        [
-            [
-                row["set"],
-                str(row["n"]),
-                num(row["mean_credibility"]),
-                num(row["mean_softmax_confidence"]),
-                num(row["auroc_credibility"]),
-                num(row["auroc_softmax"]),
-            ]
-            for row in results["out_of_distribution"]
-        ],
+        rows,
     )
     page.paragraph(
-        "AUROC of telling test digits from inputs of no class by each score "
-        "(1 = perfect, 0.5 = chance). The test digits are the clean table's test "
-        "images, so their mean credibility is the DkNN's there."
+        f"AUROC of telling test {data.items} from inputs of no class by each score "
+        f"(1 = perfect, 0.5 = chance). The test {data.items} are the clean table's "
+        "test images, so their mean credibility is the DkNN's there. The last two "
+        "columns are the thesis's measures (Topolewski, Fig. 4.6: only 5 % of the "
+        "Fashion-MNIST images got a credibility above 0.6 from its MNIST DkNN, "
+        "while the softmax gave most of them 0.9-1.0). The reliability diagrams "
+        f"below are drawn on the {results['ood_reliability_set']}."
     )
 
 
@@ -459,9 +510,15 @@ _SECTION_PAGES = {
     "layers": section_pages.layers,
     "advknn-gap": gap_page,
     "thesis-fgsm": section_pages.thesis,
+    "backends": thesis_pages.backends_page,
+    "bn-cnn": thesis_pages.nets_page,
     "ood": _page_ood,
     "curves": _page_curves,
 }
+
+
+#: The figures drawn beside each section's table (the others go under "Figures").
+_FIGURES = {**section_pages.FIGURES, **thesis_pages.FIGURES}
 
 
 def page_summary(results: dict[str, Any]) -> str:
@@ -483,6 +540,7 @@ def page_summary(results: dict[str, Any]) -> str:
                 + "".join(f"{pct(cells[c]['accuracy']):>15}" for c in COLUMNS)
             )
     lines += section_pages.summary(results)
+    lines += thesis_pages.summary(results)
     lines += gap_summary(results)
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ FIGURES = {
     "detection": ("detection_credibility",),
     "layers": ("layers_ablation",),
     "advknn-gap": ("advknn_gap_train_sizes",),
+    "ood": ("out_of_distribution", "ood_reliability"),
     "thesis-fgsm": (
         "thesis_accuracy_vs_eps",
         "thesis_reliability_adversarial",

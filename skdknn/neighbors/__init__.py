@@ -12,7 +12,7 @@ from ._faiss import FaissBackend
 from ._lsh import LSHBackend
 from ._projected import ProjectedBackend
 from ._pynndescent import PyNNDescentBackend
-from ._registry import BACKENDS, make_backend
+from ._registry import BACKENDS, make_backend, seed_backend
 from ._sharded import ShardedBackend, merge_kneighbors, shard_bounds
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "ShardedBackend",
     "make_backend",
     "merge_kneighbors",
+    "seed_backend",
     "shard_bounds",
 ]

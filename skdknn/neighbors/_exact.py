@@ -394,21 +394,33 @@ def _refine_near_duplicates(
         return sq_dist, idx
     if scores is not None:
         k = idx.shape[1]
-        tol = 1e-5 * (q_sq[rows, 0] + sq_norms.max())
-        within = scores[rows] <= (values[rows, -1] + tol)[:, None]
-        crowded = within.sum(dim=1) > k
-        for row, mask in zip(rows[crowded].tolist(), within[crowded], strict=True):
-            candidates = mask.nonzero().squeeze(1)
-            # each pair's distance as anywhere else (exact if near, else expanded),
-            # so that the answer does not depend on which other points are indexed
-            dist = (scores[row, candidates] + q_sq[row]).clamp_(min=0)
-            near = (dist < 1e-2 * (q_sq[row] + sq_norms[candidates])).nonzero()
-            near = near.squeeze(1)
-            rows_of = torch.full_like(near, row)
-            dist[near] = _pair_sq_dist(query, fit_t, rows_of, candidates[near])
-            dist, order = torch.sort(dist, stable=True)
-            sq_dist[row], idx[row] = dist[:k], candidates[order[:k]]
-            suspect[row] = False  # exact already
+        max_norm = sq_norms.max()
+        crowded = torch.zeros(rows.shape, dtype=torch.bool)
+        # the rows' scores are compared a group at a time: on data full of
+        # near-duplicates most rows are suspect, and comparing them at once
+        # copied the whole block of scores (memory beyond working_memory)
+        step = max(1, _GATHER_BYTES // (4 * scores.shape[1]))
+        for start in range(0, rows.numel(), step):
+            part = rows[start : start + step]
+            tol = 1e-5 * (q_sq[part, 0] + max_norm)
+            within = scores[part] <= (values[part, -1] + tol)[:, None]
+            crowded_part = within.sum(dim=1) > k
+            crowded[start : start + step] = crowded_part
+            for row, mask in zip(
+                part[crowded_part].tolist(), within[crowded_part], strict=True
+            ):
+                candidates = mask.nonzero().squeeze(1)
+                # each pair's distance as anywhere else (exact if near, else
+                # expanded), so that the answer does not depend on which other
+                # points are indexed
+                dist = (scores[row, candidates] + q_sq[row]).clamp_(min=0)
+                near = (dist < 1e-2 * (q_sq[row] + sq_norms[candidates])).nonzero()
+                near = near.squeeze(1)
+                rows_of = torch.full_like(near, row)
+                dist[near] = _pair_sq_dist(query, fit_t, rows_of, candidates[near])
+                dist, order = torch.sort(dist, stable=True)
+                sq_dist[row], idx[row] = dist[:k], candidates[order[:k]]
+                suspect[row] = False  # exact already
         rows = rows[~crowded]
         if rows.numel() == 0:
             return sq_dist, idx

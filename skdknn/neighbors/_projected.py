@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import NeighborsBackend, read_tensor
 from ._exact import torch_threads
-from ._registry import make_inner_backend
+from ._registry import make_inner_backend, seed_backend
 
 __all__ = ["ProjectedBackend"]
 
@@ -237,8 +237,7 @@ class ProjectedBackend(NeighborsBackend):
         inner = make_inner_backend(
             self.backend, self.n_neighbors, self.metric, type(self).__name__
         )
-        if inner.get_params(deep=False).get("random_state", "absent") is None:
-            inner.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
+        seed_backend(inner, rng)
         # the projected rows are ours alone: the inner index need not copy them
         copy = self.components_ is None
         if isinstance(inner, NeighborsBackend):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 from sklearn.base import clone
+from sklearn.utils import check_random_state
 
 from ._annoy import AnnoyBackend
 from ._exact import ExactBackend
@@ -13,7 +15,7 @@ from ._faiss import FaissBackend
 from ._lsh import LSHBackend
 from ._pynndescent import PyNNDescentBackend
 
-__all__ = ["BACKENDS", "make_backend", "make_inner_backend"]
+__all__ = ["BACKENDS", "make_backend", "make_inner_backend", "seed_backend"]
 
 #: Backend classes by the names ``backend=`` accepts.
 BACKENDS: dict[str, type] = {
@@ -110,6 +112,47 @@ def make_backend(spec: Any) -> Any:
             f"kneighbors methods; got {type(spec).__name__}."
         )
     return clone(spec)
+
+
+def seed_backend(backend: Any, random_state: Any) -> Any:
+    """Give an unseeded backend a seed drawn from ``random_state``, in place.
+
+    A backend (or any estimator) whose ``random_state`` parameter is None gets a
+    seed drawn from ``random_state``, so that a model seeded as a whole builds
+    the same randomised index (Annoy's trees, LSH's hyperplanes, a random
+    projection, ...) at every fit. A backend seeded by the user, or one without
+    a ``random_state`` parameter (``ExactBackend``), is left as it is and draws
+    nothing.
+
+    Parameters
+    ----------
+    backend : estimator
+        Unfitted; changed in place with ``set_params``.
+    random_state : int, RandomState instance or None
+        Where the seed comes from (scikit-learn's convention). With None the
+        backend stays unseeded.
+
+    Returns
+    -------
+    backend : estimator
+        The same object.
+
+    Examples
+    --------
+    >>> from skdknn.neighbors import AnnoyBackend, ExactBackend, seed_backend
+    >>> seed_backend(AnnoyBackend(), 0).random_state
+    209652396
+    >>> seed_backend(AnnoyBackend(random_state=7), 0).random_state
+    7
+    >>> seed_backend(ExactBackend(), 0)
+    ExactBackend()
+    """
+    if random_state is None or not hasattr(backend, "get_params"):
+        return backend
+    if backend.get_params(deep=False).get("random_state", "absent") is None:
+        rng = check_random_state(random_state)
+        backend.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
+    return backend
 
 
 def make_inner_backend(spec: Any, n_neighbors: int, metric: str, owner: str) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import clone
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -20,7 +21,7 @@ from .._dask import active_client
 from ..exceptions import ShardLostError
 from ._base import NeighborsBackend, n_threads
 from ._exact import sort_by_distance_then_index
-from ._registry import make_inner_backend
+from ._registry import make_inner_backend, seed_backend
 
 __all__ = ["ShardedBackend", "fit_on_dask_arrays", "merge_kneighbors", "shard_bounds"]
 
@@ -241,6 +242,11 @@ class ShardedBackend(NeighborsBackend):
         Threads searching the shards of a local model, at most one per shard
         (``None``: one per shard; ``-1``: one per core, joblib's convention).
         On a cluster, each worker's threads do.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shards' engines whose own ``random_state`` is None (Annoy,
+        LSH, pynndescent, a random projection): shard ``i`` gets the ``i``-th
+        seed drawn from it, so the same ``random_state`` builds the same shards.
+        ``None`` leaves them unseeded. An ``ExactBackend`` draws nothing.
 
     Attributes
     ----------
@@ -293,6 +299,7 @@ class ShardedBackend(NeighborsBackend):
         "n_shards": [Interval(Integral, 1, None, closed="left"), None],
         "client": [HasMethods(["submit", "scatter", "gather"]), None],
         "timeout": [Interval(Real, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
     }
 
     # the rows are copied to the shards (or into the inner backends)
@@ -313,12 +320,14 @@ class ShardedBackend(NeighborsBackend):
         mode: str = "distance",
         timeout: float | None = None,
         n_jobs: int | None = None,
+        random_state: Any = None,
     ) -> None:
         super().__init__(n_neighbors, metric=metric, mode=mode, n_jobs=n_jobs)
         self.backend = backend
         self.n_shards = n_shards
         self.client = client
         self.timeout = timeout
+        self.random_state = random_state
 
     def __sklearn_clone__(self) -> ShardedBackend:
         # A client is a handle on a cluster, shared, never copied (nor copyable).
@@ -386,6 +395,14 @@ class ShardedBackend(NeighborsBackend):
             self.backend, self.n_neighbors, self.metric, type(self).__name__
         )
 
+    def _inner_backends(self, n: int) -> list[Any]:
+        """The unfitted engines of ``n`` shards, the i-th seeded with the i-th
+        seed drawn from ``random_state`` (when theirs is None)."""
+        rng = self.random_state
+        if rng is not None:
+            rng = check_random_state(rng)  # one stream for all the shards
+        return [seed_backend(self._inner(), rng) for _ in range(n)]
+
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
         """Split the rows into shards and fit one backend per shard.
 
@@ -436,8 +453,9 @@ class ShardedBackend(NeighborsBackend):
         if client is None:
             self._client = None
             # each shard gets rows of its own (the inner fit copies as needed)
+            inners = self._inner_backends(self.n_shards_)
             self._shards = self._map_local(
-                lambda i: _fit_shard(self._inner(), np.array(parts[i])),
+                lambda i: _fit_shard(inners[i], np.array(parts[i])),
                 self.n_shards_,
             )
             return
@@ -495,7 +513,8 @@ class ShardedBackend(NeighborsBackend):
     def _submit_fits(self, client: Any, rows: list[Any]) -> None:
         self._client = client
         self._shards = [
-            client.submit(_fit_shard, self._inner(), part, pure=False) for part in rows
+            client.submit(_fit_shard, inner, part, pure=False)
+            for inner, part in zip(self._inner_backends(len(rows)), rows, strict=True)
         ]
         # a fit's error (e.g. non-finite values) surfaces here, not at the first query
         sizes = [client.submit(_shard_size, s, pure=False) for s in self._shards]

@@ -1,0 +1,309 @@
+"""``skdknn report``: the thesis's experiments (Topolewski 2022) beyond its FGSM grid.
+
+Fashion-MNIST end to end from IDX files, reliability diagrams on inputs of no
+class (Fig. 4.6), the neighbour backends (Fig. 4.7) and the BatchNorm CNN
+(Figs. 4.8-4.10). Every number checked is recomputed from what the report saved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import TINY_REPORT, saved_set
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from test_datasets import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    write_idx,
+)
+
+from skdknn.__main__ import main
+from skdknn._report import ReportConfig, parse_sections
+from skdknn._report import _thesis as thesis
+from skdknn._report._commands import load_trained
+from skdknn.attacks import load_adversarial
+from skdknn.datasets import load_fashion_mnist, load_mnist
+from skdknn.neighbors import ExactBackend, LSHBackend, PyNNDescentBackend
+
+TINY = [*TINY_REPORT, "-q"]
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+# -- Fashion-MNIST from IDX files (the thesis's appendix) ---------------------------
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory):
+    """Fashion-MNIST-format files (gzipped, as the official ones): 700 training
+    and 80 test images. No download: the images are the embedded MNIST sample's,
+    transposed, so that they are none of the digits the OOD set draws."""
+    X, y = load_mnist(return_X_y=True)
+    images = np.rint(X[:, 0].transpose(0, 2, 1) * 255).astype(np.uint8)
+    directory = tmp_path_factory.mktemp("fashion")
+    for name, array in (
+        (TRAIN_IMAGES, images[:700]),
+        (TRAIN_LABELS, y[:700].astype(np.uint8)),
+        (TEST_IMAGES, images[4000:4080]),
+        (TEST_LABELS, y[4000:4080].astype(np.uint8)),
+    ):
+        write_idx(directory / f"{name}.gz", array, gz=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def fashion_report(fashion_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fashion_report")
+    argv = [*TINY, "--dataset", "fashion-mnist", "--data-dir", str(fashion_dir)]
+    assert main(["report", *argv, "--sections", "ood", "--out", str(out)]) == 0
+    return out
+
+
+def test_fashion_mnist_report_reads_the_idx_files(fashion_dir, fashion_report):
+    results = _results(fashion_report)
+    assert results["data"]["name"] == "Fashion-MNIST"
+    assert results["settings"]["dataset"] == "fashion-mnist"
+    assert (results["data"]["n_train"], results["data"]["n_test"]) == (600, 60)
+    # the test images are rows of the files, and the numbers are the saved DkNN's
+    # on them
+    X_file, y_file = load_fashion_mnist(fashion_dir, subset="test", return_X_y=True)
+    config, data, dknn = load_trained(str(fashion_report))
+    flat = X_file.reshape(len(X_file), -1)
+    for x, label in zip(data.X_test, data.y_test, strict=True):
+        match = np.flatnonzero((flat == x.reshape(-1)).all(axis=1))
+        assert match.size == 1 and y_file[match[0]] == label
+    dknn_row = results["clean"][2]
+    assert dknn_row["accuracy"] == pytest.approx(
+        np.mean(dknn.predict(data.X_test) == data.y_test)
+    )
+    assert dknn_row["mean_credibility"] == pytest.approx(
+        dknn.credibility(data.X_test).mean()
+    )
+    # beside it, AdvKNN Table 1's Fashion-MNIST column, not MNIST's
+    assert dknn_row["paper_accuracy"] == pytest.approx(0.9028)
+    assert results["clean"][0]["paper_accuracy"] == pytest.approx(0.9122)
+
+
+def test_fashion_mnist_page_names_the_dataset_and_its_classes(
+    fashion_dir, fashion_report
+):
+    markdown = (fashion_report / "report.md").read_text()
+    assert markdown.startswith(
+        "# skdknn report: Deep k-Nearest Neighbours and AdvKNN on Fashion-MNIST"
+    )
+    assert "60,000 Fashion-MNIST training images" in markdown
+    assert "| 90.28 |" in markdown and "98.89" not in markdown
+    assert "the published numbers beside the other sections are MNIST's" in markdown
+    # labels with their class names in the explanation's caption
+    caption = next(
+        f["caption"]
+        for f in _results(fashion_report)["figures"]
+        if f["name"] == "explanation_clean"
+    )
+    names = load_fashion_mnist(fashion_dir, subset="test").target_names
+    found = re.search(
+        r"\(label (\d) \(([^)]+)\), DkNN prediction (\d) \(([^)]+)\)", caption
+    )
+    assert found is not None, caption
+    assert names[int(found[1])] == found[2] and names[int(found[3])] == found[4]
+    ood_part = markdown.split("## Out-of-distribution inputs")[1]
+    assert "test digits" not in ood_part and "shuffled digits" not in ood_part
+
+
+def test_fashion_mnist_ood_sets_include_mnist_digits(fashion_report):
+    rows = _results(fashion_report)["out_of_distribution"]
+    assert [row["set"] for row in rows] == [
+        "test clothing images (in distribution: the clean table's images)",
+        "uniform noise",
+        "pixel-shuffled clothing images",
+        "patches of photographs",
+        "MNIST digits (embedded sample)",
+    ]
+    # the digits are the embedded sample's, scored by the saved DkNN
+    _, _, dknn = load_trained(str(fashion_report))
+    digits, _ = load_mnist(return_X_y=True, shuffle=True, random_state=0)
+    digits = digits[: rows[-1]["n"]]
+    credibility = dknn.credibility(digits)
+    assert rows[-1]["mean_credibility"] == pytest.approx(credibility.mean())
+    assert rows[-1]["share_credibility_above"] == pytest.approx(
+        np.mean(credibility > 0.6)
+    )
+    assert _results(fashion_report)["ood_reliability_set"] == rows[-1]["set"]
+
+
+def test_ood_reliability_figure_beside_the_ood_table(fashion_report):
+    results = _results(fashion_report)
+    names = [f["name"] for f in results["figures"]]
+    assert {"out_of_distribution", "ood_reliability"} <= set(names)
+    png = fashion_report / "figures" / "ood_reliability.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (fashion_report / "report.md").read_text()
+    ood_part = markdown.split("## Out-of-distribution inputs")[1]
+    assert "figures/ood_reliability.png" in ood_part.split("## ")[0]
+    assert "| Fashion-MNIST shown to an MNIST model (thesis, Fig. 4.6) |" in ood_part
+    assert "| 5.00 | most |" in ood_part
+
+
+# -- Topolewski Fig. 4.7 (backends) and Figs. 4.8-4.10 (the BatchNorm CNN) -----------
+SMALL = [*TINY, "--train-size", "400", "--test-size", "40", "--calibration-size", "60"]
+# PyNNDescent's first call compiles for about a minute: the fast tests leave it out,
+# the slow one below runs all four backends of the thesis
+FAST_BACKENDS = ("exact", "lsh", "annoy")
+
+
+@pytest.fixture(scope="module")
+def thesis_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("thesis")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)
+        argv = ["report", *SMALL, "--sections", "backends,bn-cnn", "--out", str(out)]
+        assert main(argv) == 0
+    return out
+
+
+def test_backend_and_net_sections_only_with_full_or_sections():
+    assert not {"backends", "bn-cnn"} & set(ReportConfig().sections)
+    assert not {"backends", "bn-cnn"} & set(ReportConfig.quick().sections)
+    assert {"backends", "bn-cnn"} <= set(
+        ReportConfig.from_overrides(full=True).sections
+    )
+    assert parse_sections("bn-cnn,backends") == ["clean", "backends", "bn-cnn"]
+
+
+def _fgsm_set(directory: Path, eps: float) -> np.ndarray:
+    path = saved_set(directory / "adversarial" / "curves", "fgsm_origin", eps)
+    return load_adversarial(path).X_adv
+
+
+def test_backends_recomputed_by_independent_refits(thesis_report):
+    section = _results(thesis_report)["backends"]
+    assert list(section["backends"]) == list(FAST_BACKENDS)
+    assert section["eps"] == [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15]
+    config, data, dknn = load_trained(str(thesis_report))
+    X, y = data.X_test[: section["n"]], data.y_test[: section["n"]]
+    X_adv = _fgsm_set(thesis_report, 0.15)
+    assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
+    frozen = FrozenEstimator(dknn.net_)
+    exact = (
+        clone(dknn)
+        .set_params(net=frozen, backend=ExactBackend())
+        .fit(data.X_train, data.y_train)
+    )
+    lsh = clone(dknn).set_params(
+        net=frozen, backend=LSHBackend(n_tables=50, random_state=0)
+    )
+    lsh.fit(data.X_train, data.y_train)
+    for name, model in (("exact", exact), ("lsh", lsh)):
+        row = section["backends"][name]
+        assert row["accuracy"][0] == pytest.approx(np.mean(model.predict(X) == y))
+        assert row["accuracy"][-1] == pytest.approx(np.mean(model.predict(X_adv) == y))
+        assert row["mean_credibility"][-1] == pytest.approx(
+            model.credibility(X_adv).mean()
+        )
+        assert row["fit_seconds"] > 0 and row["query_seconds"] > 0
+    # recall@k per layer: shared neighbours with exact search, by set intersection
+    _, reference = exact.kneighbors(X)
+    _, found = lsh.kneighbors(X)
+    for layer, recall in enumerate(section["backends"]["lsh"]["recall"]):
+        shared = [
+            len(set(found[i, layer]) & set(reference[i, layer])) for i in range(len(X))
+        ]
+        assert recall == pytest.approx(np.mean(shared) / config.n_neighbors)
+    assert section["backends"]["exact"]["recall"] == [1.0] * len(dknn.layers_)
+    assert section["cnn_accuracy"][-1] == pytest.approx(
+        np.mean(dknn.net_.predict(X_adv) == y)
+    )
+    markdown = (thesis_report / "report.md").read_text()
+    part = markdown.split("## The DkNN with each neighbour backend")[1]
+    assert "| PyNNDescent, thesis | - | - | - | 99.88 |" in part
+    assert "figures/thesis_backends.png" in part.split("## ")[0]
+
+
+def test_bn_cnn_section_recomputed_from_the_saved_net_and_sets(thesis_report):
+    section = _results(thesis_report)["nets"]
+    assert list(section["nets"]) == ["paper-cnn", "bn-cnn"]
+    other = thesis_report / "nets" / "bn-cnn"
+    config, data, bn = load_trained(str(other))
+    assert config.net == "bn-cnn" and type(bn.module_).__name__ == "BatchNormCNN"
+    assert bn.layers_ == ["bn1", "bn2", "bn3"]  # DkNN on the BatchNorm outputs
+    n = section["n"]
+    X, y = data.X_test[:n], data.y_test[:n]
+    X_adv = _fgsm_set(other, 0.15)
+    # the BatchNorm CNN's own FGSM set: not the paper CNN's
+    assert not np.allclose(X_adv, _fgsm_set(thesis_report, 0.15))
+    assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
+    last = section["nets"]["bn-cnn"]["rows"][-1]
+    assert last["eps"] == 0.15
+    assert last["dknn_accuracy"] == pytest.approx(np.mean(bn.predict(X_adv) == y))
+    assert last["cnn_accuracy"] == pytest.approx(np.mean(bn.net_.predict(X_adv) == y))
+    assert last["mean_credibility"] == pytest.approx(bn.credibility(X_adv).mean())
+    _, _, paper = load_trained(str(thesis_report))
+    first = section["nets"]["paper-cnn"]["rows"][0]
+    assert first["dknn_accuracy"] == pytest.approx(np.mean(paper.predict(X) == y))
+    assert "_figures" not in section["nets"]["bn-cnn"]
+    names = [f["name"] for f in _results(thesis_report)["figures"]]
+    assert names[-3:] == [
+        "thesis_backends",
+        "thesis_nets_accuracy",
+        "thesis_nets_reliability",
+    ]
+    markdown = (thesis_report / "report.md").read_text()
+    part = markdown.split("## The BatchNorm CNN against the paper CNN")[1]
+    assert "| BatchNorm CNN (thesis): DkNN, thesis | - |" in part and "~87.00" in part
+
+
+def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
+    files = [
+        thesis_report / "sections" / "backends.joblib",
+        thesis_report / "nets" / "bn-cnn" / "model" / "model.pkl",
+        saved_set(
+            thesis_report / "nets" / "bn-cnn" / "adversarial" / "curves",
+            "fgsm_origin",
+            0.1,
+        ),
+    ]
+    before = [path.stat().st_mtime_ns for path in files]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)
+        argv = ["report", *SMALL, "--sections", "backends,bn-cnn"]
+        assert main([*argv, "--out", str(thesis_report)]) == 0
+        results = _results(thesis_report)
+        assert results["backends"]["loaded_from_cache"] is True
+        assert results["nets"]["nets"]["bn-cnn"]["loaded_from_cache"] is True
+        assert [path.stat().st_mtime_ns for path in files] == before
+        # another list of backends is another result: recomputed
+        patch.setattr(thesis, "THESIS_BACKENDS", ("exact", "lsh"))
+        argv = ["report", *SMALL, "--sections", "backends"]
+        assert main([*argv, "--out", str(thesis_report)]) == 0
+    results = _results(thesis_report)
+    assert results["backends"]["loaded_from_cache"] is False
+    assert list(results["backends"]["backends"]) == ["exact", "lsh"]
+
+
+@pytest.mark.slow
+def test_backends_section_with_the_thesis_four(tmp_path):
+    """All four backends of the thesis, PyNNDescent included (its first call
+    compiles for about a minute)."""
+    out = tmp_path / "backends"
+    argv = ["report", *SMALL, "--sections", "backends", "--out", str(out)]
+    assert main(argv) == 0
+    section = _results(out)["backends"]
+    assert list(section["backends"]) == ["exact", "lsh", "annoy", "pynndescent"]
+    config, data, dknn = load_trained(str(out))
+    pynndescent = clone(dknn).set_params(
+        net=FrozenEstimator(dknn.net_), backend=PyNNDescentBackend(random_state=0)
+    )
+    pynndescent.fit(data.X_train, data.y_train)
+    X_adv = _fgsm_set(out, 0.15)
+    y = data.y_test[: section["n"]]
+    assert section["backends"]["pynndescent"]["accuracy"][-1] == pytest.approx(
+        np.mean(pynndescent.predict(X_adv) == y)
+    )
+    assert all(0.5 < r <= 1.0 for r in section["backends"]["pynndescent"]["recall"])
