@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--gap-train-sizes",
         type=_grid(int),
         metavar="N1,N2,...",
-        help="comma-separated smaller training sets the gap is also measured on "
-        "(default: none; with --full: 1000,2000)",
+        help="comma-separated smaller training sets the gap is also measured on, "
+        "with k and the calibration set scaled with them; sizes not below the "
+        "training set are skipped (default: none; with --full: 1000,2000)",
     )
     _add_verbosity(report)
 
