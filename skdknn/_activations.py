@@ -155,8 +155,8 @@ def iter_activations(
         shape ``(stop - start, width)`` that the consumer owns.
     """
     n = X.shape[0] if rows is None else rows.shape[0]
-    if n == 0:
-        return
+    if start >= n:
+        return  # nothing left to stream (nor a progress bar to show)
     extractor = layer_extractor(module, layers)
     device = module_device(module)
 
@@ -179,27 +179,37 @@ def iter_activations(
                 buffer[a - start : b - start] = out
         return chunk
 
-    if chunk_rows is None:
-        # the first forward batch tells the layers' widths, hence the chunk size
-        first = forward(start, min(start + batch_size, n))
-        chunk_rows = chunk_size(
-            4 * sum(out.shape[1] for out in first),
-            n,
-            batch_size=batch_size,
-            working_memory=working_memory,
-        )
-        stop = max(min(start + chunk_rows, n), start + first[0].shape[0])
-        yield start, stop, fill(start, stop, min(batch_size, chunk_rows), first)
-        start = stop
-    step = min(batch_size, chunk_rows)
-    starts = range(start, n, chunk_rows)
-    for start in tqdm(starts, desc="activations", disable=verbose <= 0):
-        stop = min(start + chunk_rows, n)
-        yield (
-            start,
-            stop,
-            fill(start, stop, step, forward(start, min(start + step, stop))),
-        )
+    # one bar over the stream's rows; a stream left before its end (a caller
+    # that only wanted the first chunk) clears its bar instead of leaving it
+    # stuck part way
+    bar = tqdm(
+        total=n, initial=start, unit="rows", desc="activations", disable=verbose <= 0
+    )
+    try:
+        if chunk_rows is None:
+            # the first forward batch tells the layers' widths, hence the chunk size
+            first = forward(start, min(start + batch_size, n))
+            chunk_rows = chunk_size(
+                4 * sum(out.shape[1] for out in first),
+                n,
+                batch_size=batch_size,
+                working_memory=working_memory,
+            )
+            stop = max(min(start + chunk_rows, n), start + first[0].shape[0])
+            chunk = fill(start, stop, min(batch_size, chunk_rows), first)
+            bar.update(stop - start)
+            yield start, stop, chunk
+            start = stop
+        step = min(batch_size, chunk_rows)
+        for a in range(start, n, chunk_rows):
+            b = min(a + chunk_rows, n)
+            chunk = fill(a, b, step, forward(a, min(a + step, b)))
+            bar.update(b - a)
+            yield a, b, chunk
+    finally:
+        if bar.n < n:
+            bar.leave = False
+        bar.close()
 
 
 def extract_activations(

@@ -569,9 +569,19 @@ def load_model(
         model file is not a pickle / skops archive written by :func:`save_model`.
     FileNotFoundError
         When the directory, its manifest or an index file is missing.
+    TypeError
+        When ``mmap``, ``verify`` or ``safe`` is not a bool (``verify="no"`` is
+        true in Python and would verify).
     skops.io.exceptions.UntrustedTypesFoundException
         When a ``format="skops"`` model holds a type that is not trusted.
     """
+    for name, flag in (("mmap", mmap), ("verify", verify), ("safe", safe)):
+        if not isinstance(flag, (bool, np.bool_)):
+            # a string such as "no" or "false" is true: it would do the opposite
+            raise TypeError(
+                f"load_model's {name} must be True or False; got {flag!r} "
+                f"({type(flag).__name__})."
+            )
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():

@@ -504,3 +504,23 @@ def test_n_jobs_runs_the_layers_searches_in_threads(tabular, n_jobs):
     assert len(threads) == 3  # one search per layer
     on_main = [name == threading.main_thread().name for name in threads]
     assert all(on_main) if n_jobs is None else not any(on_main)
+
+
+def test_activation_progress_bar_counts_rows_and_completes(tabular, capsys):
+    """One bar over the rows of each stream, ending at its total; a stream left
+    after its first chunk (fit reads one batch to learn the widths) clears its
+    bar. Before: fit printed a bar stuck at '0/1' and an empty '0it' bar."""
+    X, y = tabular
+    tiny(verbose=1).fit(X[:300], y[:300])
+    err = capsys.readouterr().err
+    # each bar is one line ("\n"), redrawn after "\r": its last drawing counts
+    lines = [line.split("\r")[-1] for line in err.split("\n")]
+    finals = [line for line in lines if "activations" in line]
+    assert finals, err
+    for line in finals:
+        done, total = line.split("|")[2].split()[0].split("/")
+        assert done == total, line
+    assert "0it" not in err and "0/1 " not in err
+    # not verbose: no bar at all
+    tiny().fit(X[:300], y[:300])
+    assert "activations" not in capsys.readouterr().err

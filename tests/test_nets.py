@@ -114,6 +114,12 @@ def test_layer_not_called_in_forward_is_reported():
 def test_activations_restore_training_mode_and_copy_before_inplace_ops():
     # an in-place ReLU after the hooked Linear would overwrite a shared buffer
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True))
+    # fixed weights: with torch's global random ones, whether a pre-activation is
+    # negative depended on the tests run before (the check below then failed)
+    with torch.no_grad():
+        weight = [[1.0, 0, 0], [0, 1, 0], [0, 0, -1], [1, 1, 1]]
+        net[0].weight.copy_(torch.tensor(weight))
+        net[0].bias.zero_()
     net.train()
     X = torch.tensor([[1.0, -2.0, 3.0], [-1.0, 0.5, 2.0]]).numpy()
     (pre,) = extract_activations(net, X, ["0"], batch_size=2)

@@ -394,3 +394,16 @@ def test_format_1_without_checksums_loads_with_a_warning(
         loaded = load_model(directory)
     X, _ = data
     _same_outputs(clf, loaded, X[300:])
+
+
+@pytest.mark.parametrize("name", ["mmap", "verify", "safe"])
+@pytest.mark.parametrize("value", ["no", "false", 0, None])
+def test_load_model_flags_must_be_bools(tmp_path, name, value):
+    # verify="no" is true in Python: it was accepted and did the opposite of
+    # what it says (safe=0 likewise loaded a pickle without refusal)
+    save_model(ExactBackend(n_neighbors=2).fit(np.eye(4)), tmp_path / "m")
+    with pytest.raises(TypeError, match=f"{name} must be True or False; got"):
+        load_model(tmp_path / "m", **{name: value})
+    # numpy's bools are bools (safe=True would refuse this pickled model)
+    flag = np.False_ if name == "safe" else np.True_
+    assert load_model(tmp_path / "m", **{name: flag}).n_samples_fit_ == 4
