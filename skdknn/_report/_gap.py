@@ -343,7 +343,7 @@ def gap_page(
     page.table(["attack, model", *GAP_COLUMNS.values()], rows)
     agreement = section["agreement"]
     origin = ", ".join(
-        f"{label.lower()} {pct(acc)} %"
+        f"{pct(acc)} % at eps {label.split()[-1]}"
         for label, acc in section["origin_fgsm_knn"].items()
     )
     page.paragraph(
