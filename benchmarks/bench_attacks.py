@@ -65,8 +65,12 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from skdknn import DeepKNNClassifier
+from skdknn._report import ReportConfig
+from skdknn._report._data import Data as GapData
 from skdknn._report._experiments import COLUMNS as ADVKNN_COLUMNS
 from skdknn._report._experiments import PAPER_TABLE2
+from skdknn._report._gap import GAP_COLUMNS, gap_section
+from skdknn._report._models import Models, fit_heads
 from skdknn.attacks import (
     AdvKNNAttack,
     BIMAttack,
@@ -453,164 +457,71 @@ def print_table(
 
 # -- the AdvKNN gap ------------------------------------------------------------------
 
-# the gap table's heads: (name, consistency, boundary_eps; None = --boundary-eps)
-GAP_HEADS = (("dknnb", False, 0.0), ("dknnb_cl", True, 0.0), ("dknnb_cl_b", True, None))
-GAP_TITLES = {
-    "origin": "origin",
-    "dknnb": "DkNNB",
-    "dknnb_cl": "DkNNB+CL",
-    "dknnb_cl_b": "+CL+boundary",
-}
-
-
-def gap_attack(
-    make: Callable[[], Any],
-    X_fit: NDArray[np.float32] | None,
-    X: NDArray[np.float32],
-    path: Path,
-) -> NDArray[np.float32]:
-    """One adversarial set of the gap table, cached under ``path``."""
-    if path.exists():
-        return load_adversarial(path).X_adv
-    attack = make()
-    start = time.perf_counter()
-    X_adv = attack.fit(X_fit).transform(X) if X_fit is not None else attack.transform(X)
-    seconds = time.perf_counter() - start
-    save_adversarial(path, X_adv, attack=attack, metrics={"seconds": seconds})
-    print(f"attack    : {path.stem:<32} {seconds:.1f} s", flush=True)
-    return X_adv
-
 
 def run_gap(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    """Origin / DkNNB / DkNNB+CL (/ +boundary) for FGSM, BIM and CW where FGSM
-    through the CNN leaves the relu3 kNN above 40 % accuracy."""
+    """Origin / DkNNB / DkNNB+CL / +boundary for FGSM, BIM and CW where FGSM through
+    the CNN leaves the relu3 kNN above 40 % accuracy: the ``advknn-gap`` section of
+    ``skdknn report`` (:func:`skdknn._report._gap.gap_section`) on this script's
+    models, its adversarial sets and heads cached beside them."""
     cache = Path(args.cache_dir) / f"attacks-{settings_key(args)}"
     cache.mkdir(parents=True, exist_ok=True)
     data = load_data(args.n_train, args.n_test, args.seed)
-    dknn, knn3, _, _ = fit_models(data, args, cache)
-    X, y = data.X_test[: args.n_gap], data.y_test[: args.n_gap]
-    cnn = dknn.module_
-    gap_key = hashlib.sha256(
-        json.dumps(
-            [args.gap_eps, args.n_gap, args.boundary_eps, args.cw_steps], sort_keys=True
-        ).encode()
-    ).hexdigest()[:8]
-    gap_cache = cache / f"gap-{gap_key}"
-    gap_cache.mkdir(exist_ok=True)
-    print(f"\nAdvKNN gap: {len(X)} held-out images, cache {gap_cache}")
-
-    # the heads are trained once (eps only matters when attacking)
-    heads = {}
-    agreement = {}
-    for name, consistency, boundary in GAP_HEADS:
-        b = args.boundary_eps if boundary is None else boundary
-        attack = AdvKNNAttack(
-            knn3,
-            layer="relu3",
-            lam=args.lam,
-            consistency=consistency,
-            boundary_eps=b,
-            head_epochs=args.head_epochs,
-            random_state=args.seed,
-            batch_size=args.batch_size,
-        )
-        start = time.perf_counter()
-        attack.fit(data.X_train)
-        heads[name] = attack
-        # agreement of head and kNN on held-out inputs, clean and under FGSM origin
-        X_f = FGSMAttack(cnn, eps=max(args.gap_eps)).fit(X).transform(X)
-        agree = {
-            "clean_heldout": attack.agreement_,
-            "test_clean": float(
-                np.mean(
-                    attack.head_proba(X).argmax(1)
-                    == attack.neighbor_distribution(X).argmax(1)
-                )
-            ),
-            "test_fgsm": float(
-                np.mean(
-                    attack.head_proba(X_f).argmax(1)
-                    == attack.neighbor_distribution(X_f).argmax(1)
-                )
-            ),
-        }
-        agreement[name] = agree
-        print(
-            f"head      : {name:<12} boundary_eps={b} fit "
-            f"{time.perf_counter() - start:.1f} s; head = kNN on held-out: "
-            f"{agree['clean_heldout']:.3f} (validation), {agree['test_clean']:.3f} "
-            f"(test), {agree['test_fgsm']:.3f} (test under FGSM eps "
-            f"{max(args.gap_eps)})",
-            flush=True,
-        )
-
-    common = {"batch_size": args.batch_size}
-    cw_common = {"n_iter": args.cw_steps, **common}
-
-    def sets_for(method: str, eps: float | None) -> dict[str, NDArray[np.float32]]:
-        tag = f"{method}" if eps is None else f"{method}_eps{eps}"
-        out = {}
-        if method == "fgsm":
-            origin: Callable[[], Any] = lambda: FGSMAttack(cnn, eps=eps, **common)  # noqa: E731
-        elif method == "bim":
-            origin = lambda: BIMAttack(  # noqa: E731
-                cnn, eps=eps, step=args.step, n_iter=args.bim_iter, **common
-            )
-        else:
-            origin = lambda: CarliniWagnerL2Attack(cnn, **cw_common)  # noqa: E731
-        out["origin"] = gap_attack(origin, X, X, gap_cache / f"{tag}_origin.npz")
-        for name, attack in heads.items():
-            params: dict[str, Any] = {"method": method}
-            if eps is not None:
-                params.update(eps=eps, step=args.step, n_iter=args.bim_iter)
-            else:
-                params.update(n_iter=args.cw_steps)
-            # method, eps, step and n_iter act only in transform: the trained head
-            # is reused as it is
-            out[name] = gap_attack(
-                lambda a=attack, p=params: a.set_params(**p),
-                None,
-                X,
-                gap_cache / f"{tag}_{name}.npz",
-            )
-        return out
-
-    rows = (("knn_relu3", "kNN (relu3)", knn3), ("dknn", "DkNN", dknn))
-    clean_pred = {key: model.predict(X) for key, _, model in rows}
-    table: dict[str, Any] = {}
-    columns = [("fgsm", eps) for eps in args.gap_eps]
-    columns += [("bim", eps) for eps in args.gap_eps] + [("cw", None)]
-    for method, eps in columns:
-        label = method.upper() + ("" if eps is None else f" eps {eps}")
-        sets = sets_for(method, eps)
-        table[label] = {
-            key: {
-                name: evaluate(model, X, X_adv, y, clean_pred[key])
-                for name, X_adv in sets.items()
-            }
-            for key, _, model in rows
-        }
-    report["gap"] = {"table": table, "agreement": agreement, "n_images": len(X)}
-    names = ["origin"] + [name for name, _, _ in GAP_HEADS]
+    dknn, knn3, seconds, loaded = fit_models(data, args, cache)
+    config = ReportConfig(
+        train_size=args.n_train,
+        test_size=args.n_test,
+        n_neighbors=args.n_neighbors,
+        calibration_size=args.calibration_size,
+        max_epochs=args.max_epochs,
+        step=args.step,
+        n_iter=args.bim_iter,
+        lam=args.lam,
+        head_epochs=args.head_epochs,
+        batch_size=args.batch_size,
+        random_state=args.seed,
+        gap_eps=args.gap_eps,
+        curve_size=args.n_gap,
+        cw_steps=args.cw_steps,
+        boundary_eps=args.boundary_eps,
+        out=str(cache),
+        sections=["advknn-gap"],
+    )
+    # the DkNN is keyed by this script's settings (its cache directory's name)
+    models = Models(dknn, knn3, loaded, seconds, model_id=settings_key(args))
+    gap_data = GapData(
+        "MNIST (embedded sample)", data.X_train, data.y_train, data.X_test, data.y_test
+    )
+    print(
+        f"\nAdvKNN gap: {min(args.n_gap, args.n_test)} held-out images, cache {cache}"
+    )
+    heads = fit_heads(config, models, gap_data, cache)
+    section = gap_section(config, models, heads, gap_data, cache)
+    report["gap"] = section
     print()
     print(
         "Accuracy % / mean L2 of the successful examples / mean credibility, on "
-        f"{len(X)} held-out images"
+        f"{section['n']} held-out images"
     )
-    print(f"{'':<26}" + "".join(f"{GAP_TITLES[n]:>22}" for n in names))
-    for label, cells in table.items():
-        for key, row_label, _ in rows:
-            line = f"{label + ', ' + row_label:<26}"
-            for n in names:
-                c = cells[key][n]
+    print(f"{'':<26}" + "".join(f"{title:>22}" for title in GAP_COLUMNS.values()))
+    for label, per_model in section["table"].items():
+        for key, title in (("knn", "kNN (relu3)"), ("dknn", "DkNN")):
+            line = f"{label + ', ' + title:<26}"
+            for column in GAP_COLUMNS:
+                c = per_model[key][column]
                 line += (
-                    f"{c['accuracy']:>8.1f} {c['l2']:>5.2f} {c['credibility']:>6.3f}"
+                    f"{100 * c['accuracy']:>8.1f} {c['mean_l2_successful']:>5.2f} "
+                    f"{c['mean_credibility']:>6.3f}"
                 )
             print(line)
-    for eps in args.gap_eps:
-        acc = table[f"FGSM eps {eps}"]["knn_relu3"]["origin"]["accuracy"]
-        verdict = "above" if acc > 40 else "NOT above"
-        print(f"FGSM origin at eps {eps}: kNN accuracy {acc:.1f} % ({verdict} 40 %)")
+    for name, agree in section["agreement"].items():
+        print(
+            f"head = kNN, {GAP_COLUMNS[name]:<18}: {agree['validation']:.3f} "
+            f"(held-out training rows), {agree['test_clean']:.3f} (clean test), "
+            f"{agree['test_fgsm']:.3f} (FGSM origin, eps {max(args.gap_eps):g})"
+        )
+    for label, acc in section["origin_fgsm_knn"].items():
+        verdict = "above" if acc > 0.4 else "NOT above"
+        print(f"{label} origin: kNN accuracy {100 * acc:.1f} % ({verdict} 40 %)")
 
 
 # -- timing --------------------------------------------------------------------------

@@ -311,6 +311,34 @@ def build_parser() -> argparse.ArgumentParser:
         "the clean accuracy, is always drawn) "
         + _default("eps_grid", lambda v: ",".join(f"{e:g}" for e in v)),
     )
+    gap = report.add_argument_group("the AdvKNN gap (section advknn-gap)")
+    gap.add_argument(
+        "--gap-eps",
+        type=_grid(float),
+        metavar="E1,E2,...",
+        help="comma-separated FGSM / BIM budgets where FGSM through the CNN leaves "
+        "room " + _default("gap_eps", lambda v: ",".join(f"{e:g}" for e in v)),
+    )
+    gap.add_argument(
+        "--cw-steps",
+        type=_positive_int,
+        metavar="N",
+        help="Carlini-Wagner Adam steps per binary-search step " + _default("cw_steps"),
+    )
+    gap.add_argument(
+        "--boundary-eps",
+        type=_positive_float,
+        help="AdvKNNAttack(boundary_eps=) of the head also trained near the "
+        "boundary " + _default("boundary_eps"),
+    )
+    gap.add_argument(
+        "--gap-train-sizes",
+        type=_grid(int),
+        metavar="N1,N2,...",
+        help="comma-separated smaller training sets the gap is also measured on, "
+        "with k and the calibration set scaled with them; sizes not below the "
+        "training set are skipped (default: none; with --full: 1000,2000)",
+    )
     _add_verbosity(report)
 
     train_cmd = command("train", "train the CNN, fit the DkNN and save them in --out")
@@ -443,9 +471,9 @@ def _config(args: argparse.Namespace) -> ReportConfig:
     }
     if args.data_dir is not None and args.dataset is None:
         overrides["dataset"] = "mnist"
-    for name in ("eps", "step", "n_iter"):
+    for name in ("eps", "step", "n_iter", "cw_steps", "boundary_eps"):
         overrides[name] = getattr(args, name, None)
-    for option in ("eps_grid", "k_grid"):
+    for option in ("eps_grid", "k_grid", "gap_eps", "gap_train_sizes"):
         grid = getattr(args, option, None)
         if grid is not None:
             overrides[option] = grid  # parsed and checked by _grid

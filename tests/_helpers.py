@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from skdknn import DeepKNNClassifier
@@ -31,3 +32,12 @@ TINY_REPORT = [
     "--n-neighbors",
     "10",
 ]
+
+
+def saved_set(directory: Path, name: str, eps: float | None = None) -> Path:
+    """The one adversarial-set file ``name`` (at ``eps``) that a report saved in
+    ``directory``, whatever its image count (``<name>_eps<eps>_n<images>.npz``)."""
+    budget = "" if eps is None else f"_eps{eps:g}"
+    paths = sorted(Path(directory).glob(f"{name}{budget}_n*.npz"))
+    assert len(paths) == 1, f"expected one {name}{budget} set, found {paths}"
+    return paths[0]

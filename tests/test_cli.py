@@ -15,7 +15,7 @@ import warnings
 import matplotlib.image
 import numpy as np
 import pytest
-from _helpers import TINY_REPORT
+from _helpers import TINY_REPORT, saved_set
 from test_datasets import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -146,12 +146,16 @@ def test_report_page_holds_the_tables_and_figures(report_dir):
 
 
 def test_report_reuses_saved_models_and_adversarial_sets(report_dir, capsys):
-    before = (report_dir / "adversarial" / "bim_origin_eps0.25.npz").stat().st_mtime_ns
+    before = (
+        (saved_set(report_dir / "adversarial", "bim_origin", 0.25)).stat().st_mtime_ns
+    )
     assert main(["report", *REPORT, "--out", str(report_dir)]) == 0
     assert "loaded from" in capsys.readouterr().out
     results = json.loads((report_dir / "results.json").read_text())
     assert results["model_loaded_from_cache"] is True
-    after = (report_dir / "adversarial" / "bim_origin_eps0.25.npz").stat().st_mtime_ns
+    after = (
+        (saved_set(report_dir / "adversarial", "bim_origin", 0.25)).stat().st_mtime_ns
+    )
     assert after == before
 
 
@@ -328,9 +332,9 @@ def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
     REPORT = [*TINY, "--eps-grid", "0.1,0.3", "--sections", "table2"]
     assert main(["report", *REPORT, "--out", str(out)]) == 0
     # a truncated heads file and adversarial set are recomputed, not trusted
-    heads = out / "heads.joblib"
+    heads = out / "heads.pkl"
     heads.write_bytes(heads.read_bytes()[:100])
-    adv = out / "adversarial" / "fgsm_origin_eps0.25.npz"
+    adv = saved_set(out / "adversarial", "fgsm_origin", 0.25)
     adv.write_bytes(adv.read_bytes()[:100])
     capsys.readouterr()
     assert main(["report", *REPORT, "--out", str(out)]) == 0
@@ -357,8 +361,8 @@ def test_damaged_caches_are_rebuilt_or_reported(tmp_path, capsys):
 
 
 def test_changing_the_eps_grid_keeps_heads_and_table_sets(report_dir):
-    table_set = report_dir / "adversarial" / "bim_dknnb_cl_eps0.25.npz"
-    heads = report_dir / "heads.joblib"
+    table_set = saved_set(report_dir / "adversarial", "bim_dknnb_cl", 0.25)
+    heads = report_dir / "heads.pkl"
     before = table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns
     argv = [
         *TINY,
@@ -371,7 +375,9 @@ def test_changing_the_eps_grid_keeps_heads_and_table_sets(report_dir):
     ]
     assert main(["report", *argv]) == 0
     assert (table_set.stat().st_mtime_ns, heads.stat().st_mtime_ns) == before
-    assert (report_dir / "adversarial" / "curves" / "fgsm_origin_eps0.2.npz").is_file()
+    assert (
+        saved_set(report_dir / "adversarial" / "curves", "fgsm_origin", 0.2)
+    ).is_file()
     # restore the module fixture's report for the tests that follow
     assert main(["report", *REPORT, "--out", str(report_dir)]) == 0
 
@@ -520,7 +526,9 @@ def test_advknn_attack_reuses_the_heads_report_saved(report_dir, tmp_path, monke
     saved = load_adversarial(adv)
     assert saved.metrics["head_reused"] is True
     # the very images of the report's table: same head, same eps
-    table = load_adversarial(report_dir / "adversarial" / "fgsm_dknnb_cl_eps0.25.npz")
+    table = load_adversarial(
+        saved_set(report_dir / "adversarial", "fgsm_dknnb_cl", 0.25)
+    )
     np.testing.assert_array_equal(saved.X_adv, table.X_adv[:10])
     # the head without consistency learning is reused too
     argv = ["attack", "--model", str(report_dir), "--method", "advknn-fgsm",
@@ -528,7 +536,7 @@ def test_advknn_attack_reuses_the_heads_report_saved(report_dir, tmp_path, monke
             "-q"]  # fmt: skip
     assert main(argv) == 0
     assert fits == []
-    table = load_adversarial(report_dir / "adversarial" / "fgsm_dknnb_eps0.25.npz")
+    table = load_adversarial(saved_set(report_dir / "adversarial", "fgsm_dknnb", 0.25))
     np.testing.assert_array_equal(load_adversarial(adv).X_adv, table.X_adv[:10])
     # other head settings than the report's: one head is trained
     argv = ["attack", "--model", str(report_dir), "--method", "advknn-fgsm",
@@ -679,7 +687,7 @@ def test_attack_table_cells_recomputed_from_the_saved_sets(report_dir):
         for column, cell in table[name].items():
             X_adv = X
             if column != "clean":
-                path = report_dir / "adversarial" / f"{column}_eps0.25.npz"
+                path = saved_set(report_dir / "adversarial", column, 0.25)
                 X_adv = load_adversarial(path).X_adv
             pred = model.predict(X_adv)
             success = pred != clean_pred

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TINY_REPORT
+from _helpers import TINY_REPORT, saved_set
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 
@@ -132,7 +132,7 @@ def test_transfer_accuracies_recomputed_from_the_saved_target(report_dir):
         X = data.X_test
         if name != "clean":
             X = load_adversarial(
-                report_dir / "adversarial" / f"{name}_eps0.25.npz"
+                saved_set(report_dir / "adversarial", name, 0.25)
             ).X_adv
         assert row["dknn"] == pytest.approx(np.mean(target.predict(X) == data.y_test))
         assert row["mean_credibility"] == pytest.approx(target.credibility(X).mean())
@@ -155,7 +155,7 @@ def test_k_sweep_recomputed_by_an_independent_refit(report_dir):
     refit.fit(data.X_train, data.y_train)
     clean = refit.predict(data.X_test)
     X_adv = load_adversarial(
-        report_dir / "adversarial" / "bim_origin_eps0.25.npz"
+        saved_set(report_dir / "adversarial", "bim_origin", 0.25)
     ).X_adv
     expected = np.mean(refit.predict(X_adv) != clean)
     assert section["success_rate"]["BIM"]["DkNN"][0] == pytest.approx(expected)
@@ -181,11 +181,8 @@ def test_detection_rates_recomputed_from_the_saved_credibilities(report_dir):
         assert row["detection_rate"] == pytest.approx(detection_rate(cred, threshold))
         assert row["mean_credibility"] == pytest.approx(cred.mean())
         # ... and the credibilities are the DkNN's on the saved adversarial set
-        path = (
-            report_dir
-            / "adversarial"
-            / "curves"
-            / f"bim_dknnb_cl_eps{row['eps']:g}.npz"
+        path = saved_set(
+            report_dir / "adversarial" / "curves", "bim_dknnb_cl", row["eps"]
         )
         X_adv = load_adversarial(path).X_adv
         np.testing.assert_allclose(cred, dknn.credibility(X_adv))
@@ -205,7 +202,7 @@ def test_thesis_fgsm_recomputed_from_the_saved_sets(report_dir):
     assert "_figures" not in section  # arrays stay out of the JSON
     config, data, dknn = load_trained(str(report_dir))
     X, y = data.X_test[: config.curve_size], data.y_test[: config.curve_size]
-    path = report_dir / "adversarial" / "curves" / "fgsm_origin_eps0.15.npz"
+    path = saved_set(report_dir / "adversarial" / "curves", "fgsm_origin", 0.15)
     X_adv = load_adversarial(path).X_adv
     assert np.abs(X_adv - X).max() <= 0.15 + 1e-6
     last = section["rows"][-1]
@@ -227,8 +224,8 @@ def test_a_rerun_reuses_every_saved_part(report_dir, capsys):
     files = [
         report_dir / "transfer" / "model" / "model.pkl",
         report_dir / "sections" / "k_sweep.joblib",
-        report_dir / "adversarial" / "curves" / "bim_dknnb_cl_eps0.1.npz",
-        report_dir / "adversarial" / "bim_origin_eps0.25.npz",
+        saved_set(report_dir / "adversarial" / "curves", "bim_dknnb_cl", 0.1),
+        saved_set(report_dir / "adversarial", "bim_origin", 0.25),
     ]
     before = [path.stat().st_mtime_ns for path in files]
     assert main(["report", *TINY, "--sections", NEW, "--out", str(report_dir)]) == 0
@@ -289,17 +286,18 @@ def test_layers_section_and_mean_attack(tmp_path):
     y = data.y_test[: config.curve_size]
     for layer in section["layers"]:
         name = "bim_dknnb_cl" if layer == "relu3" else f"bim_{layer}-cl"
-        X_adv = load_adversarial(out / "adversarial" / "curves" / f"{name}_eps0.3.npz")
+        X_adv = load_adversarial(saved_set(out / "adversarial" / "curves", name, 0.3))
         accuracy = np.mean(dknn.predict(X_adv.X_adv) == y)
         assert section["curves"]["DkNN"][layer]["accuracy"] == [pytest.approx(accuracy)]
-    mean = load_adversarial(out / "adversarial" / "curves" / "mean_attack.npz").X_adv
+    mean = load_adversarial(saved_set(out / "adversarial" / "curves", "mean_attack"))
+    mean = mean.X_adv
     pred = dknn.predict(mean)
     assert section["mean_attack"]["dknn_accuracy"] == pytest.approx(np.mean(pred == y))
     assert section["paper"]["Sitawarin & Wagner (paper)"]["mean_l2"] == 3.476
     markdown = (out / "report.md").read_text()
     assert "MeanAttack (Sitawarin & Wagner), ours" in markdown
     # the heads are reused on a rerun
-    heads = out / "sections" / "layer_heads.joblib"
+    heads = out / "sections" / "layer_heads.pkl"
     before = heads.stat().st_mtime_ns
     assert main([*argv, "--out", str(out)]) == 0
     assert heads.stat().st_mtime_ns == before

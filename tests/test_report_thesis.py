@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TINY_REPORT
+from _helpers import TINY_REPORT, saved_set
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from test_datasets import (
@@ -178,7 +178,7 @@ def test_backend_and_net_sections_only_with_full_or_sections():
 
 
 def _fgsm_set(directory: Path, eps: float) -> np.ndarray:
-    path = directory / "adversarial" / "curves" / f"fgsm_origin_eps{eps:g}.npz"
+    path = saved_set(directory / "adversarial" / "curves", "fgsm_origin", eps)
     return load_adversarial(path).X_adv
 
 
@@ -263,9 +263,12 @@ def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
     files = [
         thesis_report / "sections" / "backends.joblib",
         thesis_report / "nets" / "bn-cnn" / "model" / "model.pkl",
-        thesis_report / "nets" / "bn-cnn" / "adversarial" / "curves"
-        / "fgsm_origin_eps0.1.npz",
-    ]  # fmt: skip
+        saved_set(
+            thesis_report / "nets" / "bn-cnn" / "adversarial" / "curves",
+            "fgsm_origin",
+            0.1,
+        ),
+    ]
     before = [path.stat().st_mtime_ns for path in files]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)

@@ -96,7 +96,7 @@ def load_trained(model_dir: str, verbose: int = 0) -> tuple[ReportConfig, Data, 
 
 
 def _saved_head(
-    model_dir: str, config: ReportConfig, args: dict[str, Any]
+    model_dir: str, config: ReportConfig, args: dict[str, Any], dknn: Any
 ) -> AdvKNNAttack | None:
     """The DkNNB head ``skdknn report`` trained for these settings, if saved."""
     same = (
@@ -107,7 +107,7 @@ def _saved_head(
     model_id = str(run_record(Path(model_dir)).get("model_id", ""))
     if not same or not model_id:
         return None
-    heads = load_heads(Path(model_dir), heads_key(config, model_id))
+    heads = load_heads(Path(model_dir), heads_key(config, model_id), dknn)
     if heads is None:
         return None
     return heads["dknnb_cl" if args["consistency"] else "dknnb"]
@@ -183,7 +183,9 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
     n = len(data.y_test) if args["n_samples"] is None else args["n_samples"]
     X, y = data.X_test[:n], data.y_test[:n]
     n = len(y)  # at most the whole test set
-    saved = None if name in ("fgsm", "bim") else _saved_head(model_dir, config, args)
+    saved = (
+        None if name in ("fgsm", "bim") else _saved_head(model_dir, config, args, dknn)
+    )
     attacker, title = _make_attack(name, dknn, data, args, saved)
     X_adv = (
         attacker.fit(X).transform(X)

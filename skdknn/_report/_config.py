@@ -52,6 +52,9 @@ SECTIONS = {
     "detection": "credibility of clean vs AdvKNN inputs, detection at a "
     "threshold (AdvKNN Fig. 5)",
     "layers": "the DkNNB+CL head on each layer, and MeanAttack (AdvKNN Fig. 4)",
+    "advknn-gap": "the AdvKNN gap where FGSM leaves room: origin / DkNNB / "
+    "DkNNB+CL / +boundary head for FGSM, BIM and CW, and (--full) against the "
+    "training-set size",
     "thesis-fgsm": "FGSM at the thesis's eps grid, its reliability diagrams and "
     "correct-neighbour histograms at eps 0.15 (Topolewski Figs. 4.3-4.5)",
     "backends": "DkNN accuracy against the FGSM budget with each neighbour backend "
@@ -65,8 +68,9 @@ SECTIONS = {
 }
 
 #: Sections only ``--full`` (or ``--sections``) runs: each costs minutes at the
-#: default settings (heads on every layer; four neighbour indexes; a second CNN).
-FULL_ONLY = ("layers", "backends", "bn-cnn")
+#: default settings (heads on every layer; four neighbour indexes; a second CNN;
+#: the AdvKNN gap's extra head and attacks).
+FULL_ONLY = ("layers", "advknn-gap", "backends", "bn-cnn")
 
 #: Sections of a default run: all but the expensive ones (``--full`` runs all).
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in FULL_ONLY)
@@ -141,6 +145,13 @@ class ReportConfig:
     )
     # AdvKNN Table 3: training epochs of the LeNet-5 the adversarial sets transfer to
     transfer_epochs: int = 15
+    # the AdvKNN gap: FGSM / BIM budgets where FGSM through the CNN leaves room, CW's
+    # Adam steps per binary-search step, the +boundary head's AdvKNNAttack
+    # boundary_eps, and the smaller training sets it is also measured on (--full)
+    gap_eps: list[float] = field(default_factory=lambda: [0.1, 0.15])
+    cw_steps: int = 100
+    boundary_eps: float = 0.3
+    gap_train_sizes: list[int] = field(default_factory=list)
     batch_size: int = 256
     random_state: int = 0
     reuse: bool = True
@@ -174,6 +185,7 @@ class ReportConfig:
             "k_grid": [5, 25, 75],
             "detection_eps": [0.02, 0.1, 0.25],
             "transfer_epochs": 3,
+            "cw_steps": 10,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
@@ -181,7 +193,10 @@ class ReportConfig:
     @classmethod
     def full(cls, **overrides: Any) -> ReportConfig:
         """Every section at the papers' settings: the curves on every test image."""
-        settings: dict[str, Any] = {"sections": list(SECTIONS)}
+        settings: dict[str, Any] = {
+            "sections": list(SECTIONS),
+            "gap_train_sizes": [1000, 2000],
+        }
         settings.update({k: v for k, v in overrides.items() if v is not None})
         settings.setdefault("curve_size", settings.get("test_size", cls.test_size))
         return cls(**settings)
@@ -232,6 +247,7 @@ MODEL_SETTINGS = (
 #: Settings the DkNNB heads depend on (besides the model).
 HEAD_SETTINGS = ("attacked_layer", "lam", "head_epochs", "random_state")
 
-#: Settings the adversarial sets depend on (besides the heads, and eps, which is
-#: part of each set's file name).
-ATTACK_SETTINGS = ("step", "n_iter")
+#: Settings the adversarial sets depend on (besides the heads, the images and the
+#: iterations, which are checked apart, and eps, part of each set's file name);
+#: boundary_eps trains the advknn-gap section's +boundary head.
+ATTACK_SETTINGS = ("step", "n_iter", "boundary_eps")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from ..attacks import (
     AdvKNNAttack,
     BIMAttack,
+    CarliniWagnerL2Attack,
     FGSMAttack,
     load_adversarial,
     save_adversarial,
@@ -40,14 +42,17 @@ __all__ = [
     "THESIS_OOD",
     "Outputs",
     "adversarial_sets",
+    "attack_cell",
     "attack_table",
     "bim_iterations",
     "clean_table",
     "eps_curves",
+    "images_key",
     "load_set",
     "neighbor_agreement",
     "ood_table",
     "paper_dataset",
+    "set_path",
     "variant_table",
 ]
 
@@ -224,33 +229,55 @@ def _attack_factory(
     eps: float,
     n_iter: int,
 ) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
-    """A function computing the adversarial set ``name`` at ``eps``."""
+    """A function computing the adversarial set ``name`` at ``eps``.
+
+    ``name`` is ``<method>_<head>``: method ``fgsm``, ``bim`` or ``cw`` (``n_iter``
+    Adam steps per binary-search step; no eps), head ``origin`` (through the CNN)
+    or a key of ``heads`` (through that DkNNB).
+    """
     method, _, head = name.partition("_")
     step = min(config.step, eps)
     verbose = max(config.verbose - 1, 0)
     if head == "origin":
         module = models.dknn.module_
-        common: dict[str, Any] = {
-            "eps": eps,
-            "batch_size": config.batch_size,
-            "verbose": verbose,
-        }
+        common: dict[str, Any] = {"batch_size": config.batch_size, "verbose": verbose}
         if method == "fgsm":
-            attack: Any = FGSMAttack(module, **common)
+            attack: Any = FGSMAttack(module, eps=eps, **common)
+        elif method == "bim":
+            attack = BIMAttack(module, eps=eps, step=step, n_iter=n_iter, **common)
         else:
-            attack = BIMAttack(module, step=step, n_iter=n_iter, **common)
+            attack = CarliniWagnerL2Attack(module, n_iter=n_iter, **common)
         return lambda X: attack.fit(X).transform(X)
     trained = heads[head]
+    params: dict[str, Any] = {"method": method, "n_iter": n_iter}
+    if method != "cw":
+        params.update(eps=eps, step=step)
 
     def run(X: NDArray[np.float32]) -> NDArray[np.float32]:
         saved = trained.get_params(deep=False)
-        trained.set_params(method=method, eps=eps, step=step, n_iter=n_iter)
+        trained.set_params(**params)
         try:
             return trained.transform(X)
         finally:
             trained.set_params(**saved)
 
     return run
+
+
+def images_key(X: NDArray) -> str:
+    """Short hash of the images an adversarial set is made from (their count,
+    shape and pixels): a set is reused only for the very same images."""
+    digest = hashlib.sha256(repr((X.shape, X.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(X).data)
+    return digest.hexdigest()[:12]
+
+
+def set_path(cache: Path, name: str, eps: float, n_images: int) -> Path:
+    """File of the adversarial set ``name`` at ``eps`` of ``n_images`` images (CW
+    sets have no eps); runs on other images (``--curve-size``, ``--test-size``,
+    ``--full``) in the same output directory keep their own files."""
+    budget = "" if name.startswith("cw_") else f"_eps{eps:g}"
+    return cache / f"{name}{budget}_n{n_images}.npz"
 
 
 def adversarial_sets(
@@ -265,17 +292,24 @@ def adversarial_sets(
     cache: Path,
     desc: str,
 ) -> dict[str, tuple[NDArray[np.float32], float]]:
-    """Adversarial sets (and seconds each took), from ``cache`` when there."""
+    """Adversarial sets (and seconds each took), from ``cache`` when there.
+
+    A saved set is reused only under the same key: the heads (hence the model)
+    it comes from, the attack settings, this version, ``n_iter`` and the images
+    attacked (:func:`images_key`); its file name (:func:`set_path`) holds the
+    name, eps and the number of images.
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    # the heads (hence the model) they come from, the BIM settings, this version
     key = config.key(*ATTACK_SETTINGS, parent=heads_key(config, models))
+    images = images_key(X)
     out: dict[str, tuple[NDArray[np.float32], float]] = {}
     for name in tqdm(names, desc=desc, disable=config.verbose <= 0, leave=False):
-        path = cache / f"{name}_eps{eps:g}.npz"
+        path = set_path(cache, name, eps, len(X))
         saved = load_set(path) if config.reuse else None
         if (
             saved is not None
             and saved.metrics.get("key") == key
+            and saved.metrics.get("images") == images
             and saved.metrics.get("n_iter") == n_iter
             and saved.X_adv.shape == X.shape
         ):
@@ -287,7 +321,13 @@ def adversarial_sets(
         save_adversarial(
             path,
             X_adv,
-            metrics={"key": key, "seconds": seconds, "eps": eps, "n_iter": n_iter},
+            metrics={
+                "key": key,
+                "images": images,
+                "seconds": seconds,
+                "eps": eps,
+                "n_iter": n_iter,
+            },
         )
         out[name] = (X_adv, seconds)
     return out
@@ -337,9 +377,11 @@ def load_set(path: Path) -> Any:
         return None
 
 
-def _cell(
+def attack_cell(
     X: NDArray, X_adv: NDArray, y: NDArray, clean: Outputs, adv: Outputs, model: str
 ) -> dict[str, Any]:
+    """Accuracy, success rate, mean L2 of the successful examples and mean
+    credibility of ``model`` ("cnn", "knn", "dknn") on one adversarial set."""
     pred, cred = adv.model(model)
     clean_pred, _ = clean.model(model)
     success = pred != clean_pred
@@ -366,7 +408,9 @@ def attack_table(
                 X_adv, outputs = data.X_test, clean
             else:
                 X_adv, outputs = sets[column][0], adversarial[column]
-            row[column] = _cell(data.X_test, X_adv, data.y_test, clean, outputs, model)
+            row[column] = attack_cell(
+                data.X_test, X_adv, data.y_test, clean, outputs, model
+            )
             # Table 2 is MNIST's
             if model in PAPER_TABLE2 and paper_dataset(data) == "MNIST":
                 row[column]["paper_accuracy"] = PAPER_TABLE2[model][column] / 100

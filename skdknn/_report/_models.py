@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import clone
@@ -30,19 +30,22 @@ from ._render import write_atomic
 
 __all__ = [
     "Models",
+    "cached_attacks",
     "dknn_outputs",
     "fit_heads",
     "fit_models",
     "heads_key",
     "load_heads",
+    "model_references",
     "network_outputs",
+    "network_references",
     "report_backend",
     "run_record",
 ]
 
 MODEL_DIR = "model"
 RUN_FILE = "run.json"
-HEADS_FILE = "heads.joblib"
+HEADS_FILE = "heads.pkl"
 
 
 @dataclass
@@ -146,36 +149,39 @@ def fit_heads(
     config: ReportConfig, models: Models, data: Data, out: Path
 ) -> dict[str, AdvKNNAttack]:
     """The DkNNB of the attacked layer, trained without and with consistency
-    learning (cached in ``out/heads.joblib``)."""
-    key = heads_key(config, models)
-    path = out / HEADS_FILE
-    if config.reuse:
-        cached = load_heads(out, key)
-        if cached is not None:
-            return cached
-    heads = {}
-    variants = (("dknnb", False), ("dknnb_cl", True))
-    for name, consistency in tqdm(
-        variants, desc="DkNNB heads", disable=config.verbose <= 0
-    ):
-        attack = AdvKNNAttack(
-            FrozenEstimator(models.knn),
-            layer=config.attacked_layer,
-            method="fgsm",
-            eps=config.eps,
-            step=config.step,
-            n_iter=config.n_iter,
-            lam=config.lam,
-            consistency=consistency,
-            head_epochs=config.head_epochs,
-            batch_size=config.batch_size,
-            random_state=config.random_state,
-            verbose=max(config.verbose - 1, 0),
-        )
-        heads[name] = attack.fit(data.X_train)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump({"key": key, "heads": heads}, tmp)
-    os.replace(tmp, path)
+    learning (cached in ``out/heads.pkl`` without the network they attack:
+    :func:`cached_attacks`)."""
+
+    def compute() -> dict[str, AdvKNNAttack]:
+        heads = {}
+        variants = (("dknnb", False), ("dknnb_cl", True))
+        for name, consistency in tqdm(
+            variants, desc="DkNNB heads", disable=config.verbose <= 0
+        ):
+            attack = AdvKNNAttack(
+                FrozenEstimator(models.knn),
+                layer=config.attacked_layer,
+                method="fgsm",
+                eps=config.eps,
+                step=config.step,
+                n_iter=config.n_iter,
+                lam=config.lam,
+                consistency=consistency,
+                head_epochs=config.head_epochs,
+                batch_size=config.batch_size,
+                random_state=config.random_state,
+                verbose=max(config.verbose - 1, 0),
+            )
+            heads[name] = attack.fit(data.X_train)
+        return heads
+
+    heads, _ = cached_attacks(
+        out / HEADS_FILE,
+        heads_key(config, models),
+        compute,
+        network_references(models.dknn),
+        config.reuse,
+    )
     return heads
 
 
@@ -186,18 +192,98 @@ def heads_key(config: ReportConfig, models: Models | str) -> str:
     return config.key(*HEAD_SETTINGS, parent=model_id)
 
 
-def load_heads(out: Path, key: str) -> dict[str, AdvKNNAttack] | None:
+def load_heads(
+    out: Path, key: str, dknn: DeepKNNClassifier
+) -> dict[str, AdvKNNAttack] | None:
     """The DkNNB heads saved in ``out`` under ``key`` (``"dknnb"``: cross-entropy
-    only, ``"dknnb_cl"``: with consistency learning); None when missing, saved
-    under another key, or damaged (a damaged file is reported, then retrained)."""
+    only, ``"dknnb_cl"``: with consistency learning), attacking the network of
+    ``dknn`` (the saved model); None when missing, saved under another key, or
+    damaged (a damaged file is reported, then retrained)."""
     path = out / HEADS_FILE
     if not path.is_file():
         return None
+    saved = _load_shared(path, key, network_references(dknn))
+    return None if saved is None else dict(saved)
+
+
+# -- attacks saved without the models they attack ----------------------------------
+class _SharedPickler(pickle.Pickler):
+    """Pickles every object of ``shared`` as a reference to its name."""
+
+    def __init__(self, file: Any, shared: dict[str, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = {id(obj): name for name, obj in shared.items()}
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._names.get(id(obj))
+
+
+class _SharedUnpickler(pickle.Unpickler):
+    """Resolves the references of :class:`_SharedPickler` to ``shared``."""
+
+    def __init__(self, file: Any, shared: dict[str, Any]) -> None:
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid not in self._shared:
+            raise pickle.UnpicklingError(f"unknown reference to a model: {pid!r}")
+        return self._shared[pid]
+
+
+def model_references(models: Models) -> dict[str, Any]:
+    """The report's models and their network, which attacks refer to."""
+    return {
+        "dknn": models.dknn,
+        "knn": models.knn,
+        "knn.net": models.knn.net_,
+        **network_references(models.dknn),
+    }
+
+
+def network_references(dknn: DeepKNNClassifier) -> dict[str, Any]:
+    """The network of ``dknn`` (shared by the report's kNN), which attacks refer to."""
+    return {"net": dknn.net_, "module": dknn.module_}
+
+
+def _load_shared(path: Path, key: str, shared: dict[str, Any]) -> Any:
+    """What :func:`cached_attacks` saved in ``path`` under ``key``, or None."""
     try:
-        cached = joblib.load(path)
-        if cached.get("key") == key:
-            # each attack holds its own pickled copy of the (identical) kNN
-            return dict(cached["heads"])
-    except Exception as error:  # a damaged cache is rebuilt
+        with path.open("rb") as file:
+            saved = _SharedUnpickler(file, shared).load()
+        if saved.get("key") == key:
+            return saved["attacks"]
+    except Exception as error:  # a damaged cache is rebuilt, never trusted
         print(f"Saved heads in {path} not usable ({error!r}); training again.")
     return None
+
+
+def cached_attacks(
+    path: Path,
+    key: str,
+    compute: Any,
+    shared: dict[str, Any],
+    reuse: bool = True,
+) -> tuple[dict[str, AdvKNNAttack], bool]:
+    """``compute()`` (fitted attacks by name), or the attacks saved under ``key``.
+
+    Saved in ``path`` without the models they attack: the objects of ``shared``
+    (:func:`model_references`: the DkNN, the kNN and their network, or
+    :func:`network_references`) are written as references to their names and
+    resolved to the same names' objects when loaded (``key`` must therefore
+    depend on the model, e.g. its ``model_id``), so that the file holds the
+    heads' own state (a DkNN pickled with each head is hundreds of MB). A
+    missing, damaged or differently keyed file is recomputed (a damaged one is
+    reported). Returns the attacks and whether they were loaded.
+    """
+    if reuse and path.is_file():
+        saved = _load_shared(path, key, shared)
+        if saved is not None:
+            return dict(saved), True
+    attacks = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as file:
+        _SharedPickler(file, shared).dump({"key": key, "attacks": attacks})
+    os.replace(tmp, path)
+    return attacks, False

@@ -34,6 +34,7 @@ from ._experiments import (
     paper_dataset,
     variant_table,
 )
+from ._gap import gap_figure, gap_page, gap_section, gap_summary
 from ._models import fit_heads, fit_models
 from ._render import Page, num, pct, write_atomic
 from ._sections import (
@@ -177,6 +178,10 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         with steps("the DkNNB head on each layer, MeanAttack (AdvKNN Fig. 4)"):
             results["layer_ablation"] = layers_section(config, models, heads, data, out)
             _figures.layers(writer, results["layer_ablation"])
+    if "advknn-gap" in sections:
+        with steps("the AdvKNN gap where FGSM leaves room"):
+            results["advknn_gap"] = gap_section(config, models, heads, data, out)
+            gap_figure(writer, results["advknn_gap"])
     if "thesis-fgsm" in sections:
         with steps("FGSM at the thesis's eps grid (Topolewski Figs. 4.3-4.5)"):
             results["thesis_fgsm"] = thesis_section(config, models, heads, data, out)
@@ -503,6 +508,7 @@ _SECTION_PAGES = {
     "k-sweep": section_pages.k_sweep,
     "detection": section_pages.detection,
     "layers": section_pages.layers,
+    "advknn-gap": gap_page,
     "thesis-fgsm": section_pages.thesis,
     "backends": thesis_pages.backends_page,
     "bn-cnn": thesis_pages.nets_page,
@@ -535,6 +541,7 @@ def page_summary(results: dict[str, Any]) -> str:
             )
     lines += section_pages.summary(results)
     lines += thesis_pages.summary(results)
+    lines += gap_summary(results)
     return "\n".join(lines)
 
 

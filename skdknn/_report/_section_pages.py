@@ -25,6 +25,7 @@ FIGURES = {
     "k-sweep": ("attack_success_vs_k",),
     "detection": ("detection_credibility",),
     "layers": ("layers_ablation",),
+    "advknn-gap": ("advknn_gap_train_sizes",),
     "ood": ("out_of_distribution", "ood_reliability"),
     "thesis-fgsm": (
         "thesis_accuracy_vs_eps",

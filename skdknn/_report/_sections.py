@@ -31,8 +31,21 @@ from ..metrics import (
 )
 from ._config import ATTACK_SETTINGS, HEAD_SETTINGS, ReportConfig
 from ._data import Data
-from ._experiments import Outputs, curve_iterations, curve_sets, load_set
-from ._models import Models, dknn_outputs, fit_models, heads_key
+from ._experiments import (
+    Outputs,
+    curve_iterations,
+    curve_sets,
+    images_key,
+    load_set,
+)
+from ._models import (
+    Models,
+    cached_attacks,
+    dknn_outputs,
+    fit_models,
+    heads_key,
+    model_references,
+)
 
 __all__ = [
     "PAPER_DETECTION",
@@ -306,7 +319,8 @@ def layer_heads(
     out: Path,
 ) -> dict[str, AdvKNNAttack]:
     """A DkNNB+CL head on each DkNN layer (the attacked layer's is the report's),
-    trained once and saved in ``out/layer_heads.joblib``."""
+    trained once and saved in ``out/sections/layer_heads.pkl`` (the heads only,
+    without the DkNN they imitate: :func:`cached_attacks`)."""
     layers = [layer for layer in models.dknn.layers_ if layer != config.attacked_layer]
     key = config.key(*HEAD_SETTINGS, parent=models.model_id)
 
@@ -325,7 +339,10 @@ def layer_heads(
             trained[layer] = attack.fit(data.X_train)
         return trained
 
-    trained, _ = cached_result(out, "layer_heads", key, compute, config.reuse)
+    path = out / SECTION_DIR / "layer_heads.pkl"
+    trained, _ = cached_attacks(
+        path, key, compute, model_references(models), config.reuse
+    )
     by_layer = dict(trained)
     by_layer[str(config.attacked_layer)] = heads["dknnb_cl"]
     return {layer: by_layer[layer] for layer in models.dknn.layers_}
@@ -409,13 +426,16 @@ def _mean_attack(
     X: NDArray[np.float32],
     out: Path,
 ) -> NDArray[np.float32]:
-    """MeanAttack on the DkNN, saved in ``out/adversarial/curves/mean_attack.npz``."""
-    path = out / "adversarial" / "curves" / "mean_attack.npz"
+    """MeanAttack on the DkNN, saved in
+    ``out/adversarial/curves/mean_attack_n<images>.npz``."""
+    path = out / "adversarial" / "curves" / f"mean_attack_n{len(X)}.npz"
     key = config.key(parent=models.model_id)
+    images = images_key(X)
     saved = load_set(path) if config.reuse else None
     if (
         saved is not None
         and saved.metrics.get("key") == key
+        and saved.metrics.get("images") == images
         and saved.X_adv.shape == X.shape
     ):
         return np.asarray(saved.X_adv, dtype=np.float32)
@@ -423,7 +443,7 @@ def _mean_attack(
     attack = MeanAttack(models.dknn).fit(data.X_train, data.y_train)
     X_adv = attack.transform(X)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_adversarial(path, X_adv, metrics={"key": key})
+    save_adversarial(path, X_adv, metrics={"key": key, "images": images})
     return X_adv
 
 
