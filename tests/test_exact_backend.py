@@ -125,9 +125,9 @@ def test_blocking_does_not_change_results(metric):
     one_row = ExactBackend(n_neighbors=7, metric=metric, working_memory=1e-9).fit(X)
     ten_rows = ExactBackend(n_neighbors=7, metric=metric, working_memory=10 * row_mb)
     ten_rows.fit(X)
-    assert one_row._block_rows() == 1
-    assert ten_rows._block_rows() == 10
-    assert default._block_rows() >= 103
+    assert one_row._block_rows(256) == 1
+    assert ten_rows._block_rows(256) == 10
+    assert default._block_rows(256) >= 103
     for query in (Q, None):
         d0, i0 = default.kneighbors(query)
         for other in (one_row, ten_rows):

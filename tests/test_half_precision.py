@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sklearn
+import torch
 from _helpers import tiny
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import InvalidParameterError
@@ -140,3 +141,30 @@ def test_float16_index_saves_and_loads(tmp_path, mmap):
 @parametrize_with_checks([ExactBackend(storage_dtype="float16")])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("working_memory", [0.0001, 0.01, 0.05])
+def test_float16_tiles_use_a_quarter_of_the_budget(monkeypatch, working_memory):
+    """The stored rows are converted to float32 a tile at a time: as many rows
+    as a quarter of ``working_memory`` holds (at least one), no more and no
+    fewer (a wrong tile size gives the same answer, only the memory differs)."""
+    rng = np.random.default_rng(0)
+    n, d = 700, 40
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    tiles = []
+    real = torch.addmm
+
+    def spy(bias, query, tile_t, **kwargs):
+        tiles.append(tile_t.shape[1])  # tile_t is the tile transposed
+        return real(bias, query, tile_t, **kwargs)
+
+    backend = ExactBackend(3, storage_dtype="float16", working_memory=working_memory)
+    backend.fit(X)
+    monkeypatch.setattr(torch, "addmm", spy)
+    backend.kneighbors(X[:5])
+    budget = working_memory * 2**20
+    # 16 rows at 0.01 MiB, 81 at 0.05; at 0.0001 MiB not one row fits: one
+    expected = max(1, int(budget / 4 // (4 * d)))
+    assert tiles[0] == min(n, expected)
+    # every pass over the index (one per block of queries) covers all n rows
+    assert max(tiles) == tiles[0] and sum(tiles) % n == 0

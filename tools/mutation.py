@@ -169,7 +169,8 @@ MODULES: dict[str, Module] = {
     ),
     "exact": Module(
         ["skdknn/neighbors/_exact.py"],
-        ["tests/test_exact_backend.py"],
+        # float16 storage: the classifier's streamed fit and the tile budget
+        ["tests/test_exact_backend.py", "tests/test_half_precision.py"],
         ["skdknn.neighbors._exact.*"],
     ),
 }
@@ -310,6 +311,23 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "backend; unordered and documented so before)",
         )
         for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
+    ),
+    (
+        f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_tile_rows__*",
+        "int(self._budget_bytes() / 4 / (4 * n_features))",
+        "int() of a positive quotient floors it as // does",
+    ),
+    (
+        "skdknn.neighbors._exact.x__pair_sq_dist__*",
+        "torch.empty(fit_rows.shape[0], dtype=None)",
+        "torch.empty's default dtype is float32 (torch's default, never changed "
+        "by skdknn)",
+    ),
+    (
+        "skdknn.neighbors._exact.x__pair_sq_dist__*",
+        "torch.empty(fit_rows.shape[0], )",
+        "torch.empty's default dtype is float32 (torch's default, never changed "
+        "by skdknn)",
     ),
     (
         "skdknn.neighbors._exact.x__exact_row__*",

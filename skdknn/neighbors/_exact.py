@@ -221,8 +221,10 @@ class ExactBackend(NeighborsBackend):
             budget_mb = get_config()["working_memory"]
         return float(budget_mb) * 2**20
 
-    def _block_rows(self) -> int:
-        bytes_per_row = 4 * self.n_samples_fit_
+    def _block_rows(self, n_index: int) -> int:
+        """Queries per block: a block of scores against ``n_index`` rows fits in
+        the budget."""
+        bytes_per_row = 4 * n_index
         return max(1, int(self._budget_bytes() // bytes_per_row))
 
     def _tile_rows(self, n_rows: int, n_features: int) -> int:
@@ -263,9 +265,10 @@ class ExactBackend(NeighborsBackend):
         indices = np.empty((n_queries, n_neighbors), dtype=np.int64)
         fit_t = read_tensor(self._fit_X)
         sq_norms = read_tensor(self._sq_norms)
-        rows = min(self._block_rows(), max(n_queries, 1))
-        scores = torch.empty((rows, self.n_samples_fit_), dtype=torch.float32)
-        k_plus = min(n_neighbors + 1, self.n_samples_fit_)
+        n_index = fit_t.shape[0]
+        rows = min(self._block_rows(n_index), max(n_queries, 1))
+        scores = torch.empty((rows, n_index), dtype=torch.float32)
+        k_plus = min(n_neighbors + 1, n_index)
         with torch.inference_mode(), torch_threads(self.n_jobs):
             for start in range(0, n_queries, rows):
                 # queries in float32 (the stored rows of a float16 index, for
@@ -442,7 +445,6 @@ def exact_search(
     The fallback of the approximate backends for the few queries their engine
     answers with fewer than ``n_neighbors`` points.
     """
-    engine = ExactBackend(n_neighbors)
-    engine.n_samples_fit_ = data.shape[0]
+    engine = ExactBackend()  # its search is given n_neighbors
     engine._build(data)
     return engine._search(X, n_neighbors)
