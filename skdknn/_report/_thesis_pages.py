@@ -27,6 +27,18 @@ FIGURES = {
 }
 
 
+def _thesis_cells(
+    eps: list[float], at: float, clean: float | None, value: float | None
+) -> list[str]:
+    """A row of the thesis's numbers under the columns ``eps``: its clean number
+    and, under ``at``, its (approximate) one; "-" elsewhere."""
+    cells = ["-"] * len(eps)
+    cells[0] = pct(clean)
+    if at in eps:
+        cells[eps.index(at)] = f"~{pct(value)}"
+    return cells
+
+
 # -- Fig. 4.7: the backends ------------------------------------------------------------
 def backends_page(
     page: Page, config: ReportConfig, data: Data, results: dict[str, Any]
@@ -48,12 +60,9 @@ def backends_page(
                 *(pct(a) for a in row["accuracy"]),
             ]
         )
-    at = eps.index(thesis["eps"]) if thesis["eps"] in eps else None
     for name, title in (("lsh", "FALCONN LSH"), ("pynndescent", "PyNNDescent")):
-        cells = ["-"] * len(eps)
-        cells[0] = pct(thesis[name]["clean"])
-        if at is not None:
-            cells[at] = f"~{pct(thesis[name]['at_eps'])}"
+        ref = thesis[name]
+        cells = _thesis_cells(eps, thesis["eps"], ref["clean"], ref["at_eps"])
         rows.append([f"{title}, thesis", "-", "-", "-", *cells])
     page.table(
         [
@@ -114,16 +123,12 @@ def nets_page(
                 *(num(row["mean_credibility"]) for row in part["rows"]),
             ]
         )
-    at = eps.index(thesis["eps"]) if thesis["eps"] in eps else None
     for net in nets:
         ref = thesis.get(net)
         if ref is None:
             continue
         for model, key in (("CNN", "cnn"), ("DkNN", "dknn")):
-            cells = ["-"] * len(eps)
-            cells[0] = pct(ref[f"{key}_clean"])
-            if at is not None:
-                cells[at] = f"~{pct(ref[key])}"
+            cells = _thesis_cells(eps, thesis["eps"], ref[f"{key}_clean"], ref[key])
             rows.append([f"{NET_TITLES[net]}: {model}, thesis", *cells])
     page.table(
         ["net: model", *("clean" if e == 0 else f"eps={e:g}" for e in eps)], rows
