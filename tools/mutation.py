@@ -297,8 +297,8 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     *(
         (_REFINE, text, "zip of two sequences that always have the same length")
         for text in (
-            "within[crowded_part], strict=None)",
-            "within[crowded_part], strict=False)",
+            "within[crowded_part], strict=None",
+            "within[crowded_part], strict=False",
             "within[crowded_part], )",
         )
     ),
@@ -310,7 +310,66 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "search orders ties itself afterwards (by index since the sharded "
             "backend; unordered and documented so before)",
         )
-        for text in ("stable=None", "stable=False", ".sum(dim=1), )", "dim=1, )")
+        for text in (
+            "stable=None",
+            "stable=False",
+            ".sum(dim=1), )",
+            "dim=1, )",
+            "torch.sort(dist, )",
+        )
+    ),
+    (
+        _REFINE,
+        "within = scores[part] <= (values[part, -2] + tol)",
+        "the search selects k + 1 points (the extra one shows ties at the k-th "
+        "place): a window up to the k-th instead of the (k + 1)-th score only "
+        "changes which of the two exact paths re-ranks a crowded row; both give the "
+        "k nearest, and a tie at the k-th place is then settled by _exact_row",
+    ),
+    (
+        _REFINE,
+        "near = (dist <= 1e-2 *",
+        "as for the suspect pairs: a pair exactly on the threshold is recomputed "
+        "exactly, the same distance up to float32 rounding",
+    ),
+    (
+        _REFINE,
+        "near = (dist < 1.01 *",
+        "as for the suspect pairs: a larger threshold only recomputes more pairs "
+        "exactly (slower, same result)",
+    ),
+    (
+        _REFINE,
+        "for start in range(0, rows.numel(), )",
+        "one crowded row per group instead of many: less memory, the same rows "
+        "compared the same way",
+    ),
+    *(
+        (
+            pattern,
+            text,
+            "memory only: the rows gathered (or compared) per step of a 64 MiB "
+            "budget; every row is still computed the same way. Not checked by a "
+            "test (the index's own tiles are: test_float16_tiles_use_a_quarter_of_"
+            "the_budget)",
+        )
+        for pattern, text in (
+            ("skdknn.neighbors._exact.x__pair_sq_dist__*", "step = max(2, _GATHER"),
+            ("skdknn.neighbors._exact.x__pair_sq_dist__*", "// (5 * max(1, fit_t"),
+            ("skdknn.neighbors._exact.x__pair_sq_dist__*", "(4 * max(2, fit_t"),
+            (_REFINE, "step = max(2, _GATHER_BYTES"),
+            (_REFINE, "_GATHER_BYTES // (5 * scores"),
+        )
+    ),
+    (
+        f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_block_rows__*",
+        "int(self._budget_bytes() / bytes_per_row)",
+        "int() of a positive quotient floors it as // does",
+    ),
+    (
+        f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_scores__*",
+        "torch.addmm(sq_norms, query, fit_t.T, alpha=-2, out=out)",
+        "beta=1 is addmm's default",
     ),
     (
         f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_tile_rows__*",
