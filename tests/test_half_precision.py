@@ -103,10 +103,18 @@ def test_bad_storage_dtype_is_refused_at_fit(bad):
 def test_values_beyond_float16_range_are_refused():
     X, _ = _relu_data(n=20, d=4)
     X[3, 2] = 1e6
-    with pytest.raises(ValueError, match="largest value is 65504"):
+    message = (
+        r"ExactBackend\(storage_dtype='float16'\) cannot store rows holding a "
+        r"magnitude of 1e\+06: float16's largest value is 65504.*cosine"
+    )
+    with pytest.raises(ValueError, match=message):
         ExactBackend(storage_dtype="float16").fit(X)
     # in float32 they are fine
     ExactBackend(storage_dtype="float32").fit(X)
+    # float16's largest value itself is stored exactly, negative too
+    X[3, 2] = -65504.0
+    half = ExactBackend(storage_dtype="float16").fit(X)
+    assert half._fit_X[3, 2] == -65504.0
 
 
 def test_float16_index_inside_a_projection():

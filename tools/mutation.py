@@ -361,6 +361,60 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             (_REFINE, "_GATHER_BYTES // (5 * scores"),
         )
     ),
+    *(
+        (
+            f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_to_storage__*",
+            text,
+            "the rows are validated non-empty before they are stored, and their "
+            "largest magnitude is at least 0: an initial value of 1 (below "
+            "float16's 65504) or none changes nothing",
+        )
+        for text in ("max(initial=None)", "max(initial=1.0)")
+    ),
+    *(
+        (
+            f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_storage__*",
+            text,
+            "typing.cast does nothing at run time",
+        )
+        for text in (
+            "cast(None, dtype)",
+            "cast(type[np.floating], None)",
+            "cast(dtype)",
+            "cast(type[np.floating], )",
+        )
+    ),
+    *(
+        (
+            f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_search__*",
+            text,
+            reason,
+        )
+        for text, reason in (
+            (
+                "indices = np.empty((n_queries, n_neighbors), dtype=None)",
+                "float64 holds every index exactly; the result is cast to intp",
+            ),
+            (
+                "indices = np.empty((n_queries, n_neighbors), )",
+                "float64 holds every index exactly; the result is cast to intp",
+            ),
+            (
+                "dtype=torch.float32), dtype=None)",
+                "torch.empty's default dtype is float32",
+            ),
+            ("max(n_queries, 2)", "a block with one row to spare, never used"),
+            (
+                "k_plus = min(n_neighbors + 2,",
+                "one more point selected than needed to see ties at the k-th "
+                "place: slower, the same answer",
+            ),
+            (
+                "torch.topk(block, k_plus, largest=False)",
+                "topk's default dim -1 is dim 1 of the 2-D block",
+            ),
+        )
+    ),
     (
         f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_block_rows__*",
         "int(self._budget_bytes() / bytes_per_row)",
