@@ -400,7 +400,11 @@ EQUIVALENT: list[tuple[str, str, str]] = [
                 "float64 holds every index exactly; the result is cast to intp",
             ),
             (
-                "dtype=torch.float32), dtype=None)",
+                "torch.empty((rows, n_index), dtype=None)",
+                "torch.empty's default dtype is float32",
+            ),
+            (
+                "torch.empty((rows, n_index), )",
                 "torch.empty's default dtype is float32",
             ),
             ("max(n_queries, 2)", "a block with one row to spare, never used"),
