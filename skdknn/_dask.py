@@ -54,6 +54,10 @@ def check_dask_rows(X: Any, *, min_ndim: int, max_ndim: int, owner: str) -> Any:
             f"{owner} expected a dask array of images (n_samples, channels, height, "
             f"width) or flat rows (n_samples, n_features); got shape {X.shape}."
         )
+    if np.issubdtype(X.dtype, np.complexfloating):
+        # numpy input gets scikit-learn's refusal; a cast would drop the
+        # imaginary part with only a warning logged on a worker
+        raise ValueError(f"Complex data not supported; {owner} got dtype {X.dtype}.")
     if not (np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)):
         raise TypeError(
             f"{owner} expected a dask array of numeric values; got dtype {X.dtype}."
@@ -64,11 +68,24 @@ def check_dask_rows(X: Any, *, min_ndim: int, max_ndim: int, owner: str) -> Any:
 
 
 def active_client() -> Any:
-    """The active ``distributed`` client, or None (absent, or no client)."""
+    """The active ``distributed`` client, or None (absent, no client, or inside a
+    task running on a worker).
+
+    A task on a worker (e.g. a fit of ``GridSearchCV`` under joblib's ``dask``
+    backend) that submitted tasks to its own cluster and waited for them would
+    hold the worker thread they need: with one thread per worker it waited
+    forever. There, models run locally, in the task's process.
+    """
     if "distributed" not in sys.modules:  # no client can exist yet
         return None
-    from distributed import default_client
+    from distributed import default_client, get_worker
 
+    try:
+        get_worker()
+    except ValueError:
+        pass  # not in a task on a worker
+    else:
+        return None
     try:
         return default_client()
     except ValueError:

@@ -90,6 +90,8 @@ class ActivationSource:
         """Consecutive chunks of at most ``chunk_rows`` rows, in stream order,
         from position ``start``. ``None`` sizes chunks by ``working_memory``.
         """
+        if start >= self.n_rows:
+            return  # nothing left (e.g. the first forward batch held every row)
         if self.arrays is not None:
             if chunk_rows is None:
                 chunk_rows = _chunk_rows(self, self.widths())
@@ -284,7 +286,11 @@ def query_indexes(
     widths = source.widths() if None in known else [int(w or 0) for w in known]
     per_row = (12 if return_distance else 8) * n_neighbors * len(backends)
     chunk_rows = _chunk_rows(source, widths, per_row)
-    parallel = Parallel(n_jobs=n_jobs, prefer="threads")
+    # threads of this process, whatever joblib backend is active: under
+    # parallel_backend("dask") the layers' searches were sent to the cluster as
+    # tasks (with their activations), and a ShardedBackend's search in such a
+    # task waited for its own cluster forever
+    parallel = Parallel(n_jobs=n_jobs, backend="threading")
     for start, stop, chunk in source.chunks(chunk_rows):
         results = parallel(
             delayed(backend.kneighbors)(acts, n_neighbors, return_distance)

@@ -22,6 +22,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 
 from skdknn import DeepKNNClassifier, FGSMAttack
+from skdknn._dask import active_client
 from skdknn.exceptions import ShardLostError
 from skdknn.neighbors import (
     AnnoyBackend,
@@ -88,15 +89,15 @@ def _images(n=300, seed=0):
 def _image_dknn(**params):
     from skdknn.nets import MLP
 
-    return DeepKNNClassifier(
+    defaults = dict(
         net=MLP,
         n_neighbors=6,
         calibration_size=45,
         max_epochs=2,
         batch_size=48,
         random_state=0,
-        **params,
     )
+    return DeepKNNClassifier(**{**defaults, **params})
 
 
 def _assert_same_model(dask_model, numpy_model):
@@ -393,6 +394,63 @@ def test_grid_search_on_the_dask_backend_equals_local(client, dknn):
     for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
         np.testing.assert_array_equal(remote.cv_results_[key], local.cv_results_[key])
     assert remote.best_params_ == local.best_params_
+
+
+def test_grid_search_of_sharded_backends_on_the_dask_backend(client, dknn):
+    # each candidate's fit runs in a task on a worker; its ShardedBackend used
+    # to submit its shards to the same cluster and wait for them while holding
+    # the worker's only thread: the search hung forever (timeout=None)
+    clf, X, y = dknn
+    prefit = _with_backend(clf, ShardedBackend(n_shards=2, timeout=TIMEOUT))
+    grid = {"n_neighbors": [3, 9]}
+    local = GridSearchCV(_with_backend(clf, "exact"), grid, cv=2).fit(X, y)
+    with joblib.parallel_backend("dask"):
+        remote = GridSearchCV(prefit, grid, cv=2, n_jobs=-1).fit(X, y)
+    np.testing.assert_array_equal(
+        remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
+    # inside a task on a worker there is no client to submit to
+    assert client.submit(active_client, pure=False).result(TIMEOUT) is None
+    assert active_client() is client
+
+
+def test_failed_dask_refit_keeps_the_fitted_model(client):
+    X, Q = _data(seed=4)
+    sharded = ShardedBackend("exact", 2, n_neighbors=3, timeout=TIMEOUT).fit(X)
+    before = sharded.kneighbors(Q)
+    bad = np.array(X[:, :5])
+    bad[7, 1] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        sharded.fit(da.from_array(bad, chunks=100))
+    # the old model answers as before (it raised ShardLostError, or expected 5
+    # features, after the failed refit)
+    assert sharded.n_features_in_ == X.shape[1]
+    _assert_same(sharded.kneighbors(Q), before)
+
+
+def test_complex_and_unknown_width_dask_arrays_are_refused(client, dknn):
+    X, _ = _data(seed=5)
+    complex_rows = da.from_array(X + 1j, chunks=300)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        ShardedBackend("exact", 2, timeout=TIMEOUT).fit(complex_rows)
+    clf, X_images, _ = dknn
+    images = da.from_array(X_images[:20] + 5j, chunks=10)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        clf.predict(images)
+    unknown = da.from_array(X, chunks=300)
+    unknown._chunks = ((300, 300, 300, 229), (np.nan,))
+    with pytest.raises(ValueError, match="known chunk sizes"):
+        ShardedBackend("exact", 2, timeout=TIMEOUT).fit(unknown)
+
+
+def test_fit_on_a_dask_array_whose_index_rows_fit_one_batch():
+    # the first forward batch held every indexed row: streaming "the rest" from
+    # the end cut the dask array into an empty chunk tuple and crashed
+    X, y = _images()
+    X_dask = da.from_array(X, chunks=(100, 1, 8, 8))
+    params = dict(batch_size=len(X))
+    model = _image_dknn(**params).fit(X_dask, y)
+    _assert_same_model(model, _image_dknn(**params).fit(X, y))
 
 
 def test_closed_client_is_named_in_the_error(client):

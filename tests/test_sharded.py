@@ -333,3 +333,26 @@ def test_random_state_seeds_each_shard_engine() -> None:
     assert [s.backend.random_state for s in fits[0]._shards] == seeds.tolist()
     kept = ShardedBackend(AnnoyBackend(random_state=5), 3, random_state=0).fit(X)
     assert [s.backend.random_state for s in kept._shards] == [5, 5, 5]
+
+
+@pytest.mark.parametrize(
+    "inner, match",
+    [
+        (ProjectedBackend("exact", n_components=2), "Project first, then shard"),
+        ("pca2+exact", "Project first, then shard"),
+        (ShardedBackend(n_shards=2), "cannot shard a ShardedBackend"),
+    ],
+)
+def test_projected_or_sharded_inner_backends_are_refused(inner, match):
+    # each shard fitted its own projection (with its own seed): the merge then
+    # compared distances from different spaces, rows 0.9 away came out at 0.01
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        ShardedBackend(inner, n_shards=2, n_neighbors=3).fit(X)
+    # the other nesting is right: project once, then shard the projected rows
+    outer = ProjectedBackend(ShardedBackend(n_shards=2), n_components=2, n_neighbors=3)
+    alone = ProjectedBackend("exact", n_components=2, n_neighbors=3)
+    for left, right in zip(
+        outer.fit(X).kneighbors(X), alone.fit(X).kneighbors(X), strict=True
+    ):
+        np.testing.assert_array_equal(left, right)

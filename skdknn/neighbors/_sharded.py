@@ -21,6 +21,7 @@ from .._dask import active_client
 from ..exceptions import ShardLostError
 from ._base import NeighborsBackend, n_threads
 from ._exact import sort_by_distance_then_index
+from ._projected import ProjectedBackend
 from ._registry import make_inner_backend, seed_backend
 
 __all__ = ["ShardedBackend", "fit_on_dask_arrays", "merge_kneighbors", "shard_bounds"]
@@ -216,10 +217,13 @@ class ShardedBackend(NeighborsBackend):
     backend : str or NeighborsBackend, default="exact"
         Engine of each shard: a name from :data:`skdknn.neighbors.BACKENDS` or a
         backend instance (cloned per shard; its parameters are reachable as
-        ``backend__<name>``). Its ``n_neighbors`` is set from this backend's and
-        its metric to ``euclidean`` (the metric is applied before sharding); an
-        inner metric other than ``euclidean`` and this backend's raises a
-        ``ValueError`` at fit.
+        ``backend__<name>`` when it is an instance). Not a ``ProjectedBackend``
+        (each shard would fit its own projection: wrap the other way,
+        ``ProjectedBackend(ShardedBackend(...))``) nor a ``ShardedBackend``;
+        both raise a ``ValueError`` at fit. Its ``n_neighbors`` is set from this
+        backend's and its metric to ``euclidean`` (the metric is applied before
+        sharding); an inner metric other than ``euclidean`` and this backend's
+        raises a ``ValueError`` at fit.
     n_shards : int, default=None
         Number of shards. ``None``: one per worker of the client (at most one per
         indexed point), or one without a client. At most the number of indexed
@@ -244,9 +248,10 @@ class ShardedBackend(NeighborsBackend):
         On a cluster, each worker's threads do.
     random_state : int, RandomState instance or None, default=None
         Seeds the shards' engines whose own ``random_state`` is None (Annoy,
-        LSH, pynndescent, a random projection): shard ``i`` gets the ``i``-th
-        seed drawn from it, so the same ``random_state`` builds the same shards.
-        ``None`` leaves them unseeded. An ``ExactBackend`` draws nothing.
+        LSH, pynndescent, faiss's k-means): shard ``i`` gets the ``i``-th seed
+        drawn from it, so the same integer builds the same shards. ``None``
+        draws the seeds from numpy's global generator (another index at each
+        fit). An ``ExactBackend`` draws nothing.
 
     Attributes
     ----------
@@ -397,10 +402,25 @@ class ShardedBackend(NeighborsBackend):
 
     def _inner_backends(self, n: int) -> list[Any]:
         """The unfitted engines of ``n`` shards, the i-th seeded with the i-th
-        seed drawn from ``random_state`` (when theirs is None)."""
-        rng = self.random_state
-        if rng is not None:
-            rng = check_random_state(rng)  # one stream for all the shards
+        seed drawn from ``random_state`` (when theirs is None). With
+        ``random_state=None`` the seeds come from numpy's global generator: a
+        different index at each fit, but each shard's task names its seed, so a
+        shard the scheduler rebuilds (a lost worker) is the same index."""
+        inner = self._inner()
+        if isinstance(inner, ShardedBackend):
+            raise ValueError(
+                "A ShardedBackend cannot shard a ShardedBackend: its shards would "
+                "wait for workers that the outer shards occupy. Use one "
+                "ShardedBackend with more shards (n_shards)."
+            )
+        if isinstance(inner, ProjectedBackend):
+            raise ValueError(
+                "A ShardedBackend cannot shard a ProjectedBackend: each shard would "
+                "fit its own projection, and distances measured in different "
+                "projections cannot be merged. Project first, then shard: "
+                "ProjectedBackend(ShardedBackend(...), n_components=...)."
+            )
+        rng = check_random_state(self.random_state)  # one stream for all shards
         return [seed_backend(self._inner(), rng) for _ in range(n)]
 
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
@@ -475,7 +495,15 @@ class ShardedBackend(NeighborsBackend):
                 "(pass client= or create one); compute the array first to fit "
                 "locally."
             )
-        self._submit_fits(client, client.compute(self._dask_blocks(X, client)))
+        # a failed fit (e.g. non-finite rows found on a worker) leaves the model
+        # as it was, as a failed fit on an array in memory does
+        fitted = dict(self.__dict__)
+        try:
+            self._submit_fits(client, client.compute(self._dask_blocks(X, client)))
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(fitted)
+            raise
         return self
 
     def _dask_blocks(self, X: Any, client: Any) -> list[Any]:
@@ -485,10 +513,15 @@ class ShardedBackend(NeighborsBackend):
 
         self._validate_params()
         X = da.asarray(X)
-        if X.ndim != 2 or np.isnan(X.shape[0]):
+        if X.ndim != 2 or any(np.isnan(size) for size in X.shape):
             raise ValueError(
                 "Expected a 2-dimensional dask array with known chunk sizes; got "
-                f"shape {X.shape}."
+                f"shape {X.shape} (call X.compute_chunk_sizes() first)."
+            )
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError(
+                f"Complex data not supported; {type(self).__name__} got dtype "
+                f"{X.dtype}."
             )
         self.n_features_in_ = int(X.shape[1])
         self.n_samples_fit_ = int(X.shape[0])
