@@ -419,6 +419,27 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             ),
         )
     ),
+    *(
+        (f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_build__*", text, reason)
+        for text, reason in (
+            ('np.einsum("IJ,IJ->I"', "einsum's subscripts may be capital letters"),
+            (
+                "step = self._tile_rows(X.shape[1], X.shape[1])",
+                "memory only: at most d rows per tile instead of n; every norm is "
+                "computed the same way",
+            ),
+            (
+                "for start in range(0, X.shape[0], ):",
+                "memory only: one row per tile; every norm is computed the same way",
+            ),
+        )
+    ),
+    (
+        f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_to_storage__*",
+        "if dtype is np.float32 and X.dtype == dtype:",
+        "memory only: float16 rows given to a float32 index are converted to "
+        "float32 exactly instead of kept; the same distances",
+    ),
     (
         f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_block_rows__*",
         "int(self._budget_bytes() / bytes_per_row)",
