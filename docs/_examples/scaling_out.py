@@ -30,7 +30,7 @@ else:
     # two workers in this process; a script may use processes=True (one process
     # per worker, as on a cluster) under `if __name__ == "__main__":`
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     )
     client = Client(cluster)
 print(f"{len(client.scheduler_info()['workers'])} workers")
