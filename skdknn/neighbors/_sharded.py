@@ -406,7 +406,8 @@ class ShardedBackend(NeighborsBackend):
         ``random_state=None`` the seeds come from numpy's global generator: a
         different index at each fit, but each shard's task names its seed, so a
         shard the scheduler rebuilds (a lost worker) is the same index."""
-        inner = self._inner()
+        inners = [self._inner() for _ in range(n)]
+        inner = inners[0]
         if isinstance(inner, ShardedBackend):
             raise ValueError(
                 "A ShardedBackend cannot shard a ShardedBackend: its shards would "
@@ -421,7 +422,7 @@ class ShardedBackend(NeighborsBackend):
                 "ProjectedBackend(ShardedBackend(...), n_components=...)."
             )
         rng = check_random_state(self.random_state)  # one stream for all shards
-        return [seed_backend(self._inner(), rng) for _ in range(n)]
+        return [seed_backend(inner, rng) for inner in inners]
 
     def fit(self, X: Any, y: Any = None) -> ShardedBackend:
         """Split the rows into shards and fit one backend per shard.
