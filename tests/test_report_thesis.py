@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _helpers import TINY_REPORT, saved_set
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
@@ -28,9 +29,11 @@ from skdknn.__main__ import main
 from skdknn._report import ReportConfig, parse_sections
 from skdknn._report import _thesis as thesis
 from skdknn._report._commands import load_trained
+from skdknn._report._render import pct
 from skdknn.attacks import load_adversarial
 from skdknn.datasets import load_fashion_mnist, load_mnist
 from skdknn.neighbors import ExactBackend, LSHBackend, PyNNDescentBackend
+from skdknn.nets import layer_names
 
 TINY = [*TINY_REPORT, "-q"]
 
@@ -259,9 +262,47 @@ def test_bn_cnn_section_recomputed_from_the_saved_net_and_sets(thesis_report):
     assert "| BatchNorm CNN (thesis): DkNN, thesis | - |" in part and "~87.00" in part
 
 
+def test_bn_cnn_dknn_on_the_maxpool_outputs_recomputed(thesis_report):
+    """Topolewski Fig. 4.10's other curve: the same BatchNorm CNN, its DkNN on
+    the MaxPool outputs, on the same FGSM sets."""
+    section = _results(thesis_report)["nets"]
+    assert "maxpool_dknn" not in section["nets"]["paper-cnn"]
+    part = section["nets"]["bn-cnn"]
+    maxpool = part["maxpool_dknn"]
+    pools = ["features.pool1", "features.pool2", "features.pool3"]
+    assert maxpool["layers"] == pools
+    other = thesis_report / "nets" / "bn-cnn"
+    _, data, bn = load_trained(str(other))
+    assert set(pools) <= set(layer_names(bn.module_))
+    for name in pools:
+        assert isinstance(bn.module_.get_submodule(name), torch.nn.MaxPool2d)
+    # a DkNN of our own on those layers of the saved network: every number
+    mine = clone(bn).set_params(net=FrozenEstimator(bn.net_), layers=pools)
+    mine.fit(data.X_train, data.y_train)
+    assert mine.layers_ == pools
+    n = section["n"]
+    X, y = data.X_test[:n], data.y_test[:n]
+    eps = [row["eps"] for row in part["rows"]]
+    assert [row["eps"] for row in maxpool["rows"]] == eps
+    for row in maxpool["rows"]:
+        X_e = X if row["eps"] == 0 else _fgsm_set(other, row["eps"])
+        assert row["dknn_accuracy"] == pytest.approx(np.mean(mine.predict(X_e) == y))
+        assert row["mean_credibility"] == pytest.approx(mine.credibility(X_e).mean())
+    # not the BatchNorm-layer DkNN's numbers under another name
+    assert [r["mean_credibility"] for r in maxpool["rows"]] != [
+        r["mean_credibility"] for r in part["rows"]
+    ]
+    markdown = (thesis_report / "report.md").read_text()
+    page = markdown.split("## The BatchNorm CNN against the paper CNN")[1]
+    cells = " | ".join(pct(row["dknn_accuracy"]) for row in maxpool["rows"])
+    assert f"| BatchNorm CNN (thesis): DkNN on MaxPool | {cells} |" in page
+    assert "(on MaxPool: `features.pool1, features.pool2, features.pool3`)" in page
+
+
 def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
     files = [
         thesis_report / "sections" / "backends.joblib",
+        thesis_report / "nets" / "bn-cnn" / "sections" / "maxpool_dknn.joblib",
         thesis_report / "nets" / "bn-cnn" / "model" / "model.pkl",
         saved_set(
             thesis_report / "nets" / "bn-cnn" / "adversarial" / "curves",
@@ -277,6 +318,8 @@ def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
         results = _results(thesis_report)
         assert results["backends"]["loaded_from_cache"] is True
         assert results["nets"]["nets"]["bn-cnn"]["loaded_from_cache"] is True
+        maxpool = results["nets"]["nets"]["bn-cnn"]["maxpool_dknn"]
+        assert maxpool["loaded_from_cache"] is True
         assert [path.stat().st_mtime_ns for path in files] == before
         # another list of backends is another result: recomputed
         patch.setattr(thesis, "THESIS_BACKENDS", ("exact", "lsh"))

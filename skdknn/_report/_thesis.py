@@ -1,6 +1,6 @@
 """The thesis's experiments beyond its FGSM grid (Topolewski, 2022): the DkNN with
 each neighbour backend (Fig. 4.7) and the BatchNorm CNN against the paper CNN
-(Figs. 4.8-4.10).
+(Figs. 4.8-4.10), its DkNN on the BatchNorm outputs and on the MaxPool outputs.
 
 Both reuse the FGSM sets of the thesis grid (:func:`curve_sets`, shared with the
 ``thesis-fgsm`` and ``curves`` sections) and the saved models; the second network
@@ -18,10 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import AdvKNNAttack
 from ..metrics import accuracy_under_attack
+from ..nets import layer_names
 from ._config import ReportConfig
 from ._data import Data
 from ._experiments import Outputs, curve_sets
@@ -33,6 +35,7 @@ __all__ = [
     "THESIS_BACKEND_NUMBERS",
     "THESIS_NETS",
     "backends_section",
+    "maxpool_layers",
     "nets_config",
     "nets_section",
 ]
@@ -178,6 +181,61 @@ def nets_config(config: ReportConfig) -> ReportConfig:
     )
 
 
+def maxpool_layers(module: nn.Module) -> list[str]:
+    """The layers of ``module`` (as :func:`skdknn.nets.layer_names` names them)
+    that are the outputs of its max-pooling modules, in execution order."""
+    pooling = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+    modules = dict(module.named_modules())
+    return [
+        name for name in layer_names(module) if isinstance(modules.get(name), pooling)
+    ]
+
+
+def _maxpool_dknn(
+    config: ReportConfig,
+    models: Models,
+    data: Data,
+    sets: dict[float, NDArray[np.float32]],
+    out: Path,
+) -> dict[str, Any]:
+    """The DkNN of the BatchNorm CNN on its MaxPool outputs (Topolewski Fig.
+    4.10's other curve): the report's DkNN of that network (frozen network, index
+    rows, calibration split, k, backend) refitted on :func:`maxpool_layers`, its
+    accuracy and mean credibility on ``sets`` (the same FGSM sets as the
+    BatchNorm-layer DkNN's).
+
+    Saved in ``<out>/sections/maxpool_dknn.joblib`` under the key of the network's
+    adversarial sets, the grid and the layers.
+    """
+    y = data.y_test[: config.curve_size]
+    layers = maxpool_layers(models.dknn.module_)
+    key = config.key(
+        "thesis_eps",
+        "curve_size",
+        parent=_sets_key(config, models) + repr(layers),
+    )
+
+    def compute() -> dict[str, Any]:
+        dknn = clone(models.dknn).set_params(
+            net=FrozenEstimator(models.dknn.net_), layers=layers, verbose=0
+        )
+        dknn.fit(data.X_train, data.y_train)
+        rows = []
+        for eps, X_e in sets.items():
+            pred, credibility = dknn_outputs(dknn, X_e)
+            rows.append(
+                {
+                    "eps": eps,
+                    "dknn_accuracy": accuracy_under_attack(y, pred),
+                    "mean_credibility": float(credibility.mean()),
+                }
+            )
+        return {"layers": list(dknn.layers_), "rows": rows}
+
+    result, loaded = cached_result(out, "maxpool_dknn", key, compute, config.reuse)
+    return {**result, "loaded_from_cache": loaded}
+
+
 def _net_rows(
     config: ReportConfig, models: Models, data: Data, out: Path
 ) -> dict[str, Any]:
@@ -198,7 +256,7 @@ def _net_rows(
         )
         if eps in (0.0, max(config.thesis_eps)):
             figures["clean" if eps == 0.0 else "adversarial"] = outputs
-    return {
+    part = {
         "net": config.net,
         "layers": list(models.dknn.layers_),
         "epochs": config.max_epochs,
@@ -206,6 +264,9 @@ def _net_rows(
         "rows": rows,
         "_figures": {"y": y, **figures},  # for the figures; not written to the JSON
     }
+    if config.net == "bn-cnn":  # the thesis's second choice of its layers
+        part["maxpool_dknn"] = _maxpool_dknn(config, models, data, sets, out)
+    return part
 
 
 def nets_section(
@@ -218,7 +279,9 @@ def nets_section(
     """CNN and DkNN accuracy, mean credibility and softmax confidence of the
     report's network and of :func:`nets_config`'s, clean and under FGSM at each eps
     of ``thesis_eps``, on the first ``curve_size`` test images (Topolewski Figs.
-    4.8 and 4.10), with what the reliability diagrams of Fig. 4.9 need."""
+    4.8 and 4.10), with what the reliability diagrams of Fig. 4.9 need. The
+    BatchNorm CNN's part also holds its DkNN on the MaxPool outputs
+    (``maxpool_dknn``: Fig. 4.10's other curve, same network and sets)."""
     other_config = nets_config(config)
     other_out = out / "nets" / other_config.net
     other = fit_models(other_config, data, other_out)

@@ -13,12 +13,16 @@ from ._render import Page, num, pct
 
 __all__ = [
     "FIGURES",
+    "MAXPOOL_CURVE",
     "backends_figures",
     "backends_page",
     "nets_figures",
     "nets_page",
     "summary",
 ]
+
+#: The legend of the BatchNorm CNN's DkNN on its MaxPool outputs (Fig. 4.10).
+MAXPOOL_CURVE = "MaxPool layers"
 
 #: The figures drawn beside each section's table.
 FIGURES = {
@@ -123,6 +127,20 @@ def nets_page(
                 *(num(row["mean_credibility"]) for row in part["rows"]),
             ]
         )
+        maxpool = part.get("maxpool_dknn")
+        if maxpool is not None:
+            rows.append(
+                [
+                    f"{title}: DkNN on MaxPool",
+                    *(pct(row["dknn_accuracy"]) for row in maxpool["rows"]),
+                ]
+            )
+            rows.append(
+                [
+                    f"{title}: DkNN on MaxPool, mean credibility",
+                    *(num(row["mean_credibility"]) for row in maxpool["rows"]),
+                ]
+            )
     for net in nets:
         ref = thesis.get(net)
         if ref is None:
@@ -135,6 +153,11 @@ def nets_page(
     )
     layers = "; ".join(
         f"{NET_TITLES[net]}: `{', '.join(part['layers'])}`"
+        + (
+            f" (on MaxPool: `{', '.join(part['maxpool_dknn']['layers'])}`)"
+            if "maxpool_dknn" in part
+            else ""
+        )
         for net, part in nets.items()
     )
     page.paragraph(
@@ -142,26 +165,36 @@ def nets_page(
         "FGSM through each network's own CNN at the thesis's budgets. Both "
         f"networks trained for {config.max_epochs} epochs on the same images, "
         f"with the same k, calibration and neighbour search (`{config.backend}`); "
-        f"DkNN layers: {layers}. Thesis: 60,000 MNIST images, 8 epochs, its "
-        "BatchNorm DkNN with PyNNDescent; its BatchNorm CNN's accuracy at 0.15 is "
-        "read as the paper CNN's 13 % plus the 30 points of its text."
+        f"DkNN layers: {layers}. The DkNN on MaxPool is the BatchNorm CNN's DkNN "
+        "(same trained network, index rows and calibration split) refitted on "
+        "its MaxPool outputs, each just before a BatchNorm layer (Fig. 4.10). "
+        "Thesis: 60,000 MNIST images, 8 epochs, its BatchNorm DkNN with "
+        "PyNNDescent; its BatchNorm CNN's accuracy at 0.15 is read as the paper "
+        "CNN's 13 % plus the 30 points of its text; its MaxPool curve has no "
+        'number: the two curves are "almost overlapping", the BatchNorm one '
+        "slightly above."
     )
 
 
 def nets_figures(writer: FigureWriter, section: dict[str, Any]) -> None:
     nets = section["nets"]
     eps = [row["eps"] for row in next(iter(nets.values()))["rows"]]
-    accuracy = {
-        NET_TITLES[net]: {
+    accuracy: dict[str, dict[str, list[float]]] = {}
+    for net, part in nets.items():
+        curves = accuracy[NET_TITLES[net]] = {
             "CNN": [row["cnn_accuracy"] for row in part["rows"]],
             "DkNN": [row["dknn_accuracy"] for row in part["rows"]],
         }
-        for net, part in nets.items()
-    }
+        if "maxpool_dknn" in part:
+            # a name without "DkNN": the palette gives it its own colour
+            curves[MAXPOOL_CURVE] = [
+                row["dknn_accuracy"] for row in part["maxpool_dknn"]["rows"]
+            ]
     writer.save(
         "thesis_nets_accuracy",
         "Accuracy of each network's CNN (grey) and DkNN (blue) against the FGSM "
-        "budget (Topolewski Figs. 4.8 and 4.10).",
+        "budget (Topolewski Figs. 4.8 and 4.10); for the BatchNorm CNN also its "
+        f'DkNN on the MaxPool outputs (cyan, "{MAXPOOL_CURVE}").',
         lambda: plotting.plot_accuracy_vs_eps(eps, accuracy),
     )
     at = section["eps_at_figures"]
@@ -224,4 +257,10 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"{pct(part['rows'][0]['dknn_accuracy'])} -> "
                 f"{pct(last['dknn_accuracy'])} % (clean -> FGSM eps {last['eps']:g})"
             )
+            if "maxpool_dknn" in part:
+                pool = [row["dknn_accuracy"] for row in part["maxpool_dknn"]["rows"]]
+                lines.append(
+                    f"{NET_TITLES[net]}: DkNN on MaxPool {pct(pool[0])} -> "
+                    f"{pct(pool[-1])} %"
+                )
     return lines
