@@ -195,6 +195,30 @@ def test_cw_result_does_not_depend_on_the_batch():
     np.testing.assert_allclose(make(16).transform(X), make(5).transform(X), atol=1e-6)
 
 
+def forward_calls(net: nn.Module) -> list[int]:
+    """A list that counts the rows of every forward pass of ``net``."""
+    calls: list[int] = []
+    net.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    return calls
+
+
+@pytest.mark.parametrize("abort_early", [True, False])
+def test_cw_abort_early_reaches_the_loop_and_stops_a_stalled_row(abort_early):
+    """With a tiny ``c`` the loss is almost the L2 term, which Adam's first steps
+    only increase: with ``abort_early`` each row stops at the second check (at
+    i = 10: checks every n_iter // 10 iterations from i = 0), without it
+    every one of the 100 iterations runs. The class passes its setting through."""
+    net = tiny_cnn(logit_shift=5.0)
+    X = images(n=4)
+    attack = CarliniWagnerL2Attack(
+        net, initial_const=1e-6, binary_search_steps=1, abort_early=abort_early
+    ).fit(X)
+    calls = forward_calls(net)
+    attack.transform(X)
+    # one pass for the clean labels, then the attack's
+    assert len(calls) == 1 + (11 if abort_early else 100)
+
+
 def test_cw_leaves_the_network_parameters_alone():
     net = tiny_cnn()
     X = images(n=4)

@@ -74,6 +74,7 @@ _CLASSIFIER_TESTS = [
     "tests/test_calibration.py",
     "tests/test_classifier_calibration.py",
     "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
+    "tests/test_documented_parameters.py",  # __init__ and the documented defaults
 ]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
@@ -86,6 +87,7 @@ _ATTACK_TESTS = [
     "tests/test_attacks.py",
     "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
+    "tests/test_documented_parameters.py",
 ]
 MODULES: dict[str, Module] = {
     "conformal": Module(
@@ -159,18 +161,22 @@ MODULES: dict[str, Module] = {
     # Carlini-Wagner L2 (its loop and the attack class)
     "cw": Module(
         ["skdknn/attacks/_cw.py"],
-        ["tests/test_attacks_cw_pgd.py"],
+        ["tests/test_attacks_cw_pgd.py", "tests/test_documented_parameters.py"],
         ["skdknn.attacks._cw.*"],
     ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
-        ["tests/test_sharded.py"],
+        ["tests/test_sharded.py", "tests/test_documented_parameters.py"],
         ["skdknn.neighbors._sharded.*"],
     ),
     "exact": Module(
         ["skdknn/neighbors/_exact.py"],
         # float16 storage: the classifier's streamed fit and the tile budget
-        ["tests/test_exact_backend.py", "tests/test_half_precision.py"],
+        [
+            "tests/test_exact_backend.py",
+            "tests/test_half_precision.py",
+            "tests/test_documented_parameters.py",
+        ],
         ["skdknn.neighbors._exact.*"],
     ),
 }

@@ -109,9 +109,17 @@ class AdvKNNAttack(GradientAttack):
         BIM step size (at most ``eps``).
     n_iter : int, default=100
         BIM iterations; for CW, Adam iterations per binary-search step.
-    confidence, initial_const, binary_search_steps, learning_rate, abort_early
-        The CW settings (``method="cw"`` only), as in
-        :class:`CarliniWagnerL2Attack`: defaults 0.0, 1e-2, 5, 1e-1, True.
+    confidence : float, default=0.0
+        CW's margin kappa (``method="cw"`` only; this and the next four are the
+        CW settings of :class:`CarliniWagnerL2Attack`).
+    initial_const : float, default=1e-2
+        CW's first trade-off constant ``c``.
+    binary_search_steps : int, default=5
+        CW's outer steps adjusting ``c`` per input.
+    learning_rate : float, default=1e-1
+        CW's Adam learning rate.
+    abort_early : bool, default=True
+        Whether CW stops optimising an input once its loss stops decreasing.
     lam : float, default=0.3
         Weight of the cross-entropy term of the head's loss.
     consistency : bool, default=True
