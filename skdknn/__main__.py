@@ -264,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="skdknn_report", metavar="DIR", help="output directory"
     )
     _add_data_options(report)
+    report.add_argument(
+        "--ood-dir",
+        metavar="DIR",
+        help="directory with an IDX images file (t10k-images-idx3-ubyte, else "
+        "train-images-idx3-ubyte, each plain or .gz) of the training images' "
+        "shape, e.g. Fashion-MNIST's for an MNIST report: the ood section's "
+        "inputs of no class (default: uniform noise, pixel-shuffled test images "
+        "and patches of photographs)",
+    )
     _add_model_options(report)
     attacks = report.add_argument_group("attacks")
     attacks.add_argument(
@@ -457,6 +466,7 @@ def _config(args: argparse.Namespace) -> ReportConfig:
         "out": args.out,
         "dataset": args.dataset,
         "data_dir": args.data_dir,
+        "ood_dir": getattr(args, "ood_dir", None),  # report only
         "train_size": args.train_size,
         "test_size": args.test_size,
         "max_epochs": args.epochs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from skdknn._report import _thesis as thesis
 from skdknn._report._commands import load_trained
 from skdknn._report._render import pct
 from skdknn.attacks import load_adversarial
-from skdknn.datasets import load_fashion_mnist, load_mnist
+from skdknn.datasets import load_fashion_mnist, load_idx, load_mnist
 from skdknn.neighbors import ExactBackend, LSHBackend, PyNNDescentBackend
 from skdknn.nets import layer_names
 
@@ -152,6 +153,144 @@ def test_ood_reliability_figure_beside_the_ood_table(fashion_report):
     assert "figures/ood_reliability.png" in ood_part.split("## ")[0]
     assert "| Fashion-MNIST shown to an MNIST model (thesis, Fig. 4.6) |" in ood_part
     assert "| 5.00 | most |" in ood_part
+
+
+# -- --ood-dir: the inputs of no class from IDX files --------------------------------
+def _ood_dir(directory: Path, images: np.ndarray, name: str, gz: bool) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx(directory / (f"{name}.gz" if gz else name), images, gz=gz)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ood_dirs(tmp_path_factory):
+    """Two directories of 30 uint8 images each, fewer than the report draws
+    (min(ood_size, test images) = 60), so every image of the file is used: the
+    embedded digits transposed (as Fashion-MNIST's t10k file, gzipped) and the
+    same digits inverted (as a plain training-images file)."""
+    X, _ = load_mnist(return_X_y=True, shuffle=True, random_state=1)
+    digits = np.rint(X[:30, 0] * 255).astype(np.uint8)
+    root = tmp_path_factory.mktemp("ood_dirs")
+    return {
+        "transposed": _ood_dir(
+            root / "a", digits.transpose(0, 2, 1).copy(), TEST_IMAGES, gz=True
+        ),
+        "inverted": _ood_dir(root / "b", 255 - digits, TRAIN_IMAGES, gz=False),
+    }
+
+
+OOD_ARGV = ["report", *TINY, "--sections", "ood"]
+
+
+@pytest.fixture(scope="module")
+def ood_report(ood_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ood_report")
+    argv = [*OOD_ARGV, "--ood-dir", str(ood_dirs["transposed"]), "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def _file_images(directory: Path) -> np.ndarray:
+    (path,) = directory.iterdir()
+    return (load_idx(path)[:, None] / 255.0).astype(np.float32)
+
+
+def test_ood_dir_images_are_the_inputs_of_no_class(ood_dirs, ood_report):
+    results = _results(ood_report)
+    path = ood_dirs["transposed"] / f"{TEST_IMAGES}.gz"
+    assert results["settings"]["ood_dir"] == str(ood_dirs["transposed"])
+    source = results["ood_source"]
+    assert source["file"] == str(path) and source["images_in_file"] == 30
+    rows = results["out_of_distribution"]
+    assert [row["set"] for row in rows] == [
+        "test digits (in distribution: the clean table's images)",
+        f"a/{TEST_IMAGES}.gz (--ood-dir)",
+    ]
+    # every image of the file, scored by the saved DkNN and its CNN
+    _, data, dknn = load_trained(str(ood_report))
+    X = _file_images(ood_dirs["transposed"])
+    credibility = dknn.credibility(X)
+    softmax = dknn.net_.predict_proba(X).max(axis=1)
+    assert rows[1]["n"] == 30
+    assert rows[1]["mean_credibility"] == pytest.approx(credibility.mean())
+    assert rows[1]["mean_softmax_confidence"] == pytest.approx(softmax.mean())
+    assert rows[1]["share_credibility_above"] == pytest.approx(
+        np.mean(credibility > 0.6)
+    )
+    assert results["ood_reliability_set"] == rows[1]["set"]
+    markdown = (ood_report / "report.md").read_text()
+    part = markdown.split("## Out-of-distribution inputs")[1].split("\n## ")[0]
+    assert f"30 of the 30 images of `{path}`" in part
+    assert "figures/ood_reliability.png" in part
+
+
+def test_another_ood_dir_in_the_same_out_is_recomputed(ood_dirs, ood_report, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(ood_report, out)  # the trained model and the first run's cache
+    first = _results(out)
+
+    def run(*options: str) -> dict:
+        assert main([*OOD_ARGV, *options, "--out", str(out)]) == 0
+        return _results(out)
+
+    inverted = run("--ood-dir", str(ood_dirs["inverted"]))
+    assert inverted["model_loaded_from_cache"] is True
+    assert inverted["ood_source"]["loaded_from_cache"] is False
+    assert inverted["ood_source"]["file"] == str(ood_dirs["inverted"] / TRAIN_IMAGES)
+    _, _, dknn = load_trained(str(out))
+    X = _file_images(ood_dirs["inverted"])
+    row = inverted["out_of_distribution"][1]
+    assert row["mean_credibility"] == pytest.approx(dknn.credibility(X).mean())
+    assert (
+        row["mean_credibility"] != first["out_of_distribution"][1]["mean_credibility"]
+    )
+    # the first directory again: its numbers (the section keeps one result: the
+    # last run's), then loaded from the cache while nothing changes
+    again = run("--ood-dir", str(ood_dirs["transposed"]))
+    assert again["ood_source"]["loaded_from_cache"] is False
+    assert again["out_of_distribution"] == first["out_of_distribution"]
+    again = run("--ood-dir", str(ood_dirs["transposed"]))
+    assert again["ood_source"]["loaded_from_cache"] is True
+    assert again["out_of_distribution"] == first["out_of_distribution"]
+    # no --ood-dir: the built-in inputs of no class, not the last directory's
+    built_in = run()
+    assert built_in["ood_source"]["file"] is None
+    assert [row.get("kind") for row in built_in["out_of_distribution"]] == [
+        None,
+        "noise",
+        "shuffled",
+        "patches",
+    ]
+
+
+def test_ood_dir_errors_before_any_training(ood_dirs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    labels_only = _ood_dir(
+        tmp_path / "labels", np.zeros(5, np.uint8), TEST_LABELS, gz=False
+    )
+    small = _ood_dir(
+        tmp_path / "small", np.zeros((5, 20, 20), np.uint8), TEST_IMAGES, gz=True
+    )
+    empty_report = tmp_path / "out"
+
+    def error(*options: str) -> str:
+        argv = [*OOD_ARGV, *options, "--out", str(empty_report)]
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    message = error("--ood-dir", str(empty))
+    assert f"--ood-dir {empty}: no such directory" in message
+    message = error("--ood-dir", str(small / f"{TEST_IMAGES}.gz"))
+    assert "t10k-images-idx3-ubyte.gz: a file, not a directory" in message
+    message = error("--ood-dir", str(labels_only))
+    assert "no images file found; looked for t10k-images-idx3-ubyte, " in message
+    assert "train-images-idx3-ubyte.gz." in message
+    message = error("--ood-dir", str(small))
+    assert "images of shape (1, 20, 20) (uint8)" in message
+    assert "the report's training images have shape (1, 28, 28)" in message
+    message = error("--ood-dir", str(ood_dirs["inverted"]), "--sections", "table2")
+    assert "add ood to --sections" in message
+    assert not (empty_report / "model").exists()  # nothing was trained
 
 
 # -- Topolewski Fig. 4.7 (backends) and Figs. 4.8-4.10 (the BatchNorm CNN) -----------

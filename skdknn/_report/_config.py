@@ -107,6 +107,9 @@ class ReportConfig:
 
     dataset: str = "embedded"
     data_dir: str | None = None
+    # the IDX images file the ood section reads its inputs of no class from
+    # (None: the built-in noise, shuffled images and photograph patches)
+    ood_dir: str | None = None
     out: str = "skdknn_report"
     train_size: int | None = None
     test_size: int = 1000

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 
-from ..datasets import load_fashion_mnist, load_mnist, make_ood_images
+from ..datasets import load_fashion_mnist, load_idx, load_mnist, make_ood_images
 from ._config import DATASETS, ReportConfig
 
-__all__ = ["OOD_KINDS", "Data", "load_data", "ood_kinds", "ood_sets"]
+__all__ = [
+    "OOD_DIR_FILES",
+    "OOD_KINDS",
+    "Data",
+    "OODImages",
+    "load_data",
+    "load_ood_dir",
+    "ood_inputs",
+    "ood_kinds",
+]
 
 #: Kinds of out-of-distribution inputs, with their titles in the report
 #: (``{items}``: what the dataset's images show, :attr:`Data.items`).
@@ -118,6 +129,69 @@ def load_data(config: ReportConfig) -> Data:
     )
 
 
+#: The images file ``--ood-dir`` reads: the first of these names found in the
+#: directory (each plain or gzipped, ``.gz``), test images before training ones.
+OOD_DIR_FILES = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
+
+
+@dataclass
+class OODImages:
+    """Inputs of no class read from an IDX images file (``--ood-dir``)."""
+
+    #: every image of the file, (n, channels, height, width) float32 in [0, 1]
+    X: NDArray[np.float32]
+    #: the file read
+    path: Path
+
+    @property
+    def title(self) -> str:
+        """How the report's tables and legends name the set (the page and the
+        JSON also give the file's whole path)."""
+        return f"{self.path.parent.name}/{self.path.name} (--ood-dir)"
+
+
+def load_ood_dir(directory: str, image_shape: tuple[int, ...]) -> OODImages:
+    """The images of the first file of :data:`OOD_DIR_FILES` in ``directory``
+    (read with :func:`skdknn.datasets.load_idx`), scaled to [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``directory`` is missing or holds none of the files (the message
+        lists the names looked for).
+    ValueError
+        When the file is malformed or its images are not uint8 of
+        ``image_shape`` (``(channels, height, width)``, the training images'):
+        the message gives both shapes.
+    """
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        found = "a file, not a directory" if root.exists() else "no such directory"
+        raise FileNotFoundError(
+            f"--ood-dir {directory}: {found}; expected a directory "
+            "holding an IDX images file such as Fashion-MNIST's "
+            "t10k-images-idx3-ubyte.gz."
+        )
+    names = [f"{stem}{suffix}" for stem in OOD_DIR_FILES for suffix in ("", ".gz")]
+    path = next((root / name for name in names if (root / name).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"--ood-dir {directory}: no images file found; looked for "
+            f"{', '.join(names)}."
+        )
+    images = load_idx(path)
+    if images.ndim == 3:  # (n, height, width): one channel
+        images = images[:, None]
+    if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape):
+        raise ValueError(
+            f"{path}: images of shape {images.shape[1:]} ({images.dtype}), but "
+            f"the report's training images have shape {tuple(image_shape)}; "
+            "--ood-dir needs uint8 images (an idx3-ubyte file) of the training "
+            "images' shape."
+        )
+    return OODImages((images / 255.0).astype(np.float32), path)
+
+
 def ood_kinds(data: Data) -> dict[str, str]:
     """The kinds of inputs of no class for ``data``, with their titles: noise,
     pixel-shuffled test images, photograph patches, and for a model of clothes
@@ -128,15 +202,25 @@ def ood_kinds(data: Data) -> dict[str, str]:
     return {kind: OOD_KINDS[kind].format(items=data.items) for kind in kinds}
 
 
-def ood_sets(data: Data, size: int, seed: int) -> dict[str, NDArray[np.float32]]:
-    """``size`` inputs of each kind of :func:`ood_kinds` (seeded)."""
+def ood_inputs(
+    data: Data, size: int, seed: int, ood: OODImages | None = None
+) -> dict[str, tuple[str, NDArray[np.float32]]]:
+    """The inputs of no class, by kind: their title and ``size`` images (seeded).
+
+    ``ood`` given: ``size`` images drawn from it (kind ``"idx"``); else each kind
+    of :func:`ood_kinds`.
+    """
+    if ood is not None:
+        rows = check_random_state(seed).permutation(len(ood.X))[:size]
+        return {"idx": (ood.title, ood.X[np.sort(rows)])}
     sets = {}
-    for i, kind in enumerate(ood_kinds(data)):
+    for i, (kind, title) in enumerate(ood_kinds(data).items()):
         if kind == "digits":
             X, _ = load_mnist(return_X_y=True, shuffle=True, random_state=seed)
-            sets[kind] = X[:size]
+            sets[kind] = (title, X[:size])
         else:
-            sets[kind] = make_ood_images(
+            images = make_ood_images(
                 data.X_test, size, kind=kind, random_state=seed + i
-            ).astype(np.float32)
+            )
+            sets[kind] = (title, images.astype(np.float32))
     return sets

@@ -32,7 +32,7 @@ from ..metrics import (
     ood_auroc,
 )
 from ._config import ATTACK_SETTINGS, ReportConfig
-from ._data import Data, ood_kinds, ood_sets
+from ._data import Data, ood_inputs
 from ._models import Models, dknn_outputs, heads_key, network_outputs
 
 __all__ = [
@@ -515,20 +515,27 @@ THESIS_OOD = {"credibility_above": 0.6, "share_above": 0.05, "softmax_at_least":
 
 
 def ood_table(
-    models: Models, data: Data, clean: Outputs, config: ReportConfig
+    models: Models,
+    data: Data,
+    clean: Outputs,
+    config: ReportConfig,
+    inputs: dict[str, tuple[str, NDArray[np.float32]]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, NDArray[np.float64]]]]:
     """Credibility vs softmax confidence on inputs of no class.
 
     The in-distribution row is the clean table's: every test image, the same
-    ``clean`` outputs; each kind of input of no class has ``ood_size`` images
-    (at most the number of test images). Besides the means and AUROCs, the share
-    of inputs with credibility above, and softmax confidence at least, the
-    thesis's thresholds (:data:`THESIS_OOD`).
+    ``clean`` outputs; the inputs of no class are ``inputs`` (by kind, their
+    title and images: :func:`~._data.ood_inputs`), by default ``ood_size``
+    images of each built-in kind (at most the number of test images). Besides
+    the means and AUROCs, the share of inputs with credibility above, and
+    softmax confidence at least, the thesis's thresholds (:data:`THESIS_OOD`).
 
     Returns the table rows and the scores per kind and set (for the figures;
     ``"_predictions"`` holds the DkNN and CNN predictions per set of no class).
     """
-    n = min(config.ood_size, len(data.y_test))
+    if inputs is None:
+        n = min(config.ood_size, len(data.y_test))
+        inputs = ood_inputs(data, n, config.random_state)
     above, confident = THESIS_OOD["credibility_above"], THESIS_OOD["softmax_at_least"]
     in_title = f"test {data.items}"
     scores: dict[str, dict[str, Any]] = {
@@ -548,12 +555,10 @@ def ood_table(
             "share_softmax_at_least": float(np.mean(clean.softmax >= confident)),
         }
     ]
-    titles = ood_kinds(data)
-    for kind, X in ood_sets(data, n, config.random_state).items():
+    for kind, (title, X) in inputs.items():
         cnn_pred, proba = network_outputs(models.dknn, X)
         dknn_pred, cred = dknn_outputs(models.dknn, X)
         softmax = proba.max(axis=1)
-        title = titles[kind]
         scores["DkNN credibility"][title] = cred
         scores["softmax confidence"][title] = softmax
         scores["_predictions"][title] = (dknn_pred, cnn_pred)

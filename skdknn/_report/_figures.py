@@ -136,10 +136,11 @@ def ood_reliability(
     writer: FigureWriter, scores: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
 ) -> str:
     """Reliability diagrams on one set of inputs of no class (Topolewski Fig. 4.6):
-    the set from another dataset (MNIST digits for a model of clothes; photograph
-    patches for a digit model). Returns the set's title."""
+    the set from another dataset (the images of ``--ood-dir``; else MNIST digits
+    for a model of clothes, photograph patches for a digit model). Returns the
+    set's title."""
     by_kind = {row.get("kind"): row["set"] for row in rows}
-    title = by_kind.get("digits", by_kind.get("patches"))
+    title = by_kind.get("idx", by_kind.get("digits", by_kind.get("patches")))
     if title is None:  # no such kind: the last set of no class
         title = rows[-1]["set"]
     dknn_pred, cnn_pred = scores["_predictions"][title]

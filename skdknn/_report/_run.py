@@ -19,7 +19,7 @@ from . import _figures
 from . import _section_pages as section_pages
 from . import _thesis_pages as thesis_pages
 from ._config import NET_TITLES, ReportConfig
-from ._data import Data, load_data
+from ._data import Data, load_data, load_ood_dir
 from ._experiments import (
     COLUMNS,
     MODEL_TITLES,
@@ -30,7 +30,6 @@ from ._experiments import (
     clean_table,
     eps_curves,
     neighbor_agreement,
-    ood_table,
     paper_dataset,
     variant_table,
 )
@@ -44,7 +43,12 @@ from ._sections import (
     thesis_section,
     transfer_section,
 )
-from ._thesis import THESIS_BACKEND_NUMBERS, backends_section, nets_section
+from ._thesis import (
+    THESIS_BACKEND_NUMBERS,
+    backends_section,
+    nets_section,
+    ood_section,
+)
 
 __all__ = ["run_report"]
 
@@ -99,6 +103,15 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
     steps = _Steps(config.verbose)
     sections = set(config.sections)
     data = load_data(config)
+    ood = None
+    if config.ood_dir is not None:  # read before any training: errors come first
+        if "ood" not in sections:
+            raise ValueError(
+                "--ood-dir gives the inputs of no class of the ood section, which "
+                f"this run leaves out (sections: {','.join(config.sections)}); add "
+                "ood to --sections."
+            )
+        ood = load_ood_dir(config.ood_dir, data.X_train.shape[1:])
     print(data.describe(config.calibration_size))
     with steps(f"{NET_TITLES[config.net]} ({config.max_epochs} epochs) and DkNN"):
         models = fit_models(config, data, out)
@@ -201,8 +214,8 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
             thesis_pages.nets_figures(writer, results["nets"])
     if "ood" in sections:
         with steps("out-of-distribution inputs"):
-            results["out_of_distribution"], ood_scores = ood_table(
-                models, data, clean, config
+            results["out_of_distribution"], ood_scores, results["ood_source"] = (
+                ood_section(config, models, data, clean, out, ood)
             )
             _figures.ood(writer, ood_scores, data.items)
             results["ood_reliability_set"] = _figures.ood_reliability(
@@ -462,6 +475,14 @@ def _page_ood(
         ],
         rows,
     )
+    source = results["ood_source"]
+    if source["file"] is not None:
+        page.paragraph(
+            f"Inputs of no class: {results['out_of_distribution'][-1]['n']:,} of the "
+            f"{source['images_in_file']:,} images of `{source['file']}` (`--ood-dir "
+            f"{source['ood_dir']}`; drawn with seed {config.random_state}), instead "
+            "of the built-in noise, shuffled images and photograph patches."
+        )
     page.paragraph(
         f"AUROC of telling test {data.items} from inputs of no class by each score "
         f"(1 = perfect, 0.5 = chance). The test {data.items} are the clean table's "

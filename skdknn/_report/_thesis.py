@@ -1,10 +1,11 @@
-"""The thesis's experiments beyond its FGSM grid (Topolewski, 2022): the DkNN with
-each neighbour backend (Fig. 4.7) and the BatchNorm CNN against the paper CNN
-(Figs. 4.8-4.10), its DkNN on the BatchNorm outputs and on the MaxPool outputs.
+"""The thesis's experiments beyond its FGSM grid (Topolewski, 2022): inputs of no
+class (Fig. 4.6), the DkNN with each neighbour backend (Fig. 4.7) and the
+BatchNorm CNN against the paper CNN (Figs. 4.8-4.10), its DkNN on the BatchNorm
+outputs and on the MaxPool outputs.
 
-Both reuse the FGSM sets of the thesis grid (:func:`curve_sets`, shared with the
-``thesis-fgsm`` and ``curves`` sections) and the saved models; the second network
-is trained once and saved like the report's own (``out/nets/<net>``).
+The last two reuse the FGSM sets of the thesis grid (:func:`curve_sets`, shared
+with the ``thesis-fgsm`` and ``curves`` sections) and the saved models; the second
+network is trained once and saved like the report's own (``out/nets/<net>``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from ..attacks import AdvKNNAttack
 from ..metrics import accuracy_under_attack
 from ..nets import layer_names
 from ._config import ReportConfig
-from ._data import Data
-from ._experiments import Outputs, curve_sets
+from ._data import Data, OODImages, ood_inputs
+from ._experiments import Outputs, curve_sets, images_key, ood_table
 from ._models import Models, dknn_outputs, fit_models, network_outputs, report_backend
 from ._sections import _sets_key, cached_result
 
@@ -38,6 +39,7 @@ __all__ = [
     "maxpool_layers",
     "nets_config",
     "nets_section",
+    "ood_section",
 ]
 
 #: The neighbour backends of Topolewski's Fig. 4.7 (FALCONN's multi-probe LSH there;
@@ -94,6 +96,46 @@ def _recall(indices: NDArray, reference: NDArray) -> list[float]:
     """
     hits = (indices[..., :, None] == reference[..., None, :]).any(axis=-1)
     return [float(v) for v in hits.mean(axis=(0, 2))]
+
+
+# -- Topolewski Fig. 4.6: inputs of no class ----------------------------------------
+def ood_section(
+    config: ReportConfig,
+    models: Models,
+    data: Data,
+    clean: Outputs,
+    out: Path,
+    ood: OODImages | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """:func:`ood_table` on the inputs of :func:`ood_inputs`: ``ood_size``
+    images of each built-in kind of input of no class, or drawn from ``ood``
+    (the images of ``--ood-dir``).
+
+    Saved in ``out/sections/ood.joblib`` under the key of the model, the test
+    images and the inputs of no class themselves (titles and pixels), so that
+    another ``--ood-dir``, or other files in the same one, is recomputed.
+    Returns the table rows, the scores (for the figures) and the source of the
+    inputs of no class (for the JSON and the page).
+    """
+    n = min(config.ood_size, len(data.y_test))
+    inputs = ood_inputs(data, n, config.random_state, ood)
+    images = {kind: (title, images_key(X)) for kind, (title, X) in inputs.items()}
+    key = config.key(parent=models.model_id + images_key(data.X_test) + repr(images))
+    (rows, scores), loaded = cached_result(
+        out,
+        "ood",
+        key,
+        lambda: ood_table(models, data, clean, config, inputs),
+        config.reuse,
+    )
+    source = {
+        "ood_dir": config.ood_dir,
+        "file": None if ood is None else str(ood.path),
+        "images_in_file": None if ood is None else len(ood.X),
+        "sets": [title for title, _ in inputs.values()],
+        "loaded_from_cache": loaded,
+    }
+    return rows, scores, source
 
 
 # -- Topolewski Fig. 4.7: the DkNN with each neighbour backend -----------------------
