@@ -175,6 +175,11 @@ def test_cw_box_boundary_pixels_move_and_the_box_holds():
     assert X_adv[:, :, :4].min() < 0  # the per-feature bound is the one used
     changed = np.abs(X_adv - X).max(axis=(1, 2, 3)) > 1e-3
     assert changed.mean() > 0.5
+    # both edges start inside: pixels at the upper edge move down, pixels at the
+    # lower edge (0 in the bottom half) move up
+    moved = np.abs(X_adv - X) > 1e-3
+    assert moved[X == 1.0].any()
+    assert moved[:, :, 4:][X[:, :, 4:] == 0.0].any()
     t = clean_labels(net, X)
     theirs = torchattacks.CW(net, c=10.0, steps=100, lr=0.1)(torch.from_numpy(X), t)
     np.testing.assert_array_equal(theirs.numpy(), X)
