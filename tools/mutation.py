@@ -520,11 +520,22 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "suspect[row] = True",
         "the crowded rows are dropped from ``rows`` before ``suspect`` is read again",
     ),
-    (
-        "skdknn.attacks._cw.x_carlini_wagner_l2__*",
-        "device=None)",
-        "a tensor made without a device is on the CPU, x's device in every test: "
-        "equivalent on this CPU-only machine (a CUDA run would tell them apart)",
+    # CW's state tensors made on x's device with ``device=None`` or no device
+    *(
+        (
+            "skdknn.attacks._cw.x_carlini_wagner_l2__*",
+            text,
+            "a tensor made without a device is on the CPU, x's device in every "
+            "test: equivalent on this CPU-only machine (a CUDA run would tell them "
+            "apart)",
+        )
+        for text in (
+            "device=None)",
+            'float("inf"), )',
+            "float(initial_const), )",
+            "torch.zeros(n, )",
+            "dtype=torch.bool, )",
+        )
     ),
 ]
 
