@@ -207,21 +207,29 @@ def forward_calls(net: nn.Module) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("abort_early", [True, False])
-def test_cw_abort_early_reaches_the_loop_and_stops_a_stalled_row(abort_early):
+@pytest.mark.parametrize(
+    "abort_early, n_iter, passes", [(True, 100, 11), (False, 100, 100), (True, 25, 3)]
+)
+def test_cw_abort_early_reaches_the_loop_and_stops_a_stalled_row(
+    abort_early, n_iter, passes
+):
     """With a tiny ``c`` the loss is almost the L2 term, which Adam's first steps
-    only increase: with ``abort_early`` each row stops at the second check (at
-    i = 10: checks every n_iter // 10 iterations from i = 0), without it
-    every one of the 100 iterations runs. The class passes its setting through."""
+    only increase: with ``abort_early`` each row stops at the second check (checks
+    every ``n_iter // 10`` iterations from i = 0: at i = 10 of 100, i = 2 of 25),
+    without it every iteration runs. The class passes its setting through."""
     net = tiny_cnn(logit_shift=5.0)
     X = images(n=4)
     attack = CarliniWagnerL2Attack(
-        net, initial_const=1e-6, binary_search_steps=1, abort_early=abort_early
+        net,
+        initial_const=1e-6,
+        binary_search_steps=1,
+        n_iter=n_iter,
+        abort_early=abort_early,
     ).fit(X)
     calls = forward_calls(net)
     attack.transform(X)
     # one pass for the clean labels, then the attack's
-    assert len(calls) == 1 + (11 if abort_early else 100)
+    assert len(calls) == 1 + passes
 
 
 def test_cw_leaves_the_network_parameters_alone():
