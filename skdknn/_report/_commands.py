@@ -45,7 +45,7 @@ def train(config: ReportConfig) -> dict[str, Any]:
     data = load_data(config)
     print(data.describe(config.calibration_size))
     models = fit_models(config, data, out)
-    what = "loaded (same settings)" if models.loaded else "trained"
+    what = "loaded (same settings and data)" if models.loaded else "trained"
     cnn_pred, _ = network_outputs(models.dknn, data.X_test)
     pred, cred = dknn_outputs(models.dknn, data.X_test)
     summary = {
