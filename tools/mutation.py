@@ -537,6 +537,11 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "dtype=torch.bool, )",
         )
     ),
+    (
+        "skdknn.attacks._cw.*",
+        'float("INF")',
+        "float() reads 'INF' as infinity too (case-insensitive)",
+    ),
 ]
 
 
