@@ -203,6 +203,61 @@ def test_train_on_idx_files(tmp_path, capsys):
     assert "60 test images" in out
 
 
+def _write_mnist_dir(directory, shift=0):
+    """700 training and 100 test images of the embedded sample as IDX files,
+    every label ``y`` written as ``(y + shift) % 10``."""
+    X, y = load_mnist(return_X_y=True)
+    images = np.rint(X[:, 0] * 255).astype(np.uint8)
+    labels = ((y + shift) % 10).astype(np.uint8)
+    directory.mkdir(exist_ok=True)
+    write_idx(directory / TRAIN_IMAGES, images[:700])
+    write_idx(directory / TRAIN_LABELS, labels[:700])
+    write_idx(directory / TEST_IMAGES, images[700:800])
+    write_idx(directory / TEST_LABELS, labels[700:800])
+
+
+def _model_numbers(out):
+    """The clean table and the transfer section of a report."""
+    results = json.loads((out / "results.json").read_text())
+    numbers = {k: results[k] for k in ("clean", "transfer")}
+    loaded = results["model_loaded_from_cache"]
+    assert numbers["transfer"].pop("target_loaded_from_cache") is loaded
+    return loaded, numbers
+
+
+def test_data_rewritten_in_the_same_data_dir_trains_again(
+    tmp_path, monkeypatch, capsys
+):
+    # before: the model key held --data-dir's path only; rewritten labels reused
+    # the CNN and DkNN of the old data with a kNN refitted on the new labels
+    data, out = tmp_path / "mnist", tmp_path / "out"
+    _write_mnist_dir(data)
+    argv = [*TINY, "--eps-grid", "0.1", "--sections", "transfer", "--n-iter", "2",
+            "--dataset", "mnist", "--data-dir", "mnist"]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", *argv, "--out", str(out)]) == 0
+    transfer_key = json.loads((out / "transfer" / "run.json").read_text())
+    _write_mnist_dir(data, shift=1)  # the same files, every label shifted
+    assert main(["report", *argv, "--out", str(out)]) == 0
+    loaded, rerun = _model_numbers(out)
+    assert loaded is False
+    # the transfer section's LeNet-5 is trained again too
+    assert json.loads((out / "transfer" / "run.json").read_text()) != transfer_key
+    assert main(["report", *argv, "--out", str(tmp_path / "fresh")]) == 0
+    assert rerun == _model_numbers(tmp_path / "fresh")[1]
+    # unchanged data, a relative --data-dir given from another directory: reused
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    argv[argv.index("mnist", argv.index("--data-dir"))] = "../mnist"
+    assert main(["report", *argv, "--out", str(out)]) == 0
+    loaded, again = _model_numbers(out)
+    assert loaded is True and again == rerun
+    # `skdknn attack` refuses a model whose data has changed since
+    _write_mnist_dir(data, shift=2)
+    assert main(["attack", "--model", str(out), "--out", "a.npz"]) == 2
+    assert "trained on other data" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

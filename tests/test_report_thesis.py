@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from skdknn.__main__ import main
 from skdknn._report import ReportConfig, _checks, parse_sections
 from skdknn._report import _thesis as thesis
 from skdknn._report._commands import load_trained
+from skdknn._report._data import MIN_OOD_IMAGES, load_ood_dir
 from skdknn._report._render import pct
 from skdknn.attacks import load_adversarial
 from skdknn.datasets import load_fashion_mnist, load_idx, load_mnist
@@ -227,6 +229,21 @@ def test_ood_dir_images_are_the_inputs_of_no_class(ood_dirs, ood_report):
     assert "figures/ood_reliability.png" in part
 
 
+def test_ood_captions_state_the_numbers_not_an_outcome(ood_report):
+    # before: "DkNN credibility (left) low, softmax confidence (right) high" and
+    # "credibility stays low where softmax is confident", whatever the data showed
+    results = _results(ood_report)
+    captions = {f["name"]: f["caption"] for f in results["figures"]}
+    row = results["out_of_distribution"][1]
+    assert row["set"] == results["ood_reliability_set"]
+    caption = captions["ood_reliability"]
+    assert f"mean DkNN credibility (left) {row['mean_credibility']:.2f}" in caption
+    softmax = row["mean_softmax_confidence"]
+    assert f"mean softmax confidence (right) {softmax:.2f}." in caption
+    for caption in captions.values():
+        assert " high." not in caption and "stays low where" not in caption
+
+
 def test_another_ood_dir_in_the_same_out_is_recomputed(ood_dirs, ood_report, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(ood_report, out)  # the trained model and the first run's cache
@@ -291,9 +308,35 @@ def test_ood_dir_errors_before_any_training(ood_dirs, tmp_path, capsys):
     message = error("--ood-dir", str(small))
     assert "images of shape (1, 20, 20) (uint8)" in message
     assert "the report's training images have shape (1, 28, 28)" in message
+    # before: float32 images of the right shape were told their shape was wrong
+    floats = _ood_dir(
+        tmp_path / "floats", np.zeros((5, 28, 28), np.float32), TEST_IMAGES, gz=False
+    )
+    message = error("--ood-dir", str(floats))
+    assert "images of dtype float32, but --ood-dir needs uint8 images" in message
+    assert "shape" not in message
+    # before: accepted, then "X holds no samples." after all the training
+    none = _ood_dir(
+        tmp_path / "none", np.zeros((0, 28, 28), np.uint8), TRAIN_IMAGES, gz=True
+    )
+    message = error("--ood-dir", str(none))
+    assert f"{none / TRAIN_IMAGES}.gz: the file holds no images" in message
     message = error("--ood-dir", str(ood_dirs["inverted"]), "--sections", "table2")
     assert "add ood to --sections" in message
     assert not (empty_report / "model").exists()  # nothing was trained
+
+
+def test_ood_dir_of_few_images_warns_with_their_count(tmp_path):
+    # before: a 1-image AUROC was reported without a word
+    few = _ood_dir(tmp_path, np.zeros((3, 28, 28), np.uint8), TEST_IMAGES, gz=False)
+    with pytest.warns(UserWarning, match=r"holds only 3 image\(s\): the AUROC"):
+        ood = load_ood_dir(str(few), (1, 28, 28))
+    assert ood.X.shape == (3, 1, 28, 28)
+    enough = np.zeros((MIN_OOD_IMAGES, 28, 28), np.uint8)
+    _ood_dir(tmp_path, enough, TEST_IMAGES, gz=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_ood_dir(str(tmp_path), (1, 28, 28)).X) == MIN_OOD_IMAGES
 
 
 # -- Topolewski Fig. 4.7 (backends) and Figs. 4.8-4.10 (the BatchNorm CNN) -----------

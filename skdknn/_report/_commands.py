@@ -45,7 +45,7 @@ def train(config: ReportConfig) -> dict[str, Any]:
     data = load_data(config)
     print(data.describe(config.calibration_size))
     models = fit_models(config, data, out)
-    what = "loaded (same settings)" if models.loaded else "trained"
+    what = "loaded (same settings and data)" if models.loaded else "trained"
     cnn_pred, _ = network_outputs(models.dknn, data.X_test)
     pred, cred = dknn_outputs(models.dknn, data.X_test)
     summary = {
@@ -76,7 +76,8 @@ def load_trained(model_dir: str, verbose: int = 0) -> tuple[ReportConfig, Data, 
             "create one with `skdknn train --out DIR` or `skdknn report --out DIR`."
         )
     try:
-        settings = json.loads(record_path.read_text())["settings"]
+        record = json.loads(record_path.read_text())
+        settings = record["settings"]
         settings["variants"] = [tuple(v) for v in settings["variants"]]
         config = ReportConfig(**settings)
     except (ValueError, KeyError, TypeError) as error:
@@ -92,7 +93,16 @@ def load_trained(model_dir: str, verbose: int = 0) -> tuple[ReportConfig, Data, 
             f"({error!r}); train it again with `skdknn train --out DIR`."
         ) from None
     dknn.set_params(verbose=max(verbose - 1, 0))
-    return config, load_data(config), dknn
+    data = load_data(config)
+    trained_on = record.get("data_key")
+    if trained_on is not None and trained_on != data.key():
+        raise ValueError(
+            f"the model saved in {str(directory)!r} was trained on other data than "
+            f"--data-dir {config.data_dir} now holds (its files were changed, or "
+            "the relative path names other files from this directory); train it "
+            "again with `skdknn train --out DIR`."
+        )
+    return config, data, dknn
 
 
 def _saved_head(

@@ -232,11 +232,12 @@ class ReportConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-#: Settings the trained network and the fitted DkNN depend on.
+#: Settings the trained network and the fitted DkNN depend on (besides the data
+#: itself, hashed apart: not ``data_dir``, whose files may be rewritten in place
+#: and whose relative path means other files from another directory).
 MODEL_SETTINGS = (
     "net",
     "dataset",
-    "data_dir",
     "train_size",
     "test_size",
     "max_epochs",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +16,12 @@ from ..datasets import load_fashion_mnist, load_idx, load_mnist, make_ood_images
 from ._config import DATASETS, ReportConfig
 
 __all__ = [
+    "MIN_OOD_IMAGES",
     "OOD_DIR_FILES",
     "OOD_KINDS",
     "Data",
     "OODImages",
+    "images_key",
     "load_data",
     "load_ood_dir",
     "ood_inputs",
@@ -34,6 +38,15 @@ OOD_KINDS = {
     # showed Fashion-MNIST to its MNIST model)
     "digits": "MNIST digits (embedded sample)",
 }
+
+
+def images_key(X: NDArray) -> str:
+    """Short hash of an array (its shape, dtype and values): images an
+    adversarial set is made from, or the data a model is trained on
+    (:meth:`Data.key`); what is cached is reused only for the very same values."""
+    digest = hashlib.sha256(repr((X.shape, X.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(X).data)
+    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -55,6 +68,13 @@ class Data:
         if self.class_names is None:
             return str(y)
         return f"{y} ({self.class_names[int(str(y))]})"
+
+    def key(self) -> str:
+        """Short hash of the training and test images and labels: the saved model
+        (and so everything derived from it) is reused only for the very same data,
+        whatever ``--data-dir`` is called or where it is given from."""
+        parts = (self.X_train, self.y_train, self.X_test, self.y_test)
+        return images_key(np.array([images_key(part) for part in parts]))
 
     def describe(self, calibration_size: int) -> str:
         n_indexed = len(self.X_train) - calibration_size
@@ -134,6 +154,11 @@ def load_data(config: ReportConfig) -> Data:
 OOD_DIR_FILES = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
 
 
+#: Fewer images of ``--ood-dir`` than this are warned about: the AUROC and the
+#: shares of the ood section mean little on so few.
+MIN_OOD_IMAGES = 20
+
+
 @dataclass
 class OODImages:
     """Inputs of no class read from an IDX images file (``--ood-dir``)."""
@@ -160,9 +185,16 @@ def load_ood_dir(directory: str, image_shape: tuple[int, ...]) -> OODImages:
         When ``directory`` is missing or holds none of the files (the message
         lists the names looked for).
     ValueError
-        When the file is malformed or its images are not uint8 of
-        ``image_shape`` (``(channels, height, width)``, the training images'):
-        the message gives both shapes.
+        When the file is malformed, holds no images, or its images are not of
+        ``image_shape`` (``(channels, height, width)``, the training images':
+        the message gives both shapes) or not uint8 (the message gives the
+        dtype found).
+
+    Warns
+    -----
+    UserWarning
+        When the file holds fewer than :data:`MIN_OOD_IMAGES` images (the
+        message gives the count): AUROCs and shares of so few mean little.
     """
     root = Path(directory).expanduser()
     if not root.is_dir():
@@ -182,12 +214,30 @@ def load_ood_dir(directory: str, image_shape: tuple[int, ...]) -> OODImages:
     images = load_idx(path)
     if images.ndim == 3:  # (n, height, width): one channel
         images = images[:, None]
-    if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape):
+    if images.shape[1:] != tuple(image_shape):
         raise ValueError(
             f"{path}: images of shape {images.shape[1:]} ({images.dtype}), but "
             f"the report's training images have shape {tuple(image_shape)}; "
             "--ood-dir needs uint8 images (an idx3-ubyte file) of the training "
             "images' shape."
+        )
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"{path}: images of dtype {images.dtype}, but --ood-dir needs uint8 "
+            "images (an idx3-ubyte file, pixels 0-255) like the training images'."
+        )
+    if len(images) == 0:
+        raise ValueError(
+            f"{path}: the file holds no images (its header gives 0); --ood-dir "
+            "needs a file of images."
+        )
+    if len(images) < MIN_OOD_IMAGES:
+        warnings.warn(
+            f"--ood-dir {path} holds only {len(images)} image(s): the AUROC and "
+            f"the shares of the inputs of no class are measured on them alone "
+            f"(at least {MIN_OOD_IMAGES} are needed for them to mean much).",
+            UserWarning,
+            stacklevel=2,
         )
     return OODImages((images / 255.0).astype(np.float32), path)
 

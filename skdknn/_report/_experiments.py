@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from ..metrics import (
     ood_auroc,
 )
 from ._config import ATTACK_SETTINGS, ReportConfig
-from ._data import Data, ood_inputs
+from ._data import Data, images_key, ood_inputs
 from ._models import Models, dknn_outputs, heads_key, network_outputs
 
 __all__ = [
@@ -262,14 +261,6 @@ def _attack_factory(
             trained.set_params(**saved)
 
     return run
-
-
-def images_key(X: NDArray) -> str:
-    """Short hash of the images an adversarial set is made from (their count,
-    shape and pixels): a set is reused only for the very same images."""
-    digest = hashlib.sha256(repr((X.shape, X.dtype.str)).encode())
-    digest.update(np.ascontiguousarray(X).data)
-    return digest.hexdigest()[:12]
 
 
 def set_path(cache: Path, name: str, eps: float, n_images: int) -> Path:

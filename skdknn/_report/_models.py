@@ -91,9 +91,21 @@ def _write_run_record(out: Path, record: dict[str, Any]) -> None:
     write_atomic(out / RUN_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
 
+def _absolute_dirs(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with relative data directories made absolute: ``skdknn attack
+    --model`` reads the same files from any working directory."""
+    for name in ("data_dir", "ood_dir"):
+        if settings.get(name) is not None:
+            settings[name] = str(Path(settings[name]).expanduser().resolve())
+    return settings
+
+
 def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
-    """Train the DkNN, or load the one saved in ``out`` under the same settings."""
-    key = config.key(*MODEL_SETTINGS)
+    """Train the DkNN, or load the one saved in ``out`` under the same settings
+    and data (the key holds :meth:`Data.key`, a hash of the training and test
+    images and labels: data rewritten in the same ``--data-dir`` trains anew, and
+    with the new ``model_id`` every cache derived from the model is recomputed)."""
+    key = config.key(*MODEL_SETTINGS, parent=data.key())
     record = run_record(out)
     model_dir = out / MODEL_DIR
     dknn: DeepKNNClassifier | None = None
@@ -131,7 +143,8 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         record = {
             "model_key": key,
             "model_id": model_id,
-            "settings": config.as_dict(),
+            "data_key": data.key(),
+            "settings": _absolute_dirs(config.as_dict()),
             "batchnorm_recalibrated": recalibrated,
         }
         _write_run_record(out, record)
