@@ -140,6 +140,61 @@ def test_cw_binary_search_finds_the_minimal_l2_of_a_linear_model():
     assert (l2 <= 1.05 * minimal + 1e-3).all(), l2 / minimal
 
 
+class RecordingLinear(nn.Module):
+    """A linear model that records, for every forward pass with gradients, its
+    logits and the gradient of the attack's loss with respect to them."""
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        self.lin = lin
+        self.logits: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lin(x)
+        if out.requires_grad:
+            self.logits.append(out.detach().clone())
+            out.register_hook(lambda g: self.grads.append(g.detach().clone()))
+        return out
+
+
+def test_cw_binary_search_sequence_of_c_is_the_documented_one():
+    """The constant c of each binary-search step, read off the loss's gradient
+    with respect to the logits (c on the attacked logit while the margin term is
+    not clamped), follows the documented rule per row: times 10 until a step finds
+    an example, then the midpoint of the largest failing and the smallest
+    successful c. (A linear model's path crosses its boundary at the closest
+    point for any large enough c, so the result alone cannot tell the rule.)"""
+    torch.manual_seed(1)
+    model = RecordingLinear(nn.Linear(6, 2)).eval()
+    X = np.random.default_rng(1).uniform(0.3, 0.7, size=(10, 6)).astype(np.float32)
+    steps, n_iter = 6, 30
+    CarliniWagnerL2Attack(
+        model,
+        initial_const=1e-3,
+        binary_search_steps=steps,
+        n_iter=n_iter,
+        learning_rate=0.01,
+        abort_early=False,
+    ).fit(X).transform(X)
+    t = logits_of(model.lin, X).argmax(1)
+    rows = np.arange(len(X))
+    logits = torch.stack(model.logits).numpy().reshape(steps, n_iter, len(X), 2)
+    grads = torch.stack(model.grads).numpy().reshape(steps, n_iter, len(X), 2)
+    c_seen = np.abs(grads[..., rows, t]).max(axis=1)  # (steps, rows)
+    const = np.full(len(X), 1e-3)
+    lower, upper = np.zeros(len(X)), np.full(len(X), np.inf)
+    for step in range(steps):
+        np.testing.assert_allclose(c_seen[step], const, rtol=1e-5)
+        z = logits[step]  # (n_iter, rows, 2)
+        found = (z[:, rows, 1 - t] > z[:, rows, t]).any(axis=0)
+        upper = np.where(found, np.minimum(upper, const), upper)
+        lower = np.where(found, lower, np.maximum(lower, const))
+        const = np.where(np.isfinite(upper), (lower + upper) / 2, const * 10)
+    # the search went both ways: most rows were raised, then bisected
+    assert (np.isfinite(upper) & (lower > 0)).sum() >= 5
+
+
 def test_cw_confidence_is_a_margin():
     net = tiny_cnn(logit_shift=5.0)
     X = images()

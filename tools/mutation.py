@@ -549,6 +549,19 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "one: the authors' `if l > prev * .9999: break` keeps such a row, as "
         "`<=` does, but no test input can be built to hit that equality",
     ),
+    (
+        "skdknn.attacks._cw.x_carlini_wagner_l2__*",
+        "(other - real >= confidence)",
+        "differs only when a float32 logit margin equals the confidence exactly "
+        "(a tie of two logits at confidence 0), which no test input can be "
+        "built to reach",
+    ),
+    (
+        "skdknn.attacks._cw.x_carlini_wagner_l2__*",
+        "improved = success & (l2 <= best_l2)",
+        "differs only when two successful iterates have bit-identical float32 "
+        "L2 distances, which no test input can be built to reach",
+    ),
 ]
 
 
