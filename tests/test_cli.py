@@ -758,3 +758,52 @@ def test_attack_table_cells_recomputed_from_the_saved_sets(report_dir):
                 )
     # the attacks did something: some cells differ from the clean column
     assert table["dknn"]["bim_origin"]["accuracy"] < table["dknn"]["clean"]["accuracy"]
+
+
+def test_every_trained_network_checked_for_undertraining(report_dir):
+    """The report's CNN and the transfer section's LeNet-5 (1 epoch on 500 rows
+    here): each is warned about exactly when its clean accuracy is below the
+    threshold, in the JSON and next to its table on the page."""
+    from skdknn._report._checks import MIN_CLEAN_ACCURACY
+
+    results = json.loads((report_dir / "results.json").read_text())
+    page = (report_dir / "report.md").read_text()
+    cnn = next(r for r in results["clean"] if r["model"].startswith("CNN"))
+    transfer = results["transfer"]
+    checked = [
+        ("DkNN paper CNN", cnn["accuracy"], results["notes"], "## Accuracy on clean"),
+        (
+            "LeNet-5",
+            transfer["rows"]["clean"]["cnn"],
+            transfer["warnings"],
+            "## Transfer",
+        ),
+    ]
+    assert any(accuracy < MIN_CLEAN_ACCURACY for _, accuracy, _, _ in checked)
+    for name, accuracy, notes, heading in checked:
+        found = [w for w in results["warnings"] if f"the {name} (saved in" in w]
+        assert bool(found) == (accuracy < MIN_CLEAN_ACCURACY)
+        assert notes == found
+        section = page.split(heading)[1].split("\n## ")[0]
+        for warning in found:
+            assert f"{100 * accuracy:.1f} % clean test accuracy" in warning
+            assert warning in section
+    assert page.count("Warning:") == len(results["warnings"])
+
+
+def test_thesis_grid_caption_counts_neighbours_and_ood_summary(report_dir):
+    from skdknn._report._run import page_summary
+    from skdknn._report._section_pages import neighbour_count_bounds
+
+    # the section's shares: >= 14/15 (top), <= 1/15 (bottom)
+    assert neighbour_count_bounds(25) == (24, 1)
+    assert neighbour_count_bounds(75) == (70, 5)
+    assert neighbour_count_bounds(15) == (14, 1)
+    assert neighbour_count_bounds(10) == (10, 0)
+    page = (report_dir / "report.md").read_text()
+    assert "at least 10 of their 10 neighbours" in page and "14/15 of their" not in page
+    results = json.loads((report_dir / "results.json").read_text())
+    text = page_summary(results)
+    assert "inputs of no class: mean DkNN credibility" in text
+    for row in results["out_of_distribution"]:
+        assert row["set"][:40] in text

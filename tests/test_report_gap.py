@@ -234,12 +234,21 @@ def test_gap_section_recomputed_from_the_saved_sets(tmp_path):
     assert [row["n_train"] for row in sizes] == [300, 600]
     assert sizes[0]["n_neighbors"] == 5 and sizes[0]["calibration_size"] == 50
     assert (out / "gap_train_sizes" / "n300" / "model").is_dir()
+    # the smaller model is checked for undertraining like every trained network
+    # (its clean CNN accuracy here is on all the test images: curve_size >= 60)
+    small_warnings = [w for w in results["warnings"] if "n300" in w]
+    assert sizes[0]["warnings"] == small_warnings
+    assert bool(small_warnings) == (sizes[0]["clean"]["cnn"] < 0.5)
+    for warning in small_warnings:
+        assert f"{100 * sizes[0]['clean']['cnn']:.1f} % clean test" in warning
     assert sizes[1]["attacks"]["FGSM eps 0.1"]["knn"]["origin"] == pytest.approx(
         section["table"]["FGSM eps 0.1"]["knn"]["origin"]["accuracy"]
     )
     markdown = (out / "report.md").read_text()
     assert "## The AdvKNN gap where FGSM leaves room" in markdown
     assert "figures/advknn_gap_train_sizes.png" in markdown
+    gap_part = markdown.split("## The AdvKNN gap where FGSM leaves room")[1]
+    assert all(warning in gap_part for warning in small_warnings)
     # a rerun reuses every set and head
     files = sorted((out / "adversarial").rglob("*.npz"))
     files.append(out / "sections" / "gap_boundary_head.pkl")

@@ -7,7 +7,10 @@ class (Fig. 4.6), the neighbour backends (Fig. 4.7) and the BatchNorm CNN
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import re
 import shutil
 import warnings
@@ -28,7 +31,7 @@ from test_datasets import (
 )
 
 from skdknn.__main__ import main
-from skdknn._report import ReportConfig, parse_sections
+from skdknn._report import ReportConfig, _checks, parse_sections
 from skdknn._report import _thesis as thesis
 from skdknn._report._commands import load_trained
 from skdknn._report._data import MIN_OOD_IMAGES, load_ood_dir
@@ -343,13 +346,19 @@ SMALL = [*TINY, "--train-size", "400", "--test-size", "40", "--calibration-size"
 FAST_BACKENDS = ("exact", "lsh", "annoy")
 
 
+#: what each module-scoped report printed (its directory -> stdout)
+STDOUT: dict[Path, str] = {}
+
+
 @pytest.fixture(scope="module")
 def thesis_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("thesis")
-    with pytest.MonkeyPatch.context() as patch:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(thesis, "THESIS_BACKENDS", FAST_BACKENDS)
         argv = ["report", *SMALL, "--sections", "backends,bn-cnn", "--out", str(out)]
         assert main(argv) == 0
+    STDOUT[out] = printed.getvalue()
     return out
 
 
@@ -481,6 +490,112 @@ def test_bn_cnn_dknn_on_the_maxpool_outputs_recomputed(thesis_report):
     assert "(on MaxPool: `features.pool1, features.pool2, features.pool3`)" in page
 
 
+@pytest.mark.parametrize(
+    ("momentum", "n_batches", "stale"),
+    [
+        (0.1, 10, True),  # 0.9 ** 10 = 0.35: --quick's BatchNorm CNN
+        (0.1, 65, True),  # 0.9 ** 65 = 1.06e-3
+        (0.1, 66, False),  # 0.9 ** 66 = 9.6e-4
+        (0.1, 106, False),  # the default run: 1.4e-5
+        (0.5, 9, True),  # 0.5 ** 9 = 1.95e-3
+        (0.5, 10, False),  # 0.5 ** 10 = 9.8e-4
+        (0.0, 1000, True),  # never updated: the initial values stay
+        (None, 0, True),  # a cumulative average that saw no batch
+        (None, 3, False),  # ... and one that did: no initial values left
+    ],
+)
+def test_batchnorm_staleness_rule(momentum, n_batches, stale):
+    assert _checks.batchnorm_is_stale(momentum, n_batches) is stale
+
+
+def test_default_run_keeps_its_batchnorm_statistics():
+    """The default (and --full) run's BatchNorm CNN is not recalibrated: its
+    documented numbers stay. The network trains on the indexed rows in batches of
+    500 (``fit_models``), momentum 0.1 (torch's default), and one forward pass in
+    train mode is made when it is built (measured: 340 rows, 1 epoch -> 2)."""
+    config = ReportConfig.from_overrides(full=True)
+    n_indexed = (
+        len(load_mnist(return_X_y=True)[1]) - config.test_size - config.calibration_size
+    )
+    updates = config.max_epochs * math.ceil(n_indexed / 500) + 1
+    assert updates == 106
+    assert not _checks.batchnorm_is_stale(0.1, updates)
+    # --quick's: 3 epochs of 1,700 rows
+    quick = ReportConfig.quick()
+    updates = (
+        quick.max_epochs * math.ceil((quick.train_size - quick.calibration_size) / 500)
+        + 1
+    )
+    assert _checks.batchnorm_is_stale(0.1, updates)
+
+
+def test_bn_cnn_batchnorm_statistics_reestimated_at_small_settings(thesis_report):
+    """At these settings the BatchNorm CNN makes 2 updates: its running
+    statistics are 81 % their initial values and in eval mode it predicted one
+    class (CNN accuracy at chance). Re-estimated on its training rows, it is far
+    above chance, and the page and the JSON say so."""
+    nets = _results(thesis_report)["nets"]["nets"]
+    bn_part = nets["bn-cnn"]
+    assert bn_part["batchnorm_recalibrated"] is True
+    assert nets["paper-cnn"]["batchnorm_recalibrated"] is False  # no BatchNorm
+    clean = bn_part["rows"][0]
+    assert clean["eps"] == 0 and clean["cnn_accuracy"] >= 0.4  # chance: 0.1
+    _, data, bn = load_trained(str(thesis_report / "nets" / "bn-cnn"))
+    n = _results(thesis_report)["nets"]["n"]
+    pred = bn.net_.predict(data.X_test[:n])
+    assert len(np.unique(pred)) > 3
+    # the statistics are torch's update_bn over the training rows, not the initial
+    layer = bn.module_.get_submodule("features.bn1")
+    assert not torch.allclose(layer.running_var, torch.ones_like(layer.running_var))
+    page = (thesis_report / "report.md").read_text()
+    part = page.split("## The BatchNorm CNN against the paper CNN")[1]
+    assert "BatchNorm running statistics were still tied" in part
+    assert "torch.optim.swa_utils.update_bn" in part
+
+
+def test_undertrained_network_warned_in_stdout_page_and_json(thesis_report):
+    """At these settings (1 epoch, 340 rows) the paper CNN does not learn; the
+    BatchNorm CNN does (above): only the first is warned about."""
+    results = _results(thesis_report)
+    nets = results["nets"]["nets"]
+    paper_accuracy = nets["paper-cnn"]["rows"][0]["cnn_accuracy"]
+    assert paper_accuracy < _checks.MIN_CLEAN_ACCURACY
+    assert nets["bn-cnn"]["rows"][0]["cnn_accuracy"] >= _checks.MIN_CLEAN_ACCURACY
+    (warning,) = results["warnings"]
+    assert f"DkNN paper CNN (saved in {thesis_report})" in warning
+    assert f"{100 * paper_accuracy:.1f} % clean test accuracy" in warning
+    assert "--epochs" in warning and "--train-size" in warning
+    assert (
+        nets["paper-cnn"]["warnings"] == [warning] and nets["bn-cnn"]["warnings"] == []
+    )
+    assert warning in STDOUT[thesis_report]
+    page = (thesis_report / "report.md").read_text()
+    # next to the clean table and to the bn-cnn section's table
+    assert warning in page.split("## Accuracy on clean test images")[1].split("## ")[0]
+    assert warning in page.split("## The BatchNorm CNN against the paper CNN")[1]
+    assert page.count("Warning:") == 2
+
+
+def test_undertrained_rule():
+    assert _checks.undertrained_warning("LeNet-5", 0.5) is None
+    assert _checks.undertrained_warning("LeNet-5", 0.99) is None
+    text = _checks.undertrained_warning("LeNet-5", 0.375)
+    assert text is not None and "LeNet-5 reaches only 37.5 %" in text
+
+
+def test_page_says_how_to_read_it(thesis_report):
+    page = (thesis_report / "report.md").read_text()
+    first = page.split("\n\n")[1]
+    assert "docs/reproduction.md" in first
+    assert "not comparable with the papers' (small settings)" in first
+    assert "changed: train_size, test_size, max_epochs" in first
+    # the default settings: only the pointer to the reproduction page
+    from skdknn._report._run import small_settings
+
+    assert small_settings(ReportConfig.from_overrides(full=True)) == []
+    assert "max_epochs" in small_settings(ReportConfig.quick())
+
+
 def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
     files = [
         thesis_report / "sections" / "backends.joblib",
@@ -500,6 +615,7 @@ def test_a_rerun_reuses_the_backends_and_the_second_net(thesis_report):
         results = _results(thesis_report)
         assert results["backends"]["loaded_from_cache"] is True
         assert results["nets"]["nets"]["bn-cnn"]["loaded_from_cache"] is True
+        assert results["nets"]["nets"]["bn-cnn"]["batchnorm_recalibrated"] is True
         maxpool = results["nets"]["nets"]["bn-cnn"]["maxpool_dknn"]
         assert maxpool["loaded_from_cache"] is True
         assert [path.stat().st_mtime_ns for path in files] == before

@@ -264,6 +264,8 @@ def train_size_rows(
             methods=("fgsm", "bim"),
         )  # fmt: skip
         rows.append(_size_row(sub, sub_models, sub_table, X, y, n_train))
+        rows[-1]["notes"] = sub_models.notes + sub_models.warnings
+        rows[-1]["warnings"] = sub_models.warnings
     main = {label: cells for label, cells in table.items() if "CW" not in label}
     rows.append(_size_row(config, models, main, X, y, n_full))
     return rows
@@ -410,6 +412,9 @@ def gap_page(
             "images, with k and the calibration set scaled with it (k stays the "
             "same share of a class); the last row is the report's own model."
         )
+        for row in sizes:
+            for note in row.get("notes", []):
+                page.paragraph(note)
 
 
 def gap_figure(writer: FigureWriter, section: dict[str, Any]) -> None:

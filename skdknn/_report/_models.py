@@ -8,7 +8,7 @@ import os
 import pickle
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from ..attacks import AdvKNNAttack
 from ..neighbors import make_backend
 from ..persistence import load_model, save_model
 from ..plotting._common import dknn_predictions, network_softmax
-from ._config import HEAD_SETTINGS, MODEL_SETTINGS, NETS, ReportConfig
+from ._checks import batchnorm_note, recalibrate_batchnorm, undertrained_warning
+from ._config import HEAD_SETTINGS, MODEL_SETTINGS, NET_TITLES, NETS, ReportConfig
 from ._data import Data
 from ._render import write_atomic
 
@@ -57,6 +58,12 @@ class Models:
     loaded: bool
     fit_seconds: float
     model_id: str  # changes whenever a model is trained: keys what is derived from it
+    # what the page says next to the network's table: its BatchNorm statistics
+    # re-estimated (:func:`recalibrate_batchnorm`), and whether it did not learn
+    # (:func:`undertrained_warning`: also in results.json's "warnings")
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    batchnorm_recalibrated: bool = False
 
 
 def network_outputs(
@@ -123,6 +130,9 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         )
         start = time.perf_counter()
         dknn.fit(data.X_train, data.y_train)
+        recalibrated = recalibrate_batchnorm(
+            dknn, data.X_train, data.y_train, batch_size=500
+        )
         seconds = time.perf_counter() - start
         # saved quiet: `attack`, `explain` and load_model print no progress bars
         dknn.set_params(verbose=0)
@@ -135,6 +145,7 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
             "model_id": model_id,
             "data_key": data.key(),
             "settings": _absolute_dirs(config.as_dict()),
+            "batchnorm_recalibrated": recalibrated,
         }
         _write_run_record(out, record)
     if config.attacked_layer not in dknn.layers_:
@@ -147,7 +158,17 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         net=FrozenEstimator(dknn.net_), layers=[config.attacked_layer], verbose=0
     )
     knn.fit(data.X_train, data.y_train)
-    return Models(dknn, knn, loaded, seconds, model_id)
+    models = Models(dknn, knn, loaded, seconds, model_id)
+    title = f"{NET_TITLES[config.net]} (saved in {out})"
+    models.batchnorm_recalibrated = bool(record.get("batchnorm_recalibrated"))
+    if models.batchnorm_recalibrated:
+        models.notes.append(batchnorm_note(title))
+    cnn_pred, _ = network_outputs(dknn, data.X_test)
+    warning = undertrained_warning(title, float(np.mean(cnn_pred == data.y_test)))
+    if warning is not None:
+        print(warning)
+        models.warnings.append(warning)
+    return models
 
 
 def report_backend(config: ReportConfig) -> Any:

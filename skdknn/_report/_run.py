@@ -34,7 +34,7 @@ from ._experiments import (
     variant_table,
 )
 from ._gap import gap_figure, gap_page, gap_section, gap_summary
-from ._models import fit_heads, fit_models
+from ._models import Models, fit_heads, fit_models
 from ._render import Page, num, pct, write_atomic
 from ._sections import (
     detection_section,
@@ -131,6 +131,8 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
             "n_test": len(data.y_test),
         },
         "model_loaded_from_cache": models.loaded,
+        "batchnorm_recalibrated": models.batchnorm_recalibrated,
+        "notes": models.notes + models.warnings,
         "layers": list(models.dknn.layers_),
         "head_agreement": {n: float(a.agreement_) for n, a in heads.items()},
     }
@@ -244,6 +246,7 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
             )
             results["neighbor_label_agreement"] = agreement
             _figures.neighbor_agreement(writer, agreement, list(models.dknn.layers_))
+    results["warnings"] = network_warnings(models, results)
     results["figures"] = writer.figures
     results["step_seconds"] = steps.times
     results["wall_time_s"] = steps.total
@@ -254,6 +257,8 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n",
     )
     print(f"\n{page_summary(results)}")
+    for warning in results["warnings"]:
+        print(warning)
     print(
         f"Report written to {html_path} and {md}, figures in {out / 'figures'}, "
         f"every number in {out / 'results.json'} ({results['wall_time_s']} s)"
@@ -316,6 +321,19 @@ def _table2_figures(
 # -- the page ------------------------------------------------------------------------
 def build_page(config: ReportConfig, data: Data, results: dict[str, Any]) -> Page:
     page = Page("skdknn report: Deep k-Nearest Neighbours and AdvKNN on " + data.name)
+    small = small_settings(config)
+    page.paragraph(
+        "How to read these numbers: the documentation's reproduction page "
+        "(docs/reproduction.md) says which agree with the papers' at the default "
+        "settings and which do not, and why."
+        + (
+            " This run's settings are not the defaults (e.g. --quick; changed: "
+            f"{', '.join(small)}): its numbers are not comparable with the "
+            "papers' (small settings)."
+            if small
+            else ""
+        )
+    )
     d = results["data"]
     page.paragraph(
         f"{d['n_train']:,} training images ({d['n_indexed']:,} indexed, "
@@ -375,6 +393,8 @@ def _page_clean(
         "training images). DkNNB rows: the deep kNN block trained to imitate "
         f"the kNN of `{config.attacked_layer}`, used as a classifier."
     )
+    for note in results.get("notes", []):
+        page.paragraph(note)
 
 
 def _page_choosing_k(
@@ -540,6 +560,48 @@ _SECTION_PAGES = {
 
 #: The figures drawn beside each section's table (the others go under "Figures").
 _FIGURES = {**section_pages.FIGURES, **thesis_pages.FIGURES}
+
+
+#: Settings whose values change how well the networks, heads and attacks are
+#: trained (--quick lowers them all): the page says that a run with others than
+#: the defaults is not comparable with the papers.
+TRAINING_SETTINGS = (
+    "dataset",
+    "train_size",
+    "test_size",
+    "max_epochs",
+    "n_neighbors",
+    "calibration_size",
+    "n_iter",
+    "step",
+    "head_epochs",
+    "transfer_epochs",
+    "cw_steps",
+)
+
+
+def small_settings(config: ReportConfig) -> list[str]:
+    """The :data:`TRAINING_SETTINGS` of ``config`` that differ from the defaults
+    (as results.json's "settings" name them)."""
+    default = ReportConfig()
+    return [
+        name
+        for name in TRAINING_SETTINGS
+        if getattr(config, name) != getattr(default, name)
+    ]
+
+
+def network_warnings(models: Models, results: dict[str, Any]) -> list[str]:
+    """The :func:`~._checks.undertrained_warning` of every network the report
+    trained: its own, the bn-cnn section's other one, the transfer target and the
+    gap section's smaller models."""
+    found = list(models.warnings)
+    for part in results.get("nets", {}).get("nets", {}).values():
+        found += [w for w in part.get("warnings", []) if w not in found]
+    found += results.get("transfer", {}).get("warnings", [])
+    for row in results.get("advknn_gap", {}).get("train_sizes", []):
+        found += row.get("warnings", [])
+    return found
 
 
 def page_summary(results: dict[str, Any]) -> str:

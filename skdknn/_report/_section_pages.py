@@ -64,6 +64,8 @@ def transfer(
         f"report's {NET_TITLES[config.net]}. Higher accuracy = less transfer. "
         "Paper: AdvKNN Table 3 (a LeNet-5 trained on 60,000 MNIST images)."
     )
+    for note in section.get("notes", []):
+        page.paragraph(note)
 
 
 def k_sweep(
@@ -270,6 +272,8 @@ def thesis(
     )
     ours = section["correct_neighbours"]
     theirs = ref["correct_neighbours"]
+    k = config.n_neighbors
+    top, bottom = neighbour_count_bounds(k)
     page.table(
         ["images with ...", "ours %", "thesis %"],
         [[name, pct(value), pct(theirs.get(name))] for name, value in ours.items()],
@@ -277,13 +281,23 @@ def thesis(
     page.paragraph(
         f"FGSM through the CNN on the first {section['n']} test images (sets "
         "shared with the accuracy-against-eps curves). Second table: the share "
-        "of images with at least 14/15 of their k neighbours of the true label "
-        "(top) or at most 1/15 (bottom) on the first and the third DkNN layer "
+        f"of images with at least {top} of their {k} neighbours of the true label "
+        f"(14/15 of them: top) or at most {bottom} (1/15: bottom) on the first and "
+        "the third DkNN layer "
         f"(`{'`, `'.join(section['layers_shown'])}`), clean and at eps = "
         f"{section['eps_at_figures']:g} (the thesis's Fig. 4.3, read from its "
         "text). Thesis: the paper CNN trained on 60,000 MNIST images, FALCONN "
         "neighbour search."
     )
+
+
+def neighbour_count_bounds(k: int) -> tuple[int, int]:
+    """The fewest of ``k`` neighbours of the true label that the thesis-grid
+    section counts as "top" (a share of at least 14/15) and the most it counts as
+    "bottom" (at most 1/15), by the same comparisons of shares."""
+    top = min(c for c in range(k + 1) if c / k >= 14 / 15)
+    bottom = max(c for c in range(k + 1) if c / k <= 1 / 15)
+    return top, bottom
 
 
 def summary(results: dict[str, Any]) -> list[str]:
@@ -297,6 +311,18 @@ def summary(results: dict[str, Any]) -> list[str]:
         ]
         lines += ["", f"DkNN accuracy % of the {section['target_net']} (transfer): "]
         lines[-1] += ", ".join(cells)
+    if "out_of_distribution" in results:
+        lines += [
+            "",
+            "inputs of no class: mean DkNN credibility / softmax confidence "
+            "(AUROC against the test digits)",
+        ]
+        for row in results["out_of_distribution"]:
+            lines.append(
+                f"  {row['set'][:40]:<40} {num(row['mean_credibility'])} / "
+                f"{num(row['mean_softmax_confidence'])} (AUROC "
+                f"{num(row['auroc_credibility'])} / {num(row['auroc_softmax'])})"
+            )
     if "k_sweep" in results:
         section = results["k_sweep"]
         lines += ["", "attack success % against k: "]

@@ -192,6 +192,9 @@ def transfer_section(
         "target_layer": target_config.attacked_layer,
         "target_epochs": target_config.max_epochs,
         "target_loaded_from_cache": target.loaded,
+        "batchnorm_recalibrated": target.batchnorm_recalibrated,
+        "notes": target.notes + target.warnings,
+        "warnings": target.warnings,
         "rows": rows,
     }
 

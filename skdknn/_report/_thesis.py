@@ -303,6 +303,9 @@ def _net_rows(
         "layers": list(models.dknn.layers_),
         "epochs": config.max_epochs,
         "loaded_from_cache": models.loaded,
+        "batchnorm_recalibrated": models.batchnorm_recalibrated,
+        "notes": models.notes + models.warnings,
+        "warnings": models.warnings,
         "rows": rows,
         "_figures": {"y": y, **figures},  # for the figures; not written to the JSON
     }

@@ -174,6 +174,9 @@ def nets_page(
         'number: the two curves are "almost overlapping", the BatchNorm one '
         "slightly above."
     )
+    for part in nets.values():
+        for note in part.get("notes", []):
+            page.paragraph(note)
 
 
 def nets_figures(writer: FigureWriter, section: dict[str, Any]) -> None:
