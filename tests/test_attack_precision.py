@@ -8,9 +8,13 @@ not move keep their exact bits.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
 from torch import nn
@@ -169,3 +173,44 @@ def test_mean_attack_exact_box_in_the_input_dtype(dtype):
     flipped = model.predict(X_adv) != model.predict(X)
     assert flipped.mean() > 0.5
     np.testing.assert_array_equal(X_adv[~flipped], X[~flipped])
+
+
+# -- the exact comparison behind the box and ball checks ------------------------------
+
+
+@given(
+    a=st.floats(-1e3, 1e3, allow_nan=False, width=64),
+    b=st.floats(-1e3, 1e3, allow_nan=False, width=64),
+    scale=st.sampled_from([1.0, 2.0**-30, 2.0**-60]),
+    which=st.sampled_from([-1, 0, 1]),
+)
+@settings(max_examples=300, deadline=None)
+def test_exceeds_is_the_exact_comparison_of_the_real_difference(a, b, scale, which):
+    """``_exceeds(a, b, bound)`` is ``a - b > bound`` on the real numbers: checked
+    with exact rational arithmetic, at the rounded difference itself and its two
+    float neighbours (where the rounding error decides), with ``b`` scaled down so
+    that the difference rounds (TwoSum's error term is not 0)."""
+    from skdknn.attacks._base import _exceeds  # the private helper under test
+
+    b *= scale
+    bound = float(np.float64(a) - np.float64(b))
+    if which:
+        bound = float(np.nextafter(bound, which * np.inf))
+    exact = Fraction(a) - Fraction(b) > Fraction(bound)
+    assert bool(_exceeds(np.array([a]), np.array([b]), bound)[0]) is exact
+
+
+@pytest.mark.parametrize(
+    "a, b, bound, expected",
+    [
+        (1.0, 2.0**-60, 1.0, False),  # rounds to 1.0, really just below it
+        (1.0, -(2.0**-60), 1.0, True),  # rounds to 1.0, really just above it
+        (2.0**-60, -1.0, 1.0, True),  # the error sits in a, not b
+        (-(2.0**-60), -1.0, 1.0, False),
+        (3.0, 1.0, 2.0, False),  # exact ties are not "greater"
+    ],
+)
+def test_exceeds_pinned_ties(a, b, bound, expected):
+    from skdknn.attacks._base import _exceeds
+
+    assert bool(_exceeds(np.array([a]), np.array([b]), bound)[0]) is expected
