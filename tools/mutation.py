@@ -578,6 +578,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "np.asarray(a, np.float64), np.asarray(b, )",
         )
     ),
+    (
+        f"skdknn.attacks._base.x{_SEP}_ZeroGradientRows{_SEP}update__*",
+        "self.valid = None",
+        "`valid` is only read by `if counter.valid and ...`, where None is false "
+        "as False is",
+    ),
 ]
 
 
