@@ -264,7 +264,7 @@ def train_size_rows(
             methods=("fgsm", "bim"),
         )  # fmt: skip
         rows.append(_size_row(sub, sub_models, sub_table, X, y, n_train))
-        rows[-1]["notes"] = sub_models.notes + sub_models.warnings
+        rows[-1]["notes"] = sub_models.page_notes
         rows[-1]["warnings"] = sub_models.warnings
     main = {label: cells for label, cells in table.items() if "CW" not in label}
     rows.append(_size_row(config, models, main, X, y, n_full))

@@ -65,6 +65,12 @@ class Models:
     warnings: list[str] = field(default_factory=list)
     batchnorm_recalibrated: bool = False
 
+    @property
+    def page_notes(self) -> list[str]:
+        """What the page says next to the network's table: the notes, then the
+        warnings."""
+        return self.notes + self.warnings
+
 
 def network_outputs(
     dknn: DeepKNNClassifier, X: NDArray[np.float32]
@@ -105,7 +111,8 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
     and data (the key holds :meth:`Data.key`, a hash of the training and test
     images and labels: data rewritten in the same ``--data-dir`` trains anew, and
     with the new ``model_id`` every cache derived from the model is recomputed)."""
-    key = config.key(*MODEL_SETTINGS, parent=data.key())
+    data_key = data.key()  # hashes every image: once per call
+    key = config.key(*MODEL_SETTINGS, parent=data_key)
     record = run_record(out)
     model_dir = out / MODEL_DIR
     dknn: DeepKNNClassifier | None = None
@@ -143,7 +150,7 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
         record = {
             "model_key": key,
             "model_id": model_id,
-            "data_key": data.key(),
+            "data_key": data_key,
             "settings": _absolute_dirs(config.as_dict()),
             "batchnorm_recalibrated": recalibrated,
         }

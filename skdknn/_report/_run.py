@@ -132,7 +132,7 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
         },
         "model_loaded_from_cache": models.loaded,
         "batchnorm_recalibrated": models.batchnorm_recalibrated,
-        "notes": models.notes + models.warnings,
+        "notes": models.page_notes,
         "layers": list(models.dknn.layers_),
         "head_agreement": {n: float(a.agreement_) for n, a in heads.items()},
     }

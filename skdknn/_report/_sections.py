@@ -193,7 +193,7 @@ def transfer_section(
         "target_epochs": target_config.max_epochs,
         "target_loaded_from_cache": target.loaded,
         "batchnorm_recalibrated": target.batchnorm_recalibrated,
-        "notes": target.notes + target.warnings,
+        "notes": target.page_notes,
         "warnings": target.warnings,
         "rows": rows,
     }

@@ -304,7 +304,7 @@ def _net_rows(
         "epochs": config.max_epochs,
         "loaded_from_cache": models.loaded,
         "batchnorm_recalibrated": models.batchnorm_recalibrated,
-        "notes": models.notes + models.warnings,
+        "notes": models.page_notes,
         "warnings": models.warnings,
         "rows": rows,
         "_figures": {"y": y, **figures},  # for the figures; not written to the JSON
