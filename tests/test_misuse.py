@@ -324,6 +324,30 @@ def test_zero_gradient_inputs_are_counted_and_reported(attack):
     assert attack.n_zero_gradient_ == 0
 
 
+class _SubsetStepFGSM(FGSMAttack):
+    """A step on every row, then a second step on a subset of the rows (as an
+    attack that keeps stepping only the rows not yet fooled would)."""
+
+    def _perturb(self, x, t, lo, hi, generator):
+        x1 = super()._perturb(x, t, lo, hi, generator)
+        rows = x1[:, 0] > 0.5  # the dead rows of half_dead_net
+        moved = x1.clone()
+        moved[rows, 0] = 0.1  # where the net is alive: a non-zero gradient
+        moved[rows] = super()._perturb(moved[rows], t[rows], lo, hi, generator)
+        return moved
+
+
+def test_rows_with_a_gradient_at_a_later_subset_step_are_not_counted():
+    """Rows of a subset step no longer line up with the batch's rows: the count
+    must not report rows whose gradient was non-zero at that step."""
+    X = np.random.default_rng(0).uniform(0.05, 0.95, size=(40, 4)).astype(np.float32)
+    attack = _SubsetStepFGSM(half_dead_net(), eps=0.1).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attack.transform(X)
+    assert attack.n_zero_gradient_ == 0
+
+
 def test_zero_gradient_is_counted_through_advknn_heads(tabular):
     X, y = tabular
     X = (X - X.min()) / (X.max() - X.min())
