@@ -142,10 +142,18 @@ MODULES: dict[str, Module] = {
             "skdknn.attacks._fgsm.*",
         ],
     ),
-    # applying the float32 step exactly in the input's dtype, and the misuse warnings
+    # applying the float32 step exactly in the input's dtype, and the misuse warnings;
+    # judged without test_attacks / test_attacks_cw_pgd, whose module fixtures (a
+    # DkNN trained on MNIST, the torchattacks / ART comparisons) are rebuilt in every
+    # mutant's process (about 4x the run time) and which test the steps, not these
     "attack-precision": Module(
         _ATTACK_FILES,
-        _ATTACK_TESTS,
+        [
+            "tests/test_attack_steps.py",
+            "tests/test_attack_precision.py",
+            "tests/test_misuse.py",
+            "tests/test_documented_parameters.py",
+        ],
         [
             *(
                 f"skdknn.attacks._base.x_{f}__*"
