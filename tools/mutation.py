@@ -174,7 +174,13 @@ MODULES: dict[str, Module] = {
     ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
-        ["tests/test_sharded.py", "tests/test_documented_parameters.py"],
+        # test_dask: the shards on a real LocalCluster (the client, worker loss,
+        # dask arrays); its workers inherit the mutant from the environment
+        [
+            "tests/test_sharded.py",
+            "tests/test_dask.py",
+            "tests/test_documented_parameters.py",
+        ],
         ["skdknn.neighbors._sharded.*"],
     ),
     "exact": Module(
