@@ -107,6 +107,25 @@ def test_gradient_attacks_exact_in_the_input_dtype(name, dtype, box):
     assert np.mean(np.abs(X_adv[:, :3] - X[:, :3]) > 0) > 0.5  # it does attack
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("box", [(0.0, 1.0), (-0.25, 0.5)])
+def test_steps_past_a_representable_box_edge_land_on_it_exactly(dtype, box):
+    """A bound the dtype holds exactly is itself the clip, not its neighbour one
+    step inside (e.g. the smallest subnormal instead of 0)."""
+    lo, hi = box
+    net = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():  # the loss of class 0 falls, of class 1 rises, with x
+        net.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+    X = np.array([[lo] * 4, [hi] * 4], dtype=dtype)
+    X_adv = (
+        FGSMAttack(net, eps=0.1, clip_min=lo, clip_max=hi)
+        .fit(X)
+        .generate(X, np.array([0, 1]))
+    )
+    assert X_adv.dtype == dtype
+    np.testing.assert_array_equal(X_adv, X)  # pushed out of the box, clipped back
+
+
 def test_float64_result_is_the_float32_step_applied_to_the_float64_input():
     """The perturbation is computed in float32 as before; only where it lands moved."""
     X = inputs(np.float64)

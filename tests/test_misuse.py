@@ -324,6 +324,24 @@ def test_zero_gradient_inputs_are_counted_and_reported(attack):
     assert attack.n_zero_gradient_ == 0
 
 
+def test_zero_gradient_warning_says_what_happened():
+    X = np.random.default_rng(0).uniform(0.05, 0.95, size=(40, 4)).astype(np.float32)
+    dead = int((X[:, 0] > 0.5).sum())
+    attack = FGSMAttack(half_dead_net(), eps=0.1).fit(X)
+    for call in (attack.transform, lambda X: attack.generate(X, np.zeros(40, int))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(X)
+        (w,) = caught
+        assert w.category is UserWarning
+        assert str(w.message) == (
+            f"{dead} of 40 inputs had an exactly zero gradient of the loss at every "
+            "step (e.g. a softmax saturated in float32, or dead ReLUs): the attack "
+            "could not move them, and they are returned where it started (unchanged "
+            "without a random start). See n_zero_gradient_."
+        )
+
+
 class _SubsetStepFGSM(FGSMAttack):
     """A step on every row, then a second step on a subset of the rows (as an
     attack that keeps stepping only the rows not yet fooled would)."""

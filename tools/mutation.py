@@ -598,6 +598,31 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "`valid` is only read by `if counter.valid and ...`, where None is false "
         "as False is",
     ),
+    (
+        "skdknn.attacks._base.x__ball_bound__*",
+        "x.astype(None)",
+        "astype(None) is astype(float64)",
+    ),
+    (
+        "skdknn.attacks._base.x__ball_bound__*",
+        "for _ in range(5):",
+        "one nextafter towards x undoes the single rounding of the cast, so the "
+        "loop ends at its second pass at the latest: a fifth is never reached",
+    ),
+    *(
+        (
+            "skdknn.attacks._base.x_land_in_dtype__*",
+            text,
+            "x_step and x_step_start are float arrays: the subtraction promotes both "
+            "to float64 either way, and widening a float to float64 is exact",
+        )
+        for text in ("np.asarray(x_step, None) -", "np.asarray(x_step, ) -")
+    ),
+    (
+        "skdknn.attacks._base.x_land_in_dtype__*",
+        "np.asarray(x_step_start, None)",
+        "the same: the other operand is float64, so the difference is float64",
+    ),
 ]
 
 
