@@ -67,10 +67,11 @@ def forward_to_layers(
 
     Layer names are resolved as :func:`skdknn.nets.layer_names` lists them (graph
     nodes of the traced network; module paths for networks that cannot be traced).
-    The forward pass stops after the last layer needed. Autograd follows the
-    outputs when it is enabled (as the attacks need); each output is a copy, so
-    in-place operations later in the network cannot change it. Threads may share
-    the module.
+    The forward pass of a traced network stops after the last layer needed (one
+    read with hooks runs whole, to see every call of a chosen module). Autograd
+    follows the outputs when it is enabled (as the attacks need); each output is a
+    copy, so in-place operations later in the network cannot change it. Threads
+    may share the module.
     """
     return layer_extractor(module, layers)(x)
 

@@ -6,19 +6,26 @@ with :mod:`torch.fx` and every node gets a qualified name, as torchvision's
 ``layer1.0.relu_1`` for the second call of a reused module, ``layer1.0.add`` for a
 residual sum or any function call inside ``layer1.0``. The output of a module whose
 forward pass is traced through (``layer1``, ``layer1.0``) is addressable by the
-module's path too. Extracting layers runs a copy of the traced graph that returns
-those tensors and stops after the last one needed.
+module's path too. A module's path always names that module's (first) output,
+and a generated name is never a module's path: a function ``torch.relu`` next to a
+module ``self.relu`` is ``relu_1``, the module ``relu``. Extracting layers runs a
+copy of the traced graph that returns those tensors and stops after the last one
+needed; every operation before it runs, in-place ones whose result is unused too.
 
-A network that ``torch.fx`` cannot trace (data-dependent control flow, for example)
-falls back to forward hooks on its modules, named by their paths. A hook cannot tell
-apart two calls of one module, so a module that runs more than once per forward pass
-is refused with an error, never silently reduced to its first call.
+The traced graph is cached per module and traced again whenever the module differs
+from the one traced (submodules, attributes, tensors, hooks; see ``_fingerprint``).
+
+A network that ``torch.fx`` cannot trace (data-dependent control flow, for example),
+or whose root module has forward hooks, falls back to forward hooks on its modules,
+named by their paths. A hook cannot tell apart two calls of one module, so the whole
+forward pass runs on every batch and a module that runs more than once in it is
+refused with an error, never silently reduced to its first call.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import enum
 import operator
 import re
 import threading
@@ -68,10 +75,17 @@ _INPLACE_OPERATORS = {
     operator.iadd,
     operator.isub,
     operator.imul,
+    operator.imatmul,
     operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
     operator.ipow,
     operator.iand,
     operator.ior,
+    operator.ixor,
+    operator.ilshift,
+    operator.irshift,
+    operator.setitem,
 }
 
 
@@ -80,20 +94,36 @@ class _NamingTracer(fx.Tracer):
 
     ``names`` lists ``(name, node)`` in execution order: each node under its
     qualified name, and the output of each traced-through module under the module's
-    path, right after that output is produced. A name used again gets ``_1``,
-    ``_2``, ... in order of use (torchvision's convention).
+    path, right after that output is produced. A name denotes one tensor:
+
+    - a module's output is named by the module's path (the first call's output);
+    - another node takes its qualified name (``layer1.0.add``) unless that name is
+      already taken or is the path of a module of the network;
+    - a taken name is followed by the next free suffix ``_1``, ``_2``, ... that is
+      neither a name already given nor a module's path (torchvision's numbering,
+      which ``layer1.0.relu_1`` for the second call of a reused module follows).
+
+    Tensors that the forward pass creates (``torch.tensor(...)`` constants) are
+    kept in ``constants`` instead of being set on the traced module as torch.fx
+    does: tracing never changes the network.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, paths: set[str]) -> None:
         super().__init__()
         self._module_path = ""
+        self._paths = paths
+        self._taken: set[str] = set()
         self.names: list[tuple[str, fx.Node]] = []
-        self._used: Counter[str] = Counter()
+        self.constants: dict[str, torch.Tensor] = {}
 
-    def _add(self, base: str, node: fx.Node) -> None:
-        count = self._used[base]
-        self._used[base] += 1
-        self.names.append((base if count == 0 else f"{base}_{count}", node))
+    def _add(self, base: str, node: fx.Node, *, module: bool = False) -> None:
+        name, suffix = base, 0
+        while name in self._taken or (name in self._paths and not module):
+            suffix += 1
+            name = f"{base}_{suffix}"
+            module = False  # a later call of a module never takes another's path
+        self._taken.add(name)
+        self.names.append((name, node))
 
     def call_module(
         self,
@@ -109,14 +139,27 @@ class _NamingTracer(fx.Tracer):
         finally:
             self._module_path = outer
         if not self.is_leaf_module(m, path) and isinstance(out, fx.Proxy):
-            self._add(path, out.node)
+            self._add(path, out.node, module=True)
         return out
+
+    def create_arg(self, a: Any) -> Any:
+        if (
+            isinstance(a, torch.Tensor)
+            and not isinstance(a, nn.Parameter)
+            and a not in self.tensor_attrs
+            and not any(a is b for b in self.root.buffers())
+        ):
+            # fx would store the constant on the traced module itself
+            name = f"_skdknn_constant{len(self.constants)}"
+            self.constants[name] = a
+            self.tensor_attrs[a] = name
+        return super().create_arg(a)
 
     def create_proxy(self, kind: str, target: Any, *args: Any, **kwargs: Any) -> Any:
         proxy = super().create_proxy(kind, target, *args, **kwargs)
         node = proxy.node
         if kind == "call_module":
-            self._add(str(target), node)
+            self._add(str(target), node, module=True)
         elif kind != "get_attr":
             # fx numbers repeated ops graph-wide (add_3); number them per module
             op = re.sub(r"_\d+$", "", node.name)
@@ -130,6 +173,7 @@ class LayerGraph:
 
     ``nodes`` maps each layer name to the name of its FX node (traced networks) or
     to the module path (hooks). ``reason`` says why tracing failed (hooks only).
+    ``constants`` holds the tensors the forward pass creates (traced networks).
     """
 
     names: list[str]
@@ -138,14 +182,32 @@ class LayerGraph:
     logits: str | None = None
     reason: str = ""
     activations: list[str] = field(default_factory=list)
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def traced(self) -> bool:
         return self.graph is not None
 
 
+def _root_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own (fx traces ``forward``)."""
+    return any(
+        getattr(module, hooks, None)
+        for hooks in (
+            "_forward_pre_hooks",
+            "_forward_hooks",
+            "_forward_pre_hooks_with_kwargs",
+            "_forward_hooks_with_kwargs",
+        )
+    )
+
+
 def _trace(module: nn.Module) -> LayerGraph:
-    tracer = _NamingTracer()
+    if _root_hooks(module):
+        # module(x) runs them, a traced forward would not: read what module(x) does
+        return _hooked(module, "the network has forward hooks of its own")
+    paths = {name for name, _ in module.named_modules(remove_duplicate=False)}
+    tracer = _NamingTracer(paths - {""})
     was_training = module.training
     module.eval()  # the DkNN runs the network in eval mode; trace that graph
     try:
@@ -155,6 +217,7 @@ def _trace(module: nn.Module) -> LayerGraph:
     finally:
         module.train(was_training)
     nodes = {name: node.name for name, node in tracer.names}
+    assert len(nodes) == len(tracer.names), "a layer name must denote one tensor"
     first_name: dict[fx.Node, str] = {}
     activations = []
     for name, node in tracer.names:
@@ -170,6 +233,7 @@ def _trace(module: nn.Module) -> LayerGraph:
         graph=graph,
         logits=logits,
         activations=activations,
+        constants=tracer.constants,
     )
 
 
@@ -186,11 +250,15 @@ def _is_inplace(module: nn.Module, node: fx.Node) -> bool:
     if node.op == "call_module":
         return bool(getattr(module.get_submodule(str(node.target)), "inplace", False))
     if node.op == "call_method":
-        return str(node.target).endswith("_") and not str(node.target).endswith("__")
+        target = str(node.target)
+        return (target.endswith("_") and not target.endswith("__")) or node.kwargs.get(
+            "out"
+        ) is not None
     if node.op == "call_function":
         name = getattr(node.target, "__name__", "")
         return (
             bool(node.kwargs.get("inplace"))
+            or node.kwargs.get("out") is not None
             or node.target in _INPLACE_OPERATORS
             or (name.endswith("_") and not name.endswith("__"))
         )
@@ -215,31 +283,137 @@ def _hooked(module: nn.Module, reason: str) -> LayerGraph:
     )
 
 
-_LOCK = threading.Lock()
-_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[Any, LayerGraph]] = (
+class _Same:
+    """Stands for one object in a fingerprint: equal only to the same live object.
+
+    A weak reference, so a fingerprint keeps no object alive (an identity alone
+    could be reused by a new object once the old one is freed).
+    """
+
+    __slots__ = ("ident", "ref")
+
+    def __init__(self, obj: Any) -> None:
+        self.ident = id(obj)
+        try:
+            self.ref: Any = weakref.ref(obj)
+        except TypeError:  # no weak references: the identity alone
+            self.ref = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Same) or other.ident != self.ident:
+            return False
+        if self.ref is None or other.ref is None:
+            return self.ref is other.ref
+        mine = self.ref()
+        return mine is not None and mine is other.ref()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_VALUES = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    enum.Enum,
+    torch.dtype,
+    torch.device,
+    torch.layout,
+    torch.memory_format,
+)
+# a module's bookkeeping that does not change what its forward pass computes
+_NOT_FORWARD = frozenset(
+    {
+        "training",  # traced in eval mode whatever the module's mode
+        "_non_persistent_buffers_set",
+        "_backward_pre_hooks",
+        "_backward_hooks",
+        "_is_full_backward_hook",
+        "_state_dict_hooks",
+        "_state_dict_pre_hooks",
+        "_load_state_dict_pre_hooks",
+        "_load_state_dict_post_hooks",
+    }
+)
+
+
+def _freeze(value: Any, depth: int = 0) -> Any:
+    """A comparable snapshot of an attribute's value, as a trace may have read it."""
+    if isinstance(value, _VALUES):
+        return (type(value), value)
+    if isinstance(value, torch.Tensor):
+        try:  # a value read while tracing is baked in: in-place changes count
+            version = value._version
+        except RuntimeError:  # inference tensors have no version counter
+            version = None
+        return (_Same(value), version)
+    if depth < 4 and isinstance(value, (tuple, list)) and len(value) <= 1024:
+        return (type(value), tuple(_freeze(v, depth + 1) for v in value))
+    if depth < 4 and isinstance(value, dict) and len(value) <= 1024:
+        return (
+            type(value),
+            tuple(
+                (_freeze(k, depth + 1), _freeze(v, depth + 1)) for k, v in value.items()
+            ),
+        )
+    return _Same(value)
+
+
+def _fingerprint(module: nn.Module) -> list[Any]:
+    """What a traced graph of ``module`` depends on, cheap to compare.
+
+    Every submodule (its path, the object, its class and the class's ``forward``)
+    and every attribute of each: parameters and buffers by identity (the graph
+    reads them when it runs, so in-place updates need no new trace), hooks by
+    identity, tensors by identity and version, numbers, strings and containers of
+    them by value, any other object by identity. Changing any of them means a
+    new trace.
+    """
+    parts: list[Any] = []
+    for path, sub in module.named_modules(remove_duplicate=False):
+        cls = type(sub)
+        parts.append(
+            (path, _Same(sub), _Same(cls), _Same(getattr(cls, "forward", None)))
+        )
+        for key, value in sub.__dict__.items():
+            if key in _NOT_FORWARD:
+                continue
+            if key in ("_parameters", "_buffers", "_modules"):
+                parts.append((key, tuple((k, _Same(v)) for k, v in value.items())))
+            else:
+                parts.append((key, _freeze(value)))
+    return parts
+
+
+_LOCK = threading.RLock()  # tracing patches torch globally: one trace at a time
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[list[Any], LayerGraph]] = (
     weakref.WeakKeyDictionary()
 )
 _EXTRACTORS: weakref.WeakKeyDictionary[
-    nn.Module, dict[tuple[Any, tuple[str, ...]], LayerExtractor]
+    nn.Module, dict[tuple[str, ...], tuple[list[Any], LayerExtractor]]
 ] = weakref.WeakKeyDictionary()
 
 
-def _structure(module: nn.Module) -> tuple[tuple[str, int], ...]:
-    """What the cached trace depends on: the module tree (names and objects)."""
-    return tuple((name, id(sub)) for name, sub in module.named_modules())
-
-
 def layer_graph(module: nn.Module) -> LayerGraph:
-    """The (cached) layer graph of ``module``; re-traced when its submodules change."""
-    key = _structure(module)
+    """The layer graph of ``module``: cached, traced again when the module changes.
+
+    The cache is checked against :func:`_fingerprint`, so a graph is never reused
+    once the module's submodules, attributes, tensors or hooks differ from the
+    ones it was traced with.
+    """
+    return _cached_graph(module, _fingerprint(module))
+
+
+def _cached_graph(module: nn.Module, key: list[Any]) -> LayerGraph:
     with _LOCK:
         cached = _GRAPHS.get(module)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-    graph = _trace(module)
-    with _LOCK:
-        _GRAPHS[module] = (key, graph)
-    return graph
+        if cached is None or cached[0] != key:
+            cached = (key, _trace(module))
+            _GRAPHS[module] = cached
+        return cached[1]
 
 
 def layer_names(module: nn.Module) -> list[str]:
@@ -249,12 +423,16 @@ def layer_names(module: nn.Module) -> list[str]:
     torchvision's ``get_graph_node_names`` gives them (``layer1.0.relu_1`` is the
     second call of the ReLU module of ``layer1.0``, ``layer1.0.add`` its residual
     sum), and the output of each traced-through module is also listed under its path
-    (``layer1``, ``layer1.0``). Names are listed in execution order. A layer can
-    also be given by the last part of its name when that part is unique
-    (``relu1`` for ``features.relu1``).
+    (``layer1``, ``layer1.0``). A module's path always names that module's output:
+    another tensor whose name would be a module's path (a function ``torch.relu``
+    next to a module ``relu``, the second call of ``relu`` next to a module
+    ``relu_1``) takes the next free suffix instead. Names are listed in execution
+    order. A layer can also be given by the last part of its name when that part
+    is unique (``relu1`` for ``features.relu1``).
 
-    A network that cannot be traced lists its module paths (its layers are then
-    read with forward hooks, which refuse a module called more than once).
+    A network that cannot be traced, or whose root module has forward hooks, lists
+    its module paths (its layers are then read with forward hooks, which refuse a
+    module called more than once).
 
     Parameters
     ----------
@@ -287,7 +465,10 @@ def resolve_layer(module: nn.Module, name: str) -> str:
         When no tensor of the forward pass has that name (the message lists the
         available names), or a short name matches several layers.
     """
-    graph = layer_graph(module)
+    return _resolve(module, layer_graph(module), name)
+
+
+def _resolve(module: nn.Module, graph: LayerGraph, name: str) -> str:
     if name in graph.nodes:
         return name
     matches = [full for full in graph.names if _short(full) == name]
@@ -386,8 +567,9 @@ def default_layers(module: nn.Module) -> list[str]:
     return names
 
 
-class _AllLayersCaptured(Exception):
-    """Raised inside a forward hook to skip the layers after the last one needed."""
+def _snapshot(value: Any) -> Any:
+    """A copy of a layer's tensor that later in-place operations cannot change."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 class LayerExtractor:
@@ -395,23 +577,27 @@ class LayerExtractor:
 
     Calling it on a batch returns one tensor per layer, flattened to
     ``(batch, width)`` and, when the network has in-place operations, copied as
-    soon as it is produced (later in-place
-    operations of the network cannot change it). The forward pass stops after the
-    last layer needed. Autograd follows the outputs when it is enabled.
+    soon as it is produced (later in-place operations of the network cannot change
+    it). A traced network runs a copy of its graph that ends at the last layer
+    needed; every operation before that point runs, in-place ones included. A
+    network read with hooks runs its whole forward pass on every batch, so that a
+    second call of a chosen module is always seen. Autograd follows the outputs
+    when it is enabled.
     """
 
-    def __init__(self, module: nn.Module, layers: Sequence[str]) -> None:
+    def __init__(
+        self, module: nn.Module, layers: Sequence[str], graph: LayerGraph | None = None
+    ) -> None:
         # weak: the extractor is cached per module and must not keep it alive
         self._module = weakref.ref(module)
         self.layers = list(layers)
-        self.graph = layer_graph(module)
-        self.full_names = [resolve_layer(module, name) for name in self.layers]
+        self.graph = layer_graph(module) if graph is None else graph
+        self.full_names = [_resolve(module, self.graph, name) for name in self.layers]
         self._forward: Callable[[torch.Tensor], Sequence[Any]]
         if self.graph.traced:
             self._forward = self._truncated_graph()
         else:
             self._forward = self._hooked_forward
-            self._checked = False
 
     @property
     def module(self) -> nn.Module:
@@ -432,18 +618,22 @@ class LayerExtractor:
             node = by_name[self.graph.nodes[full]]
             if inplace:
                 with graph.inserting_after(node):
-                    node = graph.call_method("clone", (node,))
+                    node = graph.call_function(_snapshot, (node,))
             copies.append(node)
-        for node in list(graph.nodes):
-            if node.op == "output":
+        # the forward pass stops after the last layer needed: the nodes after it
+        # go, and every node before it stays (an in-place operation whose result
+        # is unused still changes the tensors the layers read)
+        order = {node: i for i, node in enumerate(graph.nodes)}
+        last = max((order[node] for node in copies), default=-1)
+        for node in reversed(list(graph.nodes)):
+            if order[node] > last and node.op != "placeholder":
                 graph.erase_node(node)
         graph.output(tuple(copies))
-        truncated = fx.GraphModule(self.module, graph)
-        # the nodes after the last layer needed are dead: the forward pass stops there
-        truncated.graph.eliminate_dead_code()
-        truncated.delete_all_unused_submodules()
-        truncated.recompile()
-        return truncated
+        attributes: dict[str, Any] = dict(self.graph.constants)
+        for node in graph.nodes:
+            if node.op in ("get_attr", "call_module") and node.target not in attributes:
+                attributes[str(node.target)] = _attribute(self.module, str(node.target))
+        return fx.GraphModule(attributes, graph)
 
     # -- hooks (networks torch.fx cannot trace) -------------------------------------
     def _refuse_reused(self, path: str, calls: int) -> ValueError:
@@ -458,42 +648,25 @@ class LayerExtractor:
             "layer, such as the enclosing block."
         )
 
-    def _check_calls(self, x: torch.Tensor) -> None:
-        """One full forward pass on one row, counting the calls of each module."""
-        calls: Counter[str] = Counter()
-        handles = [
-            self.module.get_submodule(path).register_forward_hook(
-                lambda *_, path=path: calls.update([path])
-            )
-            for path in set(self.full_names)
-        ]
-        try:
-            with torch.no_grad():
-                self.module(x[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
-        for path in self.full_names:
-            if calls[path] > 1:
-                raise self._refuse_reused(path, calls[path])
-        self._checked = True
-
     def _hooked_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if not self._checked and x.shape[0] > 0:
-            self._check_calls(x)
-        captured: dict[str, torch.Tensor] = {}
+        # the whole forward pass runs on every batch: a module may be called again
+        # later, for some batches only (data-dependent control flow), and a hook
+        # must see that second call to refuse it
+        captured: dict[str, Any] = {}
+        calls: Counter[str] = Counter()
         wanted = set(self.full_names)
         owner = threading.get_ident()  # hooks live on a shared module
+        kind = type(self.module).__name__
 
         def make_hook(path: str) -> Any:
             def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
                 if threading.get_ident() != owner:
                     return
-                if path in captured:
-                    raise self._refuse_reused(path, 2)
-                captured[path] = out.clone()
-                if len(captured) == len(wanted):
-                    raise _AllLayersCaptured
+                calls[path] += 1
+                if calls[path] == 1:
+                    if not isinstance(out, torch.Tensor):
+                        raise _not_a_tensor(path, kind, out)
+                    captured[path] = out.clone()
 
             return hook
 
@@ -502,11 +675,13 @@ class LayerExtractor:
             for path in wanted
         ]
         try:
-            with contextlib.suppress(_AllLayersCaptured):
-                self.module(x)
+            self.module(x)
         finally:
             for handle in handles:
                 handle.remove()
+        for path in self.full_names:
+            if calls[path] > 1:
+                raise self._refuse_reused(path, calls[path])
         missing = [
             n
             for n, full in zip(self.layers, self.full_names, strict=True)
@@ -515,41 +690,61 @@ class LayerExtractor:
         if missing:
             raise ValueError(
                 f"Layers {missing} produced no output during the forward pass of "
-                f"{type(self.module).__name__}; choose layers that are called by its "
-                "forward method."
+                f"{kind}; choose layers that are called by its forward method."
             )
         return [captured[full] for full in self.full_names]
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the layers for the batch ``x``, each of shape (batch, width)."""
         outputs = self._forward(x)
+        kind = type(self.module).__name__
         flat = []
         for name, out in zip(self.layers, outputs, strict=True):
-            if (
-                not isinstance(out, torch.Tensor)
-                or out.ndim == 0
-                or (out.shape[0] != x.shape[0])
-            ):
+            if not isinstance(out, torch.Tensor):
+                raise _not_a_tensor(name, kind, out)
+            if out.ndim == 0 or out.shape[0] != x.shape[0]:
                 raise ValueError(
-                    f"Layer {name!r} of {type(self.module).__name__} is not a tensor "
-                    "with one row per input, so it cannot be a DkNN layer; choose "
-                    "another layer (see skdknn.nets.layer_names)."
+                    f"Layer {name!r} of {kind} is not a tensor with one row per "
+                    f"input (its shape is {tuple(out.shape)} for {x.shape[0]} "
+                    "inputs), so it cannot be a DkNN layer; choose another layer "
+                    "(see skdknn.nets.layer_names)."
                 )
             flat.append(out.reshape(out.shape[0], -1))
         return flat
 
 
+def _not_a_tensor(name: str, kind: str, out: Any) -> ValueError:
+    return ValueError(
+        f"Layer {name!r} of {kind} outputs a {type(out).__name__}, not a tensor, "
+        "so it cannot be a DkNN layer (a module such as nn.GRU or nn.LSTM returns "
+        "a tuple); choose a layer whose output is one tensor with one row per "
+        "input (see skdknn.nets.layer_names; a traced network lists the elements "
+        "it takes from a tuple as getitem layers)."
+    )
+
+
+def _attribute(module: nn.Module, target: str) -> Any:
+    """The submodule, parameter, buffer or tensor at dotted path ``target``."""
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def layer_extractor(module: nn.Module, layers: Sequence[str]) -> LayerExtractor:
-    """A (cached) :class:`LayerExtractor` of ``layers`` for ``module``."""
-    key = (_structure(module), tuple(layers))
+    """A (cached) :class:`LayerExtractor` of ``layers`` for ``module``.
+
+    Built again when the module changed since (see :func:`layer_graph`).
+    """
+    key, layers = _fingerprint(module), tuple(layers)
     with _LOCK:
-        cached = _EXTRACTORS.setdefault(module, {}).get(key)
-    if cached is not None:
-        return cached
-    extractor = LayerExtractor(module, layers)
+        cached = _EXTRACTORS.get(module, {}).get(layers)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+    extractor = LayerExtractor(module, layers, _cached_graph(module, key))
     with _LOCK:
         per_module = _EXTRACTORS.setdefault(module, {})
         if len(per_module) > 32:  # attacks and searches try many layer lists
             per_module.clear()
-        per_module[key] = extractor
+        per_module[layers] = (key, extractor)
     return extractor
