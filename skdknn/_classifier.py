@@ -947,10 +947,14 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def credibility(self, X: Any) -> NDArray[np.float64]:
-        """Credibility of the prediction: the largest p-value.
+        """Credibility: the largest p-value (Papernot & McDaniel 2018, DkNN).
 
         Low credibility flags inputs unlike the training data of their predicted
-        class (e.g. adversarial or out-of-distribution inputs).
+        class (e.g. adversarial or out-of-distribution inputs). Without Mondrian
+        p-values it is the p-value of the prediction. With ``mondrian=True`` the
+        prediction (the class with the most neighbours) need not have the largest
+        p-value, and credibility can then exceed the prediction's own p-value; use
+        ``p_values(X)`` at the predicted class for the latter.
 
         Parameters
         ----------
@@ -964,7 +968,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         return credibility
 
     def confidence(self, X: Any) -> NDArray[np.float64]:
-        """Confidence of the prediction: one minus the second largest p-value.
+        """Confidence: one minus the second largest p-value (DkNN).
+
+        With ``mondrian=True`` the largest p-value need not be the prediction's
+        (see :meth:`credibility`).
 
         Parameters
         ----------
