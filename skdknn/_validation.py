@@ -45,6 +45,12 @@ def check_n_neighbors(k: Any) -> int:
 _CHANNELS = (1, 3, 4)
 
 
+def as_numpy(X: Any) -> Any:
+    """X itself when it is a numpy array (a memmap stays one), else ``np.asarray(X)``
+    (lists, torch tensors and other array-likes whose dtype is not numpy's)."""
+    return X if isinstance(getattr(X, "dtype", None), np.dtype) else np.asarray(X)
+
+
 def as_flat_rows(X: Any) -> tuple[Any, tuple[int, ...] | None]:
     """Flatten a stack of images to rows; pass 2-D (and lower) input through.
 

@@ -23,7 +23,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._activations import eval_mode, module_device
-from .._validation import as_flat_rows, check_fitted_shape, check_value_range
+from .._validation import (
+    as_flat_rows,
+    as_numpy,
+    check_fitted_shape,
+    check_value_range,
+)
 from ._target import AttackTarget, resolve_target
 
 __all__ = [
@@ -488,7 +493,7 @@ class GradientAttack(TransformerMixin, BaseEstimator):
             come back unmoved); their count is ``n_zero_gradient_``.
         """
         check_is_fitted(self, "target_")
-        X_arr = X if hasattr(X, "dtype") else np.asarray(X)
+        X_arr = as_numpy(X)
         X_net = self._validate_input(X, reset=False)
         if y is None:
             t = self._clean_labels(X_net)
