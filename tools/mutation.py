@@ -75,6 +75,7 @@ _CLASSIFIER_TESTS = [
     "tests/test_classifier_calibration.py",
     "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
     "tests/test_documented_parameters.py",  # __init__ and the documented defaults
+    "tests/test_warnings.py",  # the warnings' categories (and texts)
 ]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
@@ -87,6 +88,7 @@ _ATTACK_TESTS = [
     "tests/test_attacks.py",
     "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
+    "tests/test_warnings.py",  # the warnings' categories and whole texts
     "tests/test_documented_parameters.py",
 ]
 MODULES: dict[str, Module] = {
@@ -152,6 +154,7 @@ MODULES: dict[str, Module] = {
             "tests/test_attack_steps.py",
             "tests/test_attack_precision.py",
             "tests/test_misuse.py",
+            "tests/test_warnings.py",
             "tests/test_documented_parameters.py",
         ],
         [
