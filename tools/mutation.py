@@ -75,7 +75,6 @@ _CLASSIFIER_TESTS = [
     "tests/test_classifier_calibration.py",
     "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
     "tests/test_documented_parameters.py",  # __init__ and the documented defaults
-    "tests/test_warnings.py",  # the warnings' categories (and texts)
 ]
 _ATTACK_FILES = [
     "skdknn/attacks/_base.py",
