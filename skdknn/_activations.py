@@ -34,6 +34,7 @@ __all__ = [
     "iter_activations",
     "layer_widths",
     "module_device",
+    "network_fingerprint",
     "weights_hash",
 ]
 
@@ -251,15 +252,123 @@ def weights_hash(module: nn.Module) -> str:
     return str(joblib.hash((kind, state)))
 
 
+#: Fit rows on which :func:`network_fingerprint` runs the network (evenly spaced).
+PROBE_ROWS = 4
+
+
+def _code_key(code: Any) -> tuple[Any, ...]:
+    """What a code object computes: its bytecode, names and constants (nested code
+    objects recursively), without file names or line numbers."""
+    consts = tuple(
+        _code_key(c)
+        if hasattr(c, "co_code")
+        else sorted(map(repr, c))  # a set's repr follows the string hash seed
+        if isinstance(c, frozenset)
+        else repr(c)
+        for c in code.co_consts
+    )
+    return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, consts)
+
+
+def _function_key(function: Any) -> Any:
+    """The code of a Python function or bound method; the qualified name otherwise."""
+    function = getattr(function, "__func__", function)
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        return _code_key(code)
+    kind = type(function)
+    return getattr(function, "__qualname__", f"{kind.__module__}.{kind.__qualname__}")
+
+
+def _module_key(module: nn.Module) -> list[Any]:
+    """Per submodule: its path, class, forward code, hooks' code and plain
+    attributes (the flags and sizes a forward method may read)."""
+    key = []
+    for path, sub in module.named_modules():
+        kind = type(sub)
+        hooks = [
+            _function_key(hook)
+            for hooks in (sub._forward_pre_hooks, sub._forward_hooks)
+            for hook in hooks.values()
+        ]
+        attributes = sorted(
+            (name, repr(value))
+            for name, value in vars(sub).items()
+            if not name.startswith("_")
+            and name != "training"  # fit runs the network in eval mode anyway
+            and isinstance(value, (bool, int, float, complex, str, bytes, type(None)))
+        )
+        key.append(
+            (
+                path,
+                f"{kind.__module__}.{kind.__qualname__}",
+                _function_key(sub.forward),
+                hooks,
+                attributes,
+            )
+        )
+    return key
+
+
+def network_fingerprint(
+    module: nn.Module,
+    X: NDArray[np.float32],
+    rows: NDArray[np.intp],
+    layers: Sequence[str],
+    *,
+    batch_size: int,
+) -> str:
+    """A hash of what the network computes for ``layers`` on the rows ``X[rows]``.
+
+    Keys the activation cache, so that a cache hit gives exactly the activations
+    that running the network gives. It combines
+
+    - the ``state_dict`` (:func:`weights_hash`): weights and buffers;
+    - the layers' outputs, bit for bit, on :data:`PROBE_ROWS` rows of ``X[rows]``
+      (evenly spaced, the first and last included), from one small forward pass
+      through the same extractor as the activations themselves: any change of
+      forward code, attributes, hooks or layers that changes those outputs
+      changes the key;
+    - the traced graph of the network (when :mod:`torch.fx` can trace it), and per
+      submodule its class's qualified name, the code of its ``forward`` and of its
+      hooks, and its plain (bool, number, string) attributes.
+
+    A change that alters the outputs only on other rows and shows in none of the
+    code, graph or attributes above (a helper function the untraced forward calls,
+    a global variable, a tensor attribute outside the ``state_dict``) is not seen.
+
+    Computed without pickling the module, so modules with hooks or other
+    unpicklable attributes can be fingerprinted.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    n_probe = min(rows.size, PROBE_ROWS)
+    probe = rows[np.linspace(0, rows.size - 1, num=n_probe).round().astype(np.intp)]
+    outputs = extract_activations(module, X, layers, batch_size=batch_size, rows=probe)
+    extractor = layer_extractor(module, layers)
+    graph = extractor.graph.graph
+    return str(
+        joblib.hash(
+            (
+                weights_hash(module),
+                extractor.full_names,
+                [(out.shape, out.tobytes()) for out in outputs],
+                None if graph is None else str(graph),
+                _module_key(module),
+            )
+        )
+    )
+
+
 def _cacheable_activations(
     module: nn.Module,
-    weights: str,
+    network: str,
     X: NDArray[np.float32],
     rows: NDArray[np.intp],
     layers: tuple[str, ...],
     batch_size: int,
 ) -> list[NDArray[np.float32]]:
-    # module-level so that joblib.Memory keys it by (weights, X, rows, layers)
+    # module-level so that joblib.Memory keys it by (network, X, rows, layers), the
+    # network by its fingerprint (see network_fingerprint)
     return extract_activations(
         module, X, list(layers), batch_size=batch_size, rows=rows
     )
@@ -276,20 +385,23 @@ def cached_activations(
 ) -> list[NDArray[np.float32]]:
     """Activations of ``X[rows]`` for all ``layers`` from one forward pass, cached.
 
-    One cache entry per (network weights hash, input rows, layer list), like
+    One cache entry per (network fingerprint, input rows, layer list), like
     ``Pipeline(memory=...)`` caches a fitted transformer: refitting on the same
     rows with the same network (a grid search over ``n_neighbors`` with a prefit
-    net) loads them instead of running the network.
+    net) loads them instead of running the network. The network is keyed by
+    :func:`network_fingerprint` (weights and what its forward pass computes), so
+    an entry of another network with the same weights is never returned.
     """
     if not isinstance(memory, joblib.Memory):
         memory = joblib.Memory(memory, verbose=0)
     cached = memory.cache(_cacheable_activations, ignore=["module", "batch_size"])
+    rows = np.asarray(rows, dtype=np.intp)
     return list(
         cached(
             module,
-            weights_hash(module),
+            network_fingerprint(module, X, rows, layers, batch_size=batch_size),
             X,
-            np.asarray(rows, dtype=np.intp),
+            rows,
             tuple(layers),
             batch_size,
         )

@@ -165,14 +165,27 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         Torch device of a network built here.
     memory : None, str or joblib.Memory, default=None
         Caches the activations of the fit rows, like ``Pipeline(memory=...)``
-        caches fitted transformers: one cache entry per (network weights, layer
-        list, rows), holding every layer from one forward pass, so that refitting
-        on the same rows with the same network (e.g. a grid search over
+        caches fitted transformers: one cache entry per (network, layer list,
+        rows), holding every layer from one forward pass, so that refitting on
+        the same rows with the same network (e.g. a grid search over
         ``n_neighbors`` with a prefit net) loads them instead of running the
-        network. Used by ``fit`` only; the network is hashed from its
-        ``state_dict``, so modules with hooks work. A string is a cache directory.
-        The entry holds full-width activations: with very wide layers, prefer no
-        cache (``fit`` then streams, see the guide "DkNN on large networks").
+        network. Used by ``fit`` only. A string is a cache directory.
+
+        The network is keyed by what it computes, never by pickling it (modules
+        with hooks or other unpicklable attributes work): its ``state_dict``,
+        the requested layers' outputs bit for bit on 4 of the fit rows (one
+        small forward pass per fit, evenly spaced rows, the first and last
+        included), its traced graph, and per submodule the class's qualified
+        name, the code of ``forward`` and of its hooks and its plain (bool,
+        number, string) attributes. Another activation function with the same
+        weights, a class re-defined with another ``forward``, a hook or an
+        attribute that changes the outputs therefore miss the cache. Not seen: a
+        change that alters the outputs only on rows other than the probed ones
+        and shows in none of the above, e.g. an edited helper function or global
+        variable used by a data-dependent branch of a network torch.fx cannot
+        trace; clear the cache after such an edit. The entry holds
+        full-width activations: with very wide layers, prefer no cache (``fit``
+        then streams, see the guide "DkNN on large networks").
     n_jobs : int, default=None
         Layers queried in parallel (threads). ``None`` means 1.
     random_state : int, RandomState instance or None, default=None
@@ -931,10 +944,14 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def credibility(self, X: Any) -> NDArray[np.float64]:
-        """Credibility of the prediction: the largest p-value.
+        """Credibility: the largest p-value (Papernot & McDaniel 2018, DkNN).
 
         Low credibility flags inputs unlike the training data of their predicted
-        class (e.g. adversarial or out-of-distribution inputs).
+        class (e.g. adversarial or out-of-distribution inputs). Without Mondrian
+        p-values it is the p-value of the prediction. With ``mondrian=True`` the
+        prediction (the class with the most neighbours) need not have the largest
+        p-value, and credibility can then exceed the prediction's own p-value; use
+        ``p_values(X)`` at the predicted class for the latter.
 
         Parameters
         ----------
@@ -948,7 +965,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         return credibility
 
     def confidence(self, X: Any) -> NDArray[np.float64]:
-        """Confidence of the prediction: one minus the second largest p-value.
+        """Confidence: one minus the second largest p-value (DkNN).
+
+        With ``mondrian=True`` the largest p-value need not be the prediction's
+        (see :meth:`credibility`).
 
         Parameters
         ----------

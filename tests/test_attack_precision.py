@@ -126,6 +126,18 @@ def test_steps_past_a_representable_box_edge_land_on_it_exactly(dtype, box):
     np.testing.assert_array_equal(X_adv, X)  # pushed out of the box, clipped back
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unmoved_coordinates_keep_their_bits_negative_zero_included(dtype):
+    """-0.0 + 0.0 is +0.0: a coordinate the attack did not move is the input's own
+    value, not the input plus a zero step."""
+    X = inputs(dtype, -0.3, 0.3)
+    X[:, 3] = -0.0  # zero_column_net's gradient is 0 on column 3
+    X_adv = FGSMAttack(zero_column_net(), eps=0.1, clip_min=-0.3, clip_max=0.3)
+    X_adv = X_adv.fit(X).transform(X)
+    assert np.all(np.signbit(X_adv[:, 3])) and np.all(X_adv[:, 3] == 0)
+    assert np.mean(X_adv[:, :3] != X[:, :3]) > 0.5
+
+
 def test_float64_result_is_the_float32_step_applied_to_the_float64_input():
     """The perturbation is computed in float32 as before; only where it lands moved."""
     X = inputs(np.float64)

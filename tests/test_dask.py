@@ -465,30 +465,51 @@ def test_closed_client_is_named_in_the_error(client):
 
 
 # ---------------------------------------------------------------------------------
-# Last: workers lost between fit and predict (gracefully, then abruptly)
+# Workers lost between fit and predict (gracefully, then abruptly), each on a
+# cluster of its own: the other tests keep both workers, in any order
 # ---------------------------------------------------------------------------------
+@pytest.fixture
+def own_client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+        ) as cluster,
+        distributed.Client(cluster, timeout=TIMEOUT, set_as_default=False) as client,
+    ):
+        client.wait_for_workers(2, timeout=TIMEOUT)
+        yield client
+
+
 def _worker_holding(client, backend, shard=0):
     return client.who_has(backend._shards)[backend._shards[shard].key][0]
 
 
-def test_retired_worker_hands_its_shards_over(client, dknn):
+def test_retired_worker_hands_its_shards_over(own_client, dknn):
     # a worker closed gracefully moves its data to the others: the answer stays
     clf, X, y = dknn
-    sharded = _with_backend(clf, ShardedBackend(timeout=TIMEOUT)).fit(X[:360], y[:360])
-    address = _worker_holding(client, sharded.backends_[0])
-    client.retire_workers([address], close_workers=True)
+    backend = ShardedBackend(n_shards=2, client=own_client, timeout=TIMEOUT)
+    sharded = _with_backend(clf, backend).fit(X[:360], y[:360])
+    address = _worker_holding(own_client, sharded.backends_[0])
+    own_client.retire_workers([address], close_workers=True)
     np.testing.assert_array_equal(sharded.predict(X[360:]), clf.predict(X[360:]))
 
 
-def test_killed_worker_is_a_clear_error(client, dknn):
+def test_killed_worker_is_a_clear_error(own_client, dknn):
     clf, X, y = dknn
-    backend = ShardedBackend(n_shards=2, timeout=TIMEOUT)
+    backend = ShardedBackend(n_shards=2, client=own_client, timeout=TIMEOUT)
     sharded = _with_backend(clf, backend).fit(X[:360], y[:360])
-    address = _worker_holding(client, sharded.backends_[0])
-    cluster = client.cluster
-    (nanny,) = [w for w in cluster.workers.values() if w.worker_address == address]
-    cluster.sync(nanny.kill)  # the process dies with its shards, no goodbye
-    # the last worker held both shards: the error names them
+    # one worker retires (its shards move to the other), then the last one dies
+    # with both shards, no goodbye: the error names them
+    address = _worker_holding(own_client, sharded.backends_[0])
+    own_client.retire_workers([address], close_workers=True)
+    last = _worker_holding(own_client, sharded.backends_[0])
+    cluster = own_client.cluster
+    (nanny,) = [w for w in cluster.workers.values() if w.worker_address == last]
+    cluster.sync(nanny.kill)
     match = r"shard 0 of 2 \(rows 0 to \d+\), shard 1 of 2 .* were lost"
     with pytest.raises(ShardLostError, match=match):
         sharded.predict(X[360:])

@@ -252,8 +252,12 @@ def test_n_neighbors_larger_than_n_samples_fit():
     # distance-mode transform needs n_neighbors + 1 <= n
     with pytest.raises(ValueError, match=msg):
         ExactBackend(n_neighbors=5).fit(X).transform(X)
-    with pytest.raises(ValueError, match="n_neighbors = 6, n_samples_fit = 5"):
+    with pytest.raises(
+        ValueError, match=r"n_neighbors = 6, n_samples_fit = 5: only 5 indexed points"
+    ):
         backend.kneighbors(X, n_neighbors=6)
+    with pytest.raises(ValueError, match=r"only 4 indexed points .*X=None each point"):
+        backend.kneighbors(n_neighbors=5)
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5])

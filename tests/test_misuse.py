@@ -113,8 +113,64 @@ def test_inputs_within_the_range_do_not_warn(image_model, mnist, tabular):
 def test_attack_inputs_checked_against_the_attacked_dknn_range(image_model, mnist):
     X, _ = mnist
     attack = FGSMAttack(image_model, eps=8.0, clip_max=255.0)
-    with pytest.warns(InputRangeWarning, match=r"\[0, 255\]"):
+    with pytest.warns(
+        InputRangeWarning, match=r"\[0, 255\].*this attacked DkNN was fitted on"
+    ):
         attack.fit(X[:20] * 255)
+
+
+def small_conv_dknn(mnist):
+    """A DkNN whose network needs images (a convolution): flat rows must be
+    reshaped to (1, 28, 28) before they reach it."""
+    X, y = mnist
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 5, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(128, 10)
+    )
+    return tiny(net=net, calibration_size=50).fit(X[:300], y[:300])
+
+
+def test_attack_layouts_follow_the_attacked_dknn(mnist):
+    X, _ = mnist
+    dknn = small_conv_dknn(mnist)
+    images, flat = X[300:340], X[300:340].reshape(40, -1)
+    expected = FGSMAttack(dknn, eps=0.1).fit(images).transform(images)
+    # fitted on flat rows of an image model: the attack still feeds it images
+    attack = FGSMAttack(dknn, eps=0.1).fit(flat)
+    assert attack.input_shape_ == (1, 28, 28)
+    np.testing.assert_array_equal(attack.transform(flat), expected.reshape(40, -1))
+    # images of another layout with the same number of values are refused, naming
+    # the attack and both shapes (never reshaped silently)
+    with pytest.raises(
+        ValueError,
+        match=r"images of shape \(1, 14, 56\), but this FGSMAttack was fitted on "
+        r"images of shape \(1, 28, 28\)",
+    ):
+        attack.transform(images.reshape(40, 1, 14, 56))
+    # at fit, the attacked DkNN's layout is the reference
+    with pytest.raises(ValueError, match="single image.*attacked DkNN"):
+        FGSMAttack(dknn, eps=0.1).fit(images[0, 0])  # (28, 28)
+    with pytest.raises(
+        ValueError,
+        match=r"images of shape \(1, 14, 56\), but this attacked DkNN was fitted",
+    ):
+        FGSMAttack(dknn, eps=0.1).fit(images.reshape(40, 1, 14, 56))
+
+
+def test_attack_on_a_flat_rows_dknn_names_the_width_it_expects(tabular):
+    X, y = tabular
+    X = (X - X.min()) / (X.max() - X.min())
+    dknn = tiny().fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=r"images of shape \(1, 2, 3\), but this attacked DkNN was fitted on "
+        r"flat rows of 6 features",
+    ):
+        FGSMAttack(dknn, eps=0.1).fit(X.reshape(-1, 1, 2, 3))
+    attack = FGSMAttack(dknn, eps=0.1).fit(X)
+    with pytest.raises(
+        ValueError, match="X has 5 features, but FGSMAttack is expecting 6"
+    ):
+        attack.transform(X[:, :5])
 
 
 # -- a trained network passed without FrozenEstimator ----------------------------------
@@ -286,6 +342,10 @@ def test_eps_or_step_larger_than_the_box_warns():
         BIMAttack(net, eps=0.3, step=0.1, n_iter=2).fit(X).transform(X)
         # a per-feature box: budgets are compared with its widest side
         FGSMAttack(net, eps=1.5, clip_max=[1, 1, 1, 2]).fit(X)
+        # a budget equal to the box's width does not exceed it; the width of a
+        # box that does not start at 0 is hi - lo
+        FGSMAttack(net, eps=1.0).fit(X)
+        FGSMAttack(net, eps=0.9, clip_min=-0.5, clip_max=0.5).fit(X - 0.5)
 
 
 # -- inputs whose gradient is exactly zero ---------------------------------------------

@@ -153,8 +153,10 @@ def test_grid_search_prefit_net_reuses_cached_activations(data, prefit_net, tmp_
     ForwardCounter.calls = 0
     cached = _grid_search(prefit_net, memory=str(tmp_path)).fit(X, y)
     # one forward pass per (fold, layer list) for all the fit rows: 3 folds x 2
-    # layer lists; scoring (predict) is never cached: 4 candidates x 3 folds
-    assert ForwardCounter.calls == 3 * 2 + 12
+    # layer lists; scoring (predict) is never cached: 4 candidates x 3 folds; and
+    # each of the 12 fits fingerprints the network on a few probe rows (one small
+    # forward pass, see test_activation_cache.py)
+    assert ForwardCounter.calls == 3 * 2 + 12 + 12
     np.testing.assert_allclose(
         cached.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"]
     )

@@ -176,13 +176,10 @@ MODULES: dict[str, Module] = {
     ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
-        # test_dask: the shards on a real LocalCluster (the client, worker loss,
-        # dask arrays); its workers inherit the mutant from the environment
-        [
-            "tests/test_sharded.py",
-            "tests/test_dask.py",
-            "tests/test_documented_parameters.py",
-        ],
+        # not test_dask: its LocalCluster's worker processes do not start inside
+        # mutmut's fork server ("Failed to run clean test"); the survivors in the
+        # client paths are checked against test_dask by hand (docs/development.md)
+        ["tests/test_sharded.py", "tests/test_documented_parameters.py"],
         ["skdknn.neighbors._sharded.*"],
     ),
     "exact": Module(
@@ -770,7 +767,9 @@ def main() -> int:
     for module in modules:
         killed, total, survivors, equivalents = score(module)
         unchecked = unchecked_count(module)
-        rate = killed / total if total else 1.0
+        # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
+        # failed run, never a perfect score
+        rate = killed / total if total else 0.0
         worst = min(worst, rate)
         print(
             f"{module:12s} {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"

@@ -345,8 +345,13 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         if k > available:
             raise ValueError(
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
-                f"n_samples_fit = {self.n_samples_fit_}, n_samples = {available} "
-                "(fewer indexed points than requested neighbours)."
+                f"n_samples_fit = {self.n_samples_fit_}: only {available} indexed "
+                "points can be neighbours"
+                + (
+                    " (with X=None each point is left out of its own neighbours)."
+                    if available < self.n_samples_fit_
+                    else "."
+                )
             )
         return int(k)
 
