@@ -132,7 +132,11 @@ def test_input_never_modified(X4):
     [
         (FGSMAttack(nn.Linear(4, 3), eps=0.0), "eps"),
         (FGSMAttack(nn.Linear(4, 3), eps=-1.0), "eps"),
-        (BIMAttack(nn.Linear(4, 3), eps=0.1, step=0.2), "step=0.2 exceeds eps=0.1"),
+        (
+            BIMAttack(nn.Linear(4, 3), eps=0.1, step=0.2),
+            r"^step=0.2 exceeds eps=0.1; a BIM step must not be larger than the "
+            r"L-infinity budget\.$",
+        ),
         (BIMAttack(nn.Linear(4, 3), n_iter=0), "n_iter"),
         (FGSMAttack(nn.Linear(4, 3), clip_min=1.0, clip_max=0.0), "clip_min"),
         (FGSMAttack("a model"), "estimator must be"),
