@@ -87,6 +87,7 @@ _ATTACK_TESTS = [
     "tests/test_attacks.py",
     "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
+    "tests/test_warnings.py",  # the warnings' categories and whole texts
     "tests/test_documented_parameters.py",
 ]
 MODULES: dict[str, Module] = {
@@ -152,6 +153,7 @@ MODULES: dict[str, Module] = {
             "tests/test_attack_steps.py",
             "tests/test_attack_precision.py",
             "tests/test_misuse.py",
+            "tests/test_warnings.py",
             "tests/test_documented_parameters.py",
         ],
         [
