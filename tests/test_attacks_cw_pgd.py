@@ -418,6 +418,37 @@ def test_random_start_equals_torchattacks_pgd_from_the_same_seed():
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
+def test_random_starts_of_several_batches_equal_torchattacks_batch_by_batch():
+    """The random starts of successive batches come from one generator, in turn:
+    torchattacks PGD called on the same batches one after the other from the
+    same seed (the last batch is shorter)."""
+    net = tiny_cnn()
+    X = images(0.0, 1.0)
+    t = clean_labels(net, X)
+    ours = (
+        BIMAttack(
+            net,
+            eps=0.1,
+            step=0.01,
+            n_iter=5,
+            random_start=True,
+            random_state=3,
+            batch_size=6,
+        )
+        .fit(X)
+        .transform(X)
+    )
+    torch.manual_seed(generator_seed(3))
+    pgd = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=5)
+    theirs = np.concatenate(
+        [
+            pgd(torch.from_numpy(X[i : i + 6]), t[i : i + 6]).numpy()
+            for i in range(0, len(X), 6)
+        ]
+    )
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
 @pytest.mark.parametrize("R", [2, 4])
 def test_restarts_keep_the_most_damaging_torchattacks_run(R):
     """n_restarts = R is R torchattacks PGD runs, then per input: misclassified
