@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from math import prod
 from numbers import Integral, Real
 from typing import Any
@@ -62,6 +61,7 @@ from ._validation import (
     value_range,
 )
 from ._version import __version__
+from ._warnings import warn
 from .exceptions import InconsistentVersionWarning
 from .neighbors import make_backend, seed_backend
 from .neighbors._base import METRICS
@@ -490,7 +490,7 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
             )
         if missing.size:
             names = self.classes_[missing[:5]].tolist()
-            warnings.warn(
+            warn(
                 f"calibration_split={self.calibration_split!r} gave no calibration "
                 f"point to {len(missing)} class(es) {names}: their share of "
                 f"calibration_size={self.calibration_size!r} rounds to zero. The "
@@ -498,13 +498,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 "calibrates inputs of these classes. Raise calibration_size or use "
                 "calibration_split='balanced'.",
                 UserWarning,
-                stacklevel=3,
             )
         shift = class_imbalance(y)
         balanced = self.calibration_split == "balanced" and not self.mondrian
         if balanced and shift > IMBALANCE_THRESHOLD:
             frequencies = np.bincount(y) / y.size
-            warnings.warn(
+            warn(
                 f"The classes are imbalanced (frequencies from "
                 f"{frequencies.min():.1%} to {frequencies.max():.1%}) but "
                 "calibration_split='balanced' calibrates on equal counts per "
@@ -513,7 +512,6 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
                 "Use calibration_split='stratified' (coverage over all data) "
                 "or mondrian=True (coverage within each class).",
                 UserWarning,
-                stacklevel=3,
             )
         return train_rows, calibration_rows
 
@@ -532,11 +530,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         layers, batch_size = self.layers_, self.batch_size
         if is_dask_array(X_net):
             if self.memory is not None:
-                warnings.warn(
+                warn(
                     "memory= caches activations of arrays in memory; it is not "
                     "used for a dask array X.",
                     UserWarning,
-                    stacklevel=3,
                 )
             # computed by Dask where the blocks are (the rows are sorted)
             module = self.module_
@@ -1083,13 +1080,12 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         version = state.get("skdknn_version_")
         if version is not None and version != __version__:
-            warnings.warn(
+            warn(
                 InconsistentVersionWarning(
                     estimator_name=type(self).__name__,
                     original_version=version,
                     current_version=__version__,
                 ),
-                stacklevel=2,
             )
         if "_y_index" in state:  # pickled by skdknn <= 0.x, before y_index_ was public
             state["y_index_"] = state.pop("_y_index")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
+from ._warnings import warn
 from .exceptions import RetrainingWarning
 from .nets import MLP, DkNNPaperCNN
 
@@ -93,11 +93,10 @@ def _warn_if_trained(net: Any, max_epochs: int) -> None:
         return  # a module copy trained for no epoch is used as it is
     evidence = _trained_evidence(net, max_epochs)
     if evidence is not None:
-        warnings.warn(
+        warn(
             f"{evidence}. Wrap a trained network in sklearn.frozen."
             "FrozenEstimator(net) to use it as is, without training.",
             RetrainingWarning,
-            stacklevel=4,
         )
 
 

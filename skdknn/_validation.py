@@ -8,7 +8,6 @@ errors or warnings that say what was expected.
 
 from __future__ import annotations
 
-import warnings
 from math import prod
 from numbers import Integral
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ._warnings import warn
 from .exceptions import InputRangeWarning
 
 __all__ = [
@@ -43,6 +43,12 @@ def check_n_neighbors(k: Any) -> int:
 
 # channel counts of common images: grey, RGB, RGBA
 _CHANNELS = (1, 3, 4)
+
+
+def as_numpy(X: Any) -> Any:
+    """X itself when it is a numpy array (a memmap stays one), else ``np.asarray(X)``
+    (lists, torch tensors and other array-likes whose dtype is not numpy's)."""
+    return X if isinstance(getattr(X, "dtype", None), np.dtype) else np.asarray(X)
 
 
 def as_flat_rows(X: Any) -> tuple[Any, tuple[int, ...] | None]:
@@ -181,13 +187,12 @@ def check_value_range(X_flat: NDArray, fitted_range: Any, owner: str) -> None:
     x_low, x_high = value_range(X_flat)
     if x_low >= low - margin and x_high <= high + margin:
         return
-    warnings.warn(
+    warn(
         f"X has values in [{x_low:.4g}, {x_high:.4g}], far outside the range "
         f"[{low:.4g}, {high:.4g}] this {owner} was fitted on: its outputs on such "
         "inputs mean little. Scale X as the training data was (e.g. images "
         "divided by 255 for a model fitted on [0, 1]).",
         InputRangeWarning,
-        stacklevel=3,
     )
 
 
@@ -204,11 +209,10 @@ def check_neighbors_per_class(
     j = int(np.argmin(counts))
     if counts[j] >= n_neighbors:
         return
-    warnings.warn(
+    warn(
         f"n_neighbors={n_neighbors} exceeds the {counts[j]} indexed points of class "
         f"{np.asarray(classes)[j].tolist()!r} (after the calibration split): that "
         "class can never fill a neighbourhood, so its p-values and credibility are "
         "biased low. Lower n_neighbors, or add samples of the small classes.",
         UserWarning,
-        stacklevel=3,
     )

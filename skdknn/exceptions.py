@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 __all__ = [
+    "AttackBudgetWarning",
     "InconsistentVersionWarning",
     "InputRangeWarning",
     "RetrainingWarning",
     "ShardLostError",
+    "ZeroGradientWarning",
 ]
+
+
+class AttackBudgetWarning(UserWarning):
+    """An attack's budget or box is out of scale with the inputs: a unit mistake.
+
+    Raised at ``fit`` (and so ``fit_transform``) of
+    :class:`~skdknn.attacks.FGSMAttack`, :class:`~skdknn.attacks.BIMAttack` and
+    :class:`~skdknn.attacks.AdvKNNAttack` when ``eps`` (or ``step``) is wider than
+    the widest side of the clip box, so that it does not limit the attack: e.g.
+    ``eps=8`` meant as ``8/255`` on pixels in [0, 1]. Raised by ``transform`` and
+    ``generate`` of :class:`~skdknn.attacks.CarliniWagnerL2Attack` (and
+    ``AdvKNNAttack(method="cw")``) when the clip box reaches beyond 100 times the
+    inputs' scale: its steps in tanh space grow with the box, and float32 may not
+    resolve them at all. Set ``eps`` on the inputs' scale, or ``clip_min`` and
+    ``clip_max`` to the inputs' valid range.
+    """
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -65,4 +83,17 @@ class ShardLostError(RuntimeError):
     Raised by a query rather than answering from the remaining shards; the message
     names the lost shards and the rows they held. Refit the backend, or restore a
     saved model and send it to a cluster again with ``ShardedBackend.scatter``.
+    """
+
+
+class ZeroGradientWarning(UserWarning):
+    """Inputs an attack could not move: their loss gradient was exactly zero.
+
+    Raised by ``transform``, ``generate`` and ``fit_transform`` of the sign
+    gradient attacks (:class:`~skdknn.attacks.FGSMAttack`,
+    :class:`~skdknn.attacks.BIMAttack`, :class:`~skdknn.attacks.AdvKNNAttack` with
+    ``method="fgsm"`` or ``"bim"``) when the gradient of the loss of some inputs
+    was exactly zero at every step (a softmax saturated in float32, dead
+    ReLUs, a constant head): they come back where the attack started and are not
+    evidence of robustness. Their count is the attack's ``n_zero_gradient_``.
     """

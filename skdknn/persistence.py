@@ -30,7 +30,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +38,7 @@ import numpy as np
 from sklearn.utils import assert_all_finite
 
 from ._version import __version__
+from ._warnings import warn
 from .neighbors import NeighborsBackend
 
 __all__ = ["load_model", "save_model"]
@@ -597,11 +597,10 @@ def load_model(
             f"{', '.join(map(str, READABLE_FORMATS))}."
         )
     if verify and manifest["format"] < 2:
-        warnings.warn(
+        warn(
             f"{os.fspath(directory)!r} was saved before skdknn stored checksums "
             "(format 1): its files cannot be verified. Save the model again.",
             UserWarning,
-            stacklevel=2,
         )
     model_file = _member(
         directory, manifest.get("model_file", MODEL_FILE), "model file"

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from skdknn import DeepKNNClassifier
 
 TINY = dict(
@@ -16,6 +19,18 @@ def tiny(**params: Any) -> DeepKNNClassifier:
     """A DkNN small enough to train in a second on tabular data (``TINY`` defaults,
     overridden by ``params``)."""
     return DeepKNNClassifier(**{**TINY, **params})
+
+
+def half_dead_net() -> nn.Module:
+    """ReLU logits that are all zero (a flat loss) when x[0] > 0.5: inputs of 4
+    features there have an exactly zero loss gradient."""
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(
+            torch.tensor([[-1.0, 0, 0, 0], [-2, 0, 0, 0], [-3, 0, 0, 0]])
+        )
+        net[0].bias.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    return net
 
 
 # a report of a few seconds: tiny data, 1 epoch, small k (the --quick eps values)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
+from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from skdknn import DeepKNNClassifier
@@ -245,3 +246,23 @@ def test_exceeds_pinned_ties(a, b, bound, expected):
     from skdknn.attacks._base import _exceeds
 
     assert bool(_exceeds(np.array([a]), np.array([b]), bound)[0]) is expected
+
+
+@pytest.mark.parametrize("make", [FGSMAttack, MeanAttack])
+def test_torch_tensors_and_lists_are_inputs_like_arrays(make):
+    X = inputs(np.float32, n=60)
+    y = np.arange(60) % 3
+    model = (
+        zero_column_net()
+        if make is FGSMAttack
+        else KNeighborsClassifier(n_neighbors=3).fit(X, y)
+    )
+    attack = (make(model, eps=0.1) if make is FGSMAttack else make(model)).fit(X, y)
+    expected = attack.transform(X)
+    from_torch = attack.transform(torch.from_numpy(X))
+    assert isinstance(from_torch, np.ndarray) and from_torch.dtype == np.float32
+    np.testing.assert_array_equal(from_torch, expected)
+    # a list holds Python floats: float64, the float32 values exactly
+    from_list = attack.transform(X.tolist())
+    assert from_list.dtype == np.float64
+    np.testing.assert_array_equal(from_list, attack.transform(X.astype(np.float64)))

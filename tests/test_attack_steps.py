@@ -10,6 +10,7 @@ their own labels, and the edges of the box, are covered too.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -271,3 +272,19 @@ def test_random_start_is_clipped_to_the_box_before_the_first_gradient(edge):
     assert moved.max() <= eps + 1e-6
     # the random starts spread over the ball's half inside the box
     assert np.unique(moved).size > 100
+
+
+def test_saturated_rows_keep_their_gradient_whatever_the_batch_size():
+    """Each row's gradient is that of its own loss (a summed, not averaged, batch
+    loss): a softmax saturated to a subnormal 3.7e-44 still gives a sign, which
+    dividing by a batch of 256 would round to exactly zero."""
+    net = nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[50.0], [-50.0]]))  # margin 100 at x = 1
+    X = np.ones((256, 1), dtype=np.float32)
+    attack = FGSMAttack(net, eps=0.25, batch_size=256).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-gradient warning
+        X_adv = attack.transform(X)
+    assert attack.n_zero_gradient_ == 0
+    np.testing.assert_array_equal(X_adv, np.full_like(X, 0.75))

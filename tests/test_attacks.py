@@ -91,7 +91,9 @@ def test_true_labels_through_generate(X4):
     np.testing.assert_allclose(
         attack.generate(X4, y_other), numpy_fgsm(X4, y_other, 0.1), atol=1e-6
     )
-    with pytest.raises(ValueError, match="y must have shape"):
+    with pytest.raises(
+        ValueError, match=r"^y must have shape \(40,\) to match X; got \(3,\)\.$"
+    ):
         attack.generate(X4, y_other[:3])
 
 
@@ -132,7 +134,11 @@ def test_input_never_modified(X4):
     [
         (FGSMAttack(nn.Linear(4, 3), eps=0.0), "eps"),
         (FGSMAttack(nn.Linear(4, 3), eps=-1.0), "eps"),
-        (BIMAttack(nn.Linear(4, 3), eps=0.1, step=0.2), "step=0.2 exceeds eps=0.1"),
+        (
+            BIMAttack(nn.Linear(4, 3), eps=0.1, step=0.2),
+            r"^step=0.2 exceeds eps=0.1; a BIM step must not be larger than the "
+            r"L-infinity budget\.$",
+        ),
         (BIMAttack(nn.Linear(4, 3), n_iter=0), "n_iter"),
         (FGSMAttack(nn.Linear(4, 3), clip_min=1.0, clip_max=0.0), "clip_min"),
         (FGSMAttack("a model"), "estimator must be"),
@@ -149,6 +155,25 @@ def test_inputs_outside_the_box(X4):
     X[0, 0] = 1.5
     with pytest.raises(ValueError, match="1 input values lie outside the clip box"):
         attack.transform(X)
+
+
+def test_inputs_at_the_box_tolerance_are_inside(X4):
+    """The box check allows float32 rounding: exactly clip_min - 1e-6 and
+    clip_max + 1e-6 (in float32) are accepted, the next floats out are not."""
+    lo_edge = (np.zeros(1, np.float32) - 1e-6)[0]
+    hi_edge = (np.ones(1, np.float32) + 1e-6)[0]
+    attack = FGSMAttack(linear_net()).fit(X4)
+    X = X4.copy()
+    X[0, 0], X[1, 1] = lo_edge, hi_edge
+    assert attack.transform(X).shape == X.shape
+    for row, col, value in [
+        (0, 0, np.nextafter(lo_edge, np.float32(-1))),
+        (1, 1, np.nextafter(hi_edge, np.float32(2))),
+    ]:
+        Y = X.copy()
+        Y[row, col] = value
+        with pytest.raises(ValueError, match="1 input values lie outside the clip"):
+            attack.transform(Y)
 
 
 def test_wrong_shapes(X4):

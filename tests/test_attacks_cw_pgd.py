@@ -418,14 +418,45 @@ def test_random_start_equals_torchattacks_pgd_from_the_same_seed():
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
-def test_restarts_keep_the_most_damaging_torchattacks_run():
+def test_random_starts_of_several_batches_equal_torchattacks_batch_by_batch():
+    """The random starts of successive batches come from one generator, in turn:
+    torchattacks PGD called on the same batches one after the other from the
+    same seed (the last batch is shorter)."""
+    net = tiny_cnn()
+    X = images(0.0, 1.0)
+    t = clean_labels(net, X)
+    ours = (
+        BIMAttack(
+            net,
+            eps=0.1,
+            step=0.01,
+            n_iter=5,
+            random_start=True,
+            random_state=3,
+            batch_size=6,
+        )
+        .fit(X)
+        .transform(X)
+    )
+    torch.manual_seed(generator_seed(3))
+    pgd = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=5)
+    theirs = np.concatenate(
+        [
+            pgd(torch.from_numpy(X[i : i + 6]), t[i : i + 6]).numpy()
+            for i in range(0, len(X), 6)
+        ]
+    )
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("R", [2, 4])
+def test_restarts_keep_the_most_damaging_torchattacks_run(R):
     """n_restarts = R is R torchattacks PGD runs, then per input: misclassified
     first, then the highest cross-entropy. (ART's num_random_init keeps the last
     successful run instead, so it is not compared.)"""
     net = tiny_cnn()
     X = images(0.0, 1.0)
     t = clean_labels(net, X)
-    R = 4
     ours = (
         BIMAttack(
             net,
@@ -483,8 +514,39 @@ def test_restarts_are_seeded_and_never_less_damaging():
     assert (loss3[same] >= loss1[same] - 1e-6).all()
 
 
+def test_keep_most_damaging_by_hand():
+    """Misclassified beats correctly classified whatever the losses; then the
+    higher loss; a tie keeps the earlier run. The logits are the inputs' first
+    three values; the fourth tells the runs apart."""
+    from skdknn.attacks._bim import keep_most_damaging  # the pure rule under test
+
+    def logits(x):
+        return x[:, :3]
+
+    t = torch.tensor([0, 0, 0])
+    first = torch.tensor([[0.0, 0.1, -5.0, 1], [2.0, 0.0, 0.0, 1], [0.0, 1.0, 2.0, 1]])
+    # row 0: correct now, with a higher loss than the misclassified first run;
+    # row 1: misclassified now; row 2: misclassified both times, the same loss
+    later = torch.tensor(
+        [[0.0, -0.01, -0.01, 2], [0.0, 1.0, 0.0, 2], [0.0, 1.0, 2.0, 2]]
+    )
+    best = keep_most_damaging(logits, t, None, first)
+    loss = F.cross_entropy(logits(later), t, reduction="none")
+    assert loss[0] > best[2][0] and loss[2] == best[2][2]
+    x, wrong, kept_loss = keep_most_damaging(logits, t, best, later)
+    np.testing.assert_array_equal(x.numpy(), [first[0], later[1], first[2]])
+    np.testing.assert_array_equal(wrong.numpy(), [True, True, True])
+    np.testing.assert_array_equal(kept_loss.numpy(), [best[2][0], loss[1], best[2][2]])
+
+
 def test_restarts_need_a_random_start():
     X = images(n=4)
+    with pytest.raises(
+        ValueError,
+        match=r"^n_restarts=2 needs random_start=True: without a random start every "
+        r"restart gives the same result\.$",
+    ):
+        BIMAttack(tiny_cnn(), n_restarts=2).fit(X)
     with pytest.raises(ValueError, match="n_restarts=3 needs random_start=True"):
         BIMAttack(tiny_cnn(), n_restarts=3).fit(X)
     with pytest.raises(ValueError, match="n_restarts"):

@@ -808,3 +808,22 @@ def test_thesis_grid_caption_counts_neighbours_and_ood_summary(report_dir):
     assert "inputs of no class: mean DkNN credibility" in text
     for row in results["out_of_distribution"]:
         assert row["set"][:40] in text
+
+
+def test_attack_layer_takes_any_name_of_the_layer(tmp_path, capsys):
+    """--layer resolves names as AdvKNNAttack(layer=) and kneighbors(layer=) do:
+    the full dotted name of a DkNN layer is that layer."""
+    model = tmp_path / "model"
+    assert main(["train", *TINY, "--out", str(model), "-q"]) == 0
+    adv = tmp_path / "advknn.npz"
+    argv = ["attack", "--model", str(model), "--method", "advknn-fgsm",
+            "--layer", "features.relu3", "--head-epochs", "1", "--n-samples", "5",
+            "--out", str(adv), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert load_adversarial(adv).metrics["attack"] == "AdvKNN FGSM (DkNNB+CL, relu3)"
+    # a name that is no DkNN layer is still a clear error naming the choices
+    argv[argv.index("features.relu3")] = "features.conv3"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--layer 'features.conv3' is not a DkNN layer; choose one of " in err
+    assert "['relu1', 'relu2', 'relu3', 'logits'] or 'all'." in err

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import half_dead_net
 from _helpers import tiny as _tiny
 from sklearn.datasets import make_classification
 from sklearn.frozen import FrozenEstimator
@@ -350,17 +351,6 @@ def test_eps_or_step_larger_than_the_box_warns():
 # -- inputs whose gradient is exactly zero ---------------------------------------------
 
 
-def half_dead_net():
-    """ReLU logits that are all zero (a flat loss) when x[0] > 0.5."""
-    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
-    with torch.no_grad():
-        net[0].weight.copy_(
-            torch.tensor([[-1.0, 0, 0, 0], [-2, 0, 0, 0], [-3, 0, 0, 0]])
-        )
-        net[0].bias.copy_(torch.tensor([0.5, 1.0, 1.5]))
-    return net
-
-
 @pytest.mark.parametrize(
     "attack",
     [
@@ -382,24 +372,6 @@ def test_zero_gradient_inputs_are_counted_and_reported(attack):
         warnings.simplefilter("error")
         attack.transform(X[~dead])
     assert attack.n_zero_gradient_ == 0
-
-
-def test_zero_gradient_warning_says_what_happened():
-    X = np.random.default_rng(0).uniform(0.05, 0.95, size=(40, 4)).astype(np.float32)
-    dead = int((X[:, 0] > 0.5).sum())
-    attack = FGSMAttack(half_dead_net(), eps=0.1).fit(X)
-    for call in (attack.transform, lambda X: attack.generate(X, np.zeros(40, int))):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            call(X)
-        (w,) = caught
-        assert w.category is UserWarning
-        assert str(w.message) == (
-            f"{dead} of 40 inputs had an exactly zero gradient of the loss at every "
-            "step (e.g. a softmax saturated in float32, or dead ReLUs): the attack "
-            "could not move them, and they are returned where it started (unchanged "
-            "without a random start). See n_zero_gradient_."
-        )
 
 
 class _SubsetStepFGSM(FGSMAttack):

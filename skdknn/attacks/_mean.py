@@ -16,7 +16,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .._validation import as_flat_rows
+from .._validation import as_flat_rows, as_numpy
 from ._base import check_box, land_in_dtype
 from ._target import encode_labels
 
@@ -160,7 +160,7 @@ class MeanAttack(TransformerMixin, BaseEstimator):
         X_adv : ndarray of the shape and dtype of X
         """
         check_is_fitted(self, "means_")
-        X_arr = X if hasattr(X, "dtype") else np.asarray(X)
+        X_arr = as_numpy(X)
         X_flat, _ = as_flat_rows(X_arr)
         X_flat = validate_data(self, X_flat, dtype=np.float64, reset=False)
         outside = (X_flat < self.clip_min_ - 1e-6) | (X_flat > self.clip_max_ + 1e-6)

@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_n_neighbors
+from .._warnings import warn
 from ._duplicates import duplicate_groups, expand_groups, group_of_rows
 
 __all__ = ["NeighborsBackend"]
@@ -437,12 +438,11 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
                 "them exactly."
             ) from None
         if faulty.any():
-            warnings.warn(
+            warn(
                 f"{name}'s engine answered {int(faulty.sum())} of {n_queries} "
                 "queries with repeated or out-of-range ids or non-finite distances; "
                 "they were answered again by exact search.",
                 RuntimeWarning,
-                stacklevel=4,
             )
         from ._exact import exact_search  # the exact engine is a subclass
 
