@@ -653,6 +653,30 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "self._validate_input(X, reset=None)",
         "reset is only read as a truth value (here and in validate_data)",
     ),
+    *(
+        ("skdknn.attacks._base.x_land_in_dtype__*", text, reason)
+        for text, reason in (
+            (
+                "np.asarray(x_step_start, )",
+                "x_step_start is a float array: the difference is float64 either way",
+            ),
+            ("(x.astype(None) + step)", "astype(None) is astype(float64)"),
+            *(
+                (
+                    f"np.asarray({bound}, {arg})",
+                    "clip_min / clip_max arrive as float64 arrays (from _bounds)",
+                )
+                for bound in ("clip_min", "clip_max")
+                for arg in ("None", "")
+            ),
+            ("up=None)", "`up` is only read as a truth value: None is False"),
+        )
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_validate_input__*",
+        "if (shape is not None) and False else dknn.n_features_in_",
+        "a fitted DkNN's n_features_in_ is prod(input_shape_) of its images",
+    ),
     (
         "skdknn.attacks._base.x__ball_bound__*",
         "x.astype(None)",
