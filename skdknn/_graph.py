@@ -106,10 +106,18 @@ class _NamingTracer(fx.Tracer):
     Tensors that the forward pass creates (``torch.tensor(...)`` constants) are
     kept in ``constants`` instead of being set on the traced module as torch.fx
     does: tracing never changes the network.
+
+    While it traces, torch.fx patches ``nn.Module.__call__`` and ``__getattr__``
+    for the whole process (pytorch/pytorch#112775, #187589): a forward pass in
+    another thread (joblib's threading backend, a Dask worker's threads) would
+    enter this trace, fail with "module is not installed as a submodule", or add
+    its own operations to this graph when it runs the same network. Calls from
+    any thread but the tracing one run as if nothing were traced.
     """
 
     def __init__(self, paths: set[str]) -> None:
         super().__init__()
+        self._owner = threading.get_ident()
         self._module_path = ""
         self._paths = paths
         self._taken: set[str] = set()
@@ -132,6 +140,8 @@ class _NamingTracer(fx.Tracer):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        if threading.get_ident() != self._owner:
+            return forward(*args, **kwargs)  # another thread's plain forward pass
         outer, path = self._module_path, self.path_of_module(m)
         self._module_path = path
         try:
@@ -141,6 +151,13 @@ class _NamingTracer(fx.Tracer):
         if not self.is_leaf_module(m, path) and isinstance(out, fx.Proxy):
             self._add(path, out.node, module=True)
         return out
+
+    def getattr(
+        self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, fx.Proxy]
+    ) -> Any:
+        if threading.get_ident() != self._owner:
+            return attr_val  # another thread reads the module's real attribute
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def create_arg(self, a: Any) -> Any:
         if (

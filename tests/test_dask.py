@@ -12,6 +12,8 @@ and predict (last: a worker retired, then the other killed).
 
 from __future__ import annotations
 
+import os
+
 import dask
 import joblib
 import numpy as np
@@ -37,18 +39,29 @@ da = pytest.importorskip("dask.array")
 #: Seconds any future may take here before the test fails instead of hanging.
 TIMEOUT = 60
 
+#: ``SKDKNN_TEST_DASK_WORKERS=threads`` runs the clusters' workers as threads of the
+#: test process. Mutation testing needs it (tools/mutation.py sets it): mutmut runs
+#: each mutant in a process forked from its server, where worker processes do not
+#: start, and a mutant is switched on in the process that runs the tests only.
+THREADS = os.environ.get("SKDKNN_TEST_DASK_WORKERS") == "threads"
+
+
+def _cluster():
+    """A LocalCluster of 2 single-threaded workers (processes unless THREADS)."""
+    return distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=not THREADS,
+        dashboard_address=None,
+        # the tests measure correctness, not the workers' memory
+        memory_limit=0,
+    )
+
 
 @pytest.fixture(scope="module")
 def client():
     with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # the tests measure correctness, not the workers' memory
-            memory_limit=0,
-        ) as cluster,
+        _cluster() as cluster,
         distributed.Client(cluster, timeout=TIMEOUT) as client,
     ):
         client.wait_for_workers(2, timeout=TIMEOUT)
@@ -471,13 +484,7 @@ def test_closed_client_is_named_in_the_error(client):
 @pytest.fixture
 def own_client():
     with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit=0,
-        ) as cluster,
+        _cluster() as cluster,
         distributed.Client(cluster, timeout=TIMEOUT, set_as_default=False) as client,
     ):
         client.wait_for_workers(2, timeout=TIMEOUT)
@@ -486,6 +493,44 @@ def own_client():
 
 def _worker_holding(client, backend, shard=0):
     return client.who_has(backend._shards)[backend._shards[shard].key][0]
+
+
+_NOT_THE_DEFAULT = """
+import distributed, numpy as np
+from skdknn.neighbors import ExactBackend, ShardedBackend
+X = np.random.default_rng(0).normal(size=(300, 6))
+with (
+    distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                             dashboard_address=None) as cluster,
+    distributed.Client(cluster, set_as_default=False) as client,
+):
+    sharded = ShardedBackend(n_shards=2, n_neighbors=5, client=client, timeout=60)
+    got = sharded.fit(X).kneighbors(X[:40] + 0.01)
+    held = any(client.has_what().values())  # the shards are on this client's cluster
+    expected = ExactBackend(n_neighbors=5).fit(X).kneighbors(X[:40] + 0.01)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    print("shards:", sharded.n_shards_, "held by this client's workers:", held)
+"""
+
+
+def test_a_client_that_is_not_the_default_is_the_one_waited_on():
+    # ShardedBackend(client=c) with c made with set_as_default=False, in a process
+    # with no default client: before, fit raised "No clients found"
+    # (distributed.wait waits through the default client). A process of its own:
+    # in this one the module's client is the default.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _NOT_THE_DEFAULT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shards: 2 held by this client's workers: True" in result.stdout
 
 
 def test_retired_worker_hands_its_shards_over(own_client, dknn):
@@ -508,8 +553,10 @@ def test_killed_worker_is_a_clear_error(own_client, dknn):
     own_client.retire_workers([address], close_workers=True)
     last = _worker_holding(own_client, sharded.backends_[0])
     cluster = own_client.cluster
-    (nanny,) = [w for w in cluster.workers.values() if w.worker_address == last]
-    cluster.sync(nanny.kill)
+    (worker,) = [w for w in cluster.workers.values() if w.worker_address == last]
+    # a nanny's process is killed; a worker thread (THREADS) is closed without
+    # handing its data over: either way the scheduler loses both shards
+    cluster.sync(worker.close if THREADS else worker.kill)
     match = r"shard 0 of 2 \(rows 0 to \d+\), shard 1 of 2 .* were lost"
     with pytest.raises(ShardLostError, match=match):
         sharded.predict(X[360:])

@@ -8,6 +8,8 @@ some batches call it twice, and a module returning a tuple.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -286,3 +288,79 @@ def test_a_layer_that_outputs_a_tuple_is_refused_clearly(net):
     m, x = net().eval(), torch.randn(3, 4)
     with pytest.raises(ValueError, match="Layer 'rnn' of .* outputs a tuple, not a"):
         _outputs(m, x, ["rnn", "fc"])
+
+
+# -- 6. a trace in one thread and forward passes in another -------------------------
+#: thread id -> (started, release): the Pause module waits in that thread's trace
+_GATES: dict = {}
+
+
+class Pause(nn.Module):
+    """Traced through (not a leaf): its forward runs inside the trace, where it
+    holds the trace open until the other thread has run its forward passes."""
+
+    def forward(self, x):
+        gate = _GATES.get(threading.get_ident())
+        if gate is not None:
+            gate[0].set()
+            assert gate[1].wait(30), "the other thread never released the trace"
+        return x
+
+
+class Paused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 5)
+        self.w = nn.Parameter(torch.randn(5, 3))  # read through __getattr__
+        self.pause = Pause()
+
+    def forward(self, x):
+        return torch.relu(self.pause(self.fc(x))) @ self.w
+
+
+def test_forward_passes_in_another_thread_while_a_network_is_traced():
+    # torch.fx patches nn.Module.__call__ / __getattr__ process-wide while it
+    # traces; a GridSearchCV on joblib's threading backend or a Dask worker with
+    # 2 threads runs one fold's forward pass while another fold traces. Before,
+    # the forward of the network being traced ran into the trace (its output a
+    # Proxy, its operations added to the other thread's graph) and any other
+    # network failed with "module is not installed as a submodule".
+    torch.manual_seed(0)
+    net, other, x = Paused().eval(), nn.Sequential(nn.Linear(4, 2)), torch.randn(6, 4)
+    with torch.no_grad():
+        expected, expected_other = net(x), other(x)
+    names_alone = layer_names(Paused())
+    found: dict = {}
+
+    def trace():
+        _GATES[threading.get_ident()] = (threading.Event(), threading.Event())
+        started.set()
+        try:
+            found["names"] = layer_names(net)
+        except BaseException as exc:  # reported by the main thread
+            found["error"] = exc
+
+    started = threading.Event()
+    thread = threading.Thread(target=trace)
+    thread.start()
+    try:
+        assert started.wait(30)
+        gate = next(iter(_GATES.values()))
+        assert gate[0].wait(30), "the trace never reached the Pause module"
+        with torch.no_grad():
+            out, out_other = net(x), other(x)
+    finally:
+        for g in _GATES.values():
+            g[1].set()
+        thread.join(30)
+        _GATES.clear()
+    assert "error" not in found, found.get("error")
+    assert isinstance(out, torch.Tensor) and isinstance(out_other, torch.Tensor)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(out_other, expected_other, rtol=0, atol=0)
+    # the trace itself is the one made alone, and extracts the right tensors
+    assert found["names"] == names_alone
+    layers = ["fc", "relu", "matmul"]
+    assert set(layers) <= set(names_alone)
+    acts = _outputs(net, x, layers)
+    torch.testing.assert_close(acts[-1], expected, rtol=0, atol=0)

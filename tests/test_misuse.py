@@ -3,6 +3,8 @@ answer or a confusing crash, and now gives a warning or a clear error."""
 
 from __future__ import annotations
 
+import copy
+
 import warnings
 
 import numpy as np
@@ -171,6 +173,26 @@ def test_attack_on_a_flat_rows_dknn_names_the_width_it_expects(tabular):
         ValueError, match="X has 5 features, but FGSMAttack is expecting 6"
     ):
         attack.transform(X[:, :5])
+    # at transform, the attack's own layout (flat rows of 6) is the reference
+    with pytest.raises(
+        ValueError,
+        match=r"images of shape \(1, 2, 3\), but this FGSMAttack was fitted on "
+        r"flat rows of 6 features\.",
+    ):
+        attack.transform(X.reshape(-1, 1, 2, 3))
+
+
+def test_a_dknn_saved_before_the_value_range_existed_is_still_attacked(tabular):
+    # models pickled before input_range_ was recorded skip the range check (in
+    # the classifier and in the attacks alike) instead of failing
+    X, y = tabular
+    X = (X - X.min()) / (X.max() - X.min())
+    dknn = tiny().fit(X, y)
+    expected = FGSMAttack(dknn, eps=0.1).fit(X).transform(X)
+    old = copy.deepcopy(dknn)
+    del old.input_range_
+    np.testing.assert_array_equal(FGSMAttack(old, eps=0.1).fit(X).transform(X), expected)
+    np.testing.assert_array_equal(old.predict(X * 255), dknn.predict(X * 255))
 
 
 # -- a trained network passed without FrozenEstimator ----------------------------------

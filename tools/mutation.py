@@ -176,10 +176,14 @@ MODULES: dict[str, Module] = {
     ),
     "sharded": Module(
         ["skdknn/neighbors/_sharded.py"],
-        # not test_dask: its LocalCluster's worker processes do not start inside
-        # mutmut's fork server ("Failed to run clean test"); the survivors in the
-        # client paths are checked against test_dask by hand (docs/development.md)
-        ["tests/test_sharded.py", "tests/test_documented_parameters.py"],
+        # test_dask's clusters run their workers as threads here (see mutmut()):
+        # worker processes do not start inside mutmut's fork server, and a mutant
+        # is switched on only in the process that runs the tests
+        [
+            "tests/test_sharded.py",
+            "tests/test_dask.py",
+            "tests/test_documented_parameters.py",
+        ],
         ["skdknn.neighbors._sharded.*"],
     ),
     "exact": Module(
@@ -737,7 +741,8 @@ def prepare(name: str) -> Path:
 
 
 def mutmut(work: Path, *args: str, log: Path | None = None) -> str:
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci")
+    # derandomised hypothesis; Dask clusters of worker threads (tests/test_dask.py)
+    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", SKDKNN_TEST_DASK_WORKERS="threads")
     env.pop("PYTHONPATH", None)  # the mutated copy, never the checkout, is imported
     result = subprocess.run(
         [sys.executable, "-m", "mutmut", *args],

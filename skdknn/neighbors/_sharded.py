@@ -357,7 +357,11 @@ class ShardedBackend(NeighborsBackend):
         from distributed import wait
 
         try:
-            wait(futures, timeout=self.timeout)
+            # distributed.wait waits through the default client: make it this
+            # backend's own (a client made with set_as_default=False is not one;
+            # with no default client at all, wait raised "No clients found")
+            with self._client.as_current():
+                wait(futures, timeout=self.timeout)
         except TimeoutError:
             pending = [what(i) for i, f in enumerate(futures) if not f.done()]
             raise TimeoutError(
