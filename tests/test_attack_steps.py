@@ -156,6 +156,48 @@ def test_inputs_just_outside_the_box_are_rejected(X, row, col, value):
         per_feature.transform(inside)
 
 
+def test_the_error_counts_every_value_outside_the_box(X):
+    attack = FGSMAttack(Wavy(), eps=0.1).fit(X)
+    bad = X.copy()
+    bad[0, 0], bad[1, 1], bad[2, 2] = -0.5, 1.5, 1.5  # one below, two above
+    with pytest.raises(ValueError, match=r"^3 input values lie outside the clip box"):
+        attack.transform(bad)
+
+
+def test_bounds_broadcast_to_one_image_or_name_the_shapes_they_may_have(X):
+    # images of shape (1, 2, 2): a bound per column (shape (2,)) broadcasts like
+    # numpy, a bound per flat feature (shape (4,)) is read in row-major order
+    images, net = X.reshape(40, 1, 2, 2), nn.Sequential(nn.Flatten(), Wavy())
+    full = np.array([[[1.0, 0.9], [1.0, 0.9]]])
+
+    def attacked(clip_max, clip_min=0.0):
+        attack = FGSMAttack(net, eps=0.2, clip_min=clip_min, clip_max=clip_max)
+        return attack.fit(np.minimum(images, 0.9)).transform(np.minimum(images, 0.9))
+
+    expected = attacked(full)
+    assert expected.max() == pytest.approx(1.0) and expected[..., 1].max() <= 0.9
+    np.testing.assert_array_equal(attacked(np.array([1.0, 0.9])), expected)
+    np.testing.assert_array_equal(attacked(full.ravel()), expected)
+    message = (
+        r"^clip_min and clip_max must be scalars, arrays of one value per feature "
+        r"\(shape \(4,\)\) or broadcastable to one sample's shape \(1, 2, 2\); "
+        r"got shapes \(5,\) and \(3,\)\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        attacked(np.ones(3), clip_min=np.zeros(5))
+
+
+def test_integer_bounds_are_read_as_values_not_in_their_dtype(X):
+    # int8 bounds: the box's width 200 overflows int8 (to -56), which made every
+    # budget look wider than the box
+    attack = FGSMAttack(Wavy(), eps=0.1, clip_min=np.int8(-100), clip_max=np.int8(100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_adv = attack.fit(X).transform(X)
+    expected = FGSMAttack(Wavy(), eps=0.1, clip_min=-100.0, clip_max=100.0)
+    np.testing.assert_array_equal(X_adv, expected.fit(X).transform(X))
+
+
 def test_inputs_on_the_box_edges_within_rounding_are_accepted(X):
     edge = X.copy()
     edge[0, :2] = [0.0, 1.0]
@@ -211,6 +253,8 @@ def test_integer_inputs_give_float32_and_floats_keep_their_dtype(X):
     assert attack.transform(np.round(X).astype(np.int64)).dtype == np.float32
     assert attack.transform(X.astype(np.float64)).dtype == np.float64
     assert attack.transform(X).dtype == np.float32
+    half = attack.transform(X.astype(np.float16))
+    assert half.dtype == np.float16 and np.abs(half - X).max() <= 0.1 + 1e-3
 
 
 def test_progress_bar_only_when_verbose(X, capsys):

@@ -644,7 +644,20 @@ EQUIVALENT: list[tuple[str, str, str]] = [
                 "on_device(self.target_.module, None)",
             ),
             (f"skdknn.attacks._bim.x{_SEP}BIMAttack{_SEP}_perturb__*", ".to(None)"),
+            (f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_box__*", ".to(None)"),
         )
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}fit__*",
+        "self._fit(X_net, None)",
+        "no attack's _fit reads y (FGSM / BIM / CW have none, AdvKNN trains its "
+        "heads on the DkNN's outputs): y is in fit's signature for scikit-learn",
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_bounds__*",
+        "and len(sample_shape) > 2:",
+        "one sample's shape is (n_features,) or (C, H, W), never of length 2: "
+        "inputs of shape (n, H, W) are images with their channel axis added",
     ),
     (
         f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",

@@ -621,9 +621,9 @@ class GradientAttack(TransformerMixin, BaseEstimator):
         if self._tanh_box():
             warn_wide_tanh_box(X_net, lo64, hi64)
         device = self.target_.device
-        return torch.from_numpy(lo.copy()).to(device), torch.from_numpy(hi.copy()).to(
-            device
-        )
+        lo_t = torch.from_numpy(lo.copy()).to(device)
+        hi_t = torch.from_numpy(hi.copy()).to(device)
+        return lo_t, hi_t
 
     def _perturb_batches(
         self,
