@@ -74,6 +74,7 @@ _CLASSIFIER_TESTS = [
     "tests/test_calibration.py",
     "tests/test_classifier_calibration.py",
     "tests/test_scale.py",  # the single pass (predict_with_credibility) and chunks
+    "tests/test_dask.py",  # the branches for dask arrays (worker threads: see mutmut())
     "tests/test_documented_parameters.py",  # __init__ and the documented defaults
 ]
 _ATTACK_FILES = [
