@@ -4,6 +4,7 @@ the shards' answers. The same backend on a real Dask cluster: tests/test_dask.py
 from __future__ import annotations
 
 import pickle
+import re
 
 import joblib
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdknn import DeepKNNClassifier, load_model, save_model
+from skdknn.exceptions import ShardLostError
 from skdknn.neighbors import (
     AnnoyBackend,
     ExactBackend,
@@ -356,3 +358,150 @@ def test_projected_or_sharded_inner_backends_are_refused(inner, match):
         outer.fit(X).kneighbors(X), alone.fit(X).kneighbors(X), strict=True
     ):
         np.testing.assert_array_equal(left, right)
+
+
+# ---------------------------------------------------------------------------------
+# Error texts, whole (mutation testing: a changed word fails here)
+# ---------------------------------------------------------------------------------
+class _Future:
+    """Stands for a Dask future in a given state (no cluster needed)."""
+
+    def __init__(self, status):
+        self.status = status
+
+
+class _Client:
+    """Stands for a Dask client: a status and a cluster without workers."""
+
+    def __init__(self, status="running"):
+        self.status = status
+
+    def __repr__(self):
+        return "<Client fake>"
+
+    def submit(self, *args, **kwargs):
+        raise AssertionError("nothing is submitted")
+
+    scatter = gather = submit
+
+    def scheduler_info(self):
+        return {"workers": {}}
+
+
+def _on_fake_cluster(statuses, client_status="running"):
+    X, _ = _data(n=400, duplicates=False)
+    sharded = ShardedBackend(n_shards=3, n_neighbors=2).fit(X)
+    sharded._client = _Client(client_status)
+    sharded._shards = [_Future(s) for s in statuses]
+    return sharded, X
+
+
+_LOST_ADVICE = (
+    " lost with the worker that held it; refit the backend, or restore a saved "
+    "model and call scatter(client). No neighbours are returned from the other "
+    "shards alone."
+)
+
+
+@pytest.mark.parametrize("status", ["lost", "error", "cancelled"])
+def test_one_lost_shard_is_named_with_its_rows(status):
+    sharded, X = _on_fake_cluster(["finished", status, "pending"])
+    expected = "ShardedBackend: shard 1 of 3 (rows 134 to 266) was" + _LOST_ADVICE
+    with pytest.raises(ShardLostError, match=f"^{re.escape(expected)}$"):
+        sharded.kneighbors(X[:3])
+
+
+def test_several_lost_shards_are_named_in_order():
+    sharded, X = _on_fake_cluster(["cancelled", "lost", "error"])
+    expected = (
+        "ShardedBackend: shard 1 of 3 (rows 134 to 266), shard 2 of 3 (rows 267 "
+        "to 399), shard 0 of 3 (rows 0 to 133) were" + _LOST_ADVICE
+    )
+    with pytest.raises(ShardLostError, match=f"^{re.escape(expected)}$"):
+        sharded.kneighbors(X[:3])
+
+
+@pytest.mark.parametrize("status", ["closing", "closed"])
+def test_a_closed_client_is_named(status):
+    sharded, X = _on_fake_cluster(["finished"] * 3, client_status=status)
+    expected = (
+        "ShardedBackend: the Dask client that holds its 3 shards (<Client fake>) is "
+        "closed, and the shards went with it. Keep the client open while the model "
+        "is used; to keep a model past its client, gather() it first (or "
+        "save_model), then scatter(client) it to a new one."
+    )
+    with pytest.raises(ShardLostError, match=f"^{re.escape(expected)}$"):
+        sharded.kneighbors(X[:3])
+
+
+def test_a_cluster_without_workers_is_refused():
+    X, _ = _data(n=20, duplicates=False)
+    expected = r"^The Dask cluster has no workers to hold the shards\.$"
+    with pytest.raises(RuntimeError, match=expected):
+        ShardedBackend(n_shards=2, client=_Client()).fit(X)
+    local = ShardedBackend(n_shards=2).fit(X)
+    with pytest.raises(RuntimeError, match=expected):
+        local.scatter(_Client())
+
+
+def test_texts_of_the_errors_without_a_client():
+    da = pytest.importorskip("dask.array")
+    X, _ = _data(n=20, duplicates=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^No Dask client to scatter the shards to: pass one, or create one "
+        r"\(distributed\.Client\) first\.$",
+    ):
+        ShardedBackend(n_shards=2).fit(X).scatter()
+    with pytest.raises(
+        ValueError,
+        match=r"^Fitting a ShardedBackend on a dask array needs a distributed client "
+        r"\(pass client= or create one\); compute the array first to fit locally\.$",
+    ):
+        ShardedBackend().fit(da.from_array(X, chunks=5))
+    # parameters are checked first
+    with pytest.raises(ValueError, match="'n_shards' parameter"):
+        ShardedBackend(n_shards=0).fit(da.from_array(X, chunks=5))
+    from dask import delayed
+
+    local = ShardedBackend(n_shards=2).fit(X)
+    with pytest.raises(
+        RuntimeError, match=r"^ShardedBackend: the shards are not on workers\.$"
+    ):
+        local._kneighbors_delayed(delayed(X), 2, True)
+
+
+def test_worker_side_query_preparation_and_merge():
+    from skdknn.neighbors._sharded import _merge_answers, _prepare_query
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 4))
+    for bad in (X[:, :3], X[:, :, None]):
+        expected = (
+            f"X has {bad.shape[1:]} features per row, but ShardedBackend is "
+            "expecting 4 features as input."
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+            _prepare_query(bad, "euclidean", 4)
+    np.testing.assert_array_equal(
+        _prepare_query(X, "cosine", 4),
+        ExactBackend(metric="cosine").fit(X)._prepare(X),
+    )
+    answers = [
+        (np.array([[0.1, 0.5]]), np.array([[4, 7]])),
+        (np.array([[0.3, 0.5]]), np.array([[12, 2]])),
+    ]
+    np.testing.assert_array_equal(_merge_answers(answers, 3, False), [[4, 12, 2]])
+    dist, ind = _merge_answers(answers, 3, True)
+    np.testing.assert_array_equal(ind, [[4, 12, 2]])
+
+
+def test_a_shard_weighs_the_rows_it_holds():
+    from dask.sizeof import sizeof
+
+    X, _ = _data(n=100, duplicates=False)
+    rows = X.astype(np.float32)[:50].nbytes
+    exact = ShardedBackend(n_shards=2).fit(X)
+    assert all(rows <= sizeof(s) < 2 * rows for s in exact._shards)
+    annoy = ShardedBackend("annoy", n_shards=2).fit(X)  # the rows kept twice
+    assert all(sizeof(s) >= 2 * rows for s in annoy._shards)
