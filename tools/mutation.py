@@ -203,6 +203,91 @@ _REFINE = "skdknn.neighbors._exact.x__refine_near_duplicates__*"
 
 # (glob of the mutated function, text of the mutated line, why it changes nothing)
 EQUIVALENT: list[tuple[str, str, str]] = [
+    # sharded: a task's purity only names its key; zips of lists built equal
+    *(
+        (
+            "skdknn.neighbors._sharded.xǁShardedBackendǁ_search_fitted__*",
+            text,
+            "_shard_rows only reads a fitted shard's rows: the same answer under a "
+            "pure (deterministic) key or a random one",
+        )
+        for text in (
+            "submit(_shard_rows, s, pure=None)",
+            "submit(_shard_rows, s, )",
+            "submit(_shard_rows, s, pure=True)",
+        )
+    ),
+    *(
+        (
+            "skdknn.neighbors._sharded.xǁShardedBackendǁ_submit_fits__*",
+            text,
+            "_shard_size only reads a fitted shard's size (waited on to surface a "
+            "fit's error): the same answer under a pure key or a random one",
+        )
+        for text in (
+            "submit(_shard_size, s, pure=None)",
+            "submit(_shard_size, s, )",
+            "submit(_shard_size, s, pure=True)",
+        )
+    ),
+    *(
+        (
+            "skdknn.neighbors._sharded.xǁShardedBackendǁ_kneighbors_delayed__*",
+            text,
+            "the delayed tasks compute the same answer whatever their purity: it only "
+            "names their keys (pure=None and no pure are dask's default, False)",
+        )
+        for text in (
+            "delayed(_prepare_query, pure=None)(",
+            "delayed(_prepare_query, )(",
+            "delayed(_prepare_query, pure=False)(",
+            "delayed(_search_shard, pure=None)(",
+            "delayed(_search_shard, )(",
+            "delayed(_search_shard, pure=False)(",
+            "delayed(_merge_answers, pure=None)(answers, k, return_distance)",
+            "delayed(_merge_answers, )(answers, k, return_distance)",
+            "delayed(_merge_answers, pure=False)(answers, k, return_distance)",
+        )
+    ),
+    *(
+        (
+            "skdknn.neighbors._sharded.xǁShardedBackendǁ_submit_fits__*",
+            text,
+            "one inner backend is made per block of rows (len(rows)): the zip's "
+            "lists are always of equal length",
+        )
+        for text in (
+            "zip(self._inner_backends(len(rows)), rows, strict=None)",
+            "zip(self._inner_backends(len(rows)), rows, )",
+            "zip(self._inner_backends(len(rows)), rows, strict=False)",
+        )
+    ),
+    *(
+        (
+            "skdknn.neighbors._sharded.x_fit_on_dask_arrays__*",
+            text,
+            "one clone per array and one group of blocks per clone: the zip's lists "
+            "are always of equal length",
+        )
+        for text in (
+            "zip(backends, arrays_, strict=None)",
+            "zip(backends, arrays_, )",
+            "zip(backends, blocks, strict=None)",
+            "zip(backends, blocks, )",
+            "zip(backends, blocks, strict=False)",
+        )
+    ),
+    *(
+        (
+            "skdknn.neighbors._sharded.xǁShardedBackendǁ_load_index__*",
+            text,
+            "np.load's allow_pickle defaults to False (None is false too)",
+        )
+        for text in (
+            'mmap_mode="c" if mmap else None, allow_pickle=None',
+            'mmap_mode="c" if mmap else None, )',
+        )
+    ),
     (
         "skdknn.conformal.x_neighbor_label_counts__*",
         "np.arange(n * n_layers, ",
