@@ -4,7 +4,6 @@ answer or a confusing crash, and now gives a warning or a clear error."""
 from __future__ import annotations
 
 import copy
-
 import warnings
 
 import numpy as np
@@ -191,7 +190,9 @@ def test_a_dknn_saved_before_the_value_range_existed_is_still_attacked(tabular):
     expected = FGSMAttack(dknn, eps=0.1).fit(X).transform(X)
     old = copy.deepcopy(dknn)
     del old.input_range_
-    np.testing.assert_array_equal(FGSMAttack(old, eps=0.1).fit(X).transform(X), expected)
+    np.testing.assert_array_equal(
+        FGSMAttack(old, eps=0.1).fit(X).transform(X), expected
+    )
     np.testing.assert_array_equal(old.predict(X * 255), dknn.predict(X * 255))
 
 
