@@ -294,9 +294,20 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.arange of a Python int already gives int64 (the default integer)",
     ),
     (
-        "skdknn.conformal.x_p_values__*",
-        "np.searchsorted(scores, alpha_arr, )",
+        "skdknn.conformal.x__p_values__*",
+        "at_least = n - np.searchsorted(scores, alpha, )",
         'side="left" is searchsorted\'s default',
+    ),
+    *(
+        (
+            "skdknn.conformal.x_p_values__*",
+            text,
+            "np.empty's default dtype (also with dtype=None) is float64",
+        )
+        for text in (
+            "p = np.empty(alpha_arr.shape, dtype=None)",
+            "p = np.empty(alpha_arr.shape, )",
+        )
     ),
     (
         "skdknn.conformal.x_neighbor_proba__*",
