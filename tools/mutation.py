@@ -359,6 +359,18 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "map_blocks(conformal.prediction_sets, significance, )",
         )
     ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_proba__*",
+            text,
+            "without dtype, map_blocks infers it by calling neighbor_proba on a "
+            "block of ones of the counts' dtype (int64): float64, the same lazy array",
+        )
+        for text in (
+            "conformal.neighbor_proba, drop_axis=1, dtype=None",
+            "conformal.neighbor_proba, drop_axis=1, )",
+        )
+    ),
     (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
         "prediction_sets(p[:1].compute(), significance)",
