@@ -524,3 +524,33 @@ def test_activation_progress_bar_counts_rows_and_completes(tabular, capsys):
     # not verbose: no bar at all
     tiny().fit(X[:300], y[:300])
     assert "activations" not in capsys.readouterr().err
+
+
+class _IndicesOnlyBackend(ExactBackend):
+    """An index that takes ``return_distance`` as the protocol's bool and is never
+    asked for distances (e.g. one that cannot compute them)."""
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        if return_distance is not False:
+            raise AssertionError(f"asked return_distance={return_distance!r}")
+        return super().kneighbors(X, n_neighbors, return_distance=False)
+
+
+def test_lazy_counts_and_proba_of_a_dask_array_ask_for_no_distances(fitted, tabular):
+    # neighbor_counts / predict_proba of a dask array: searches without distances
+    # (as for an array in memory), and lazy outputs of the numpy path's shape,
+    # dtype and values (2 layers, 3 classes: the shapes tell the axes apart)
+    da = pytest.importorskip("dask.array")
+    X, y = tabular
+    net = FrozenEstimator(fitted.net_)  # trained once, by the fixture
+    clf = tiny(net=net, layers=["relu1", "logits"], backend=_IndicesOnlyBackend())
+    clf.fit(X[:300], y[:300])
+    Q = da.from_array(X[300:], chunks=40)
+    for method in ("neighbor_counts", "predict_proba"):
+        expected = getattr(clf, method)(X[300:])
+        lazy = getattr(clf, method)(Q)
+        assert isinstance(lazy, da.Array), method
+        assert (lazy.shape, lazy.dtype) == (expected.shape, expected.dtype), method
+        assert lazy.chunks[0] == Q.chunks[0], method
+        np.testing.assert_array_equal(lazy.compute(), expected, err_msg=method)
+    assert expected.shape == (100, 3) and expected.dtype == np.float64

@@ -294,9 +294,20 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.arange of a Python int already gives int64 (the default integer)",
     ),
     (
-        "skdknn.conformal.x_p_values__*",
-        "np.searchsorted(scores, alpha_arr, )",
+        "skdknn.conformal.x__p_values__*",
+        "at_least = n - np.searchsorted(scores, alpha, )",
         'side="left" is searchsorted\'s default',
+    ),
+    *(
+        (
+            "skdknn.conformal.x_p_values__*",
+            text,
+            "np.empty's default dtype (also with dtype=None) is float64",
+        )
+        for text in (
+            "p = np.empty(alpha_arr.shape, dtype=None)",
+            "p = np.empty(alpha_arr.shape, )",
+        )
     ),
     (
         "skdknn.conformal.x_neighbor_proba__*",
@@ -346,6 +357,18 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         for text in (
             "significance, dtype=None)",
             "map_blocks(conformal.prediction_sets, significance, )",
+        )
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_proba__*",
+            text,
+            "without dtype, map_blocks infers it by calling neighbor_proba on a "
+            "block of ones of the counts' dtype (int64): float64, the same lazy array",
+        )
+        for text in (
+            "conformal.neighbor_proba, drop_axis=1, dtype=None",
+            "conformal.neighbor_proba, drop_axis=1, )",
         )
     ),
     (
