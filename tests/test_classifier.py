@@ -555,3 +555,27 @@ def test_lazy_counts_and_proba_of_a_dask_array_ask_for_no_distances(fitted, tabu
         assert lazy.chunks[0] == Q.chunks[0], method
         np.testing.assert_array_equal(lazy.compute(), expected, err_msg=method)
     assert expected.shape == (100, 3) and expected.dtype == np.float64
+
+
+def test_outputs_without_neighbors_allocate_no_neighbor_arrays(fitted, tabular):
+    # without return_neighbors, no (n, n_layers, n_neighbors) array of neighbours
+    # or distances is made: the traced peak (numpy's allocations) of the one-pass
+    # method stays below the size of the distances alone (measured: about 0.35x)
+    import tracemalloc
+
+    from sklearn import config_context
+
+    X, y = tabular
+    k = 50
+    clf = tiny(net=FrozenEstimator(fitted.net_), n_neighbors=k).fit(X[:300], y[:300])
+    Q = np.repeat(X[300:], 20, axis=0)
+    distances_size = 4 * len(Q) * len(clf.layers_) * k
+    with config_context(working_memory=0.05):  # small chunks of queries
+        clf.predict_with_credibility(Q[:10])  # warm up
+        tracemalloc.start()
+        try:
+            clf.predict_with_credibility(Q)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < distances_size, (peak, distances_size)

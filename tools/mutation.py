@@ -401,6 +401,19 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         )
         for text in ("            None,", "            )")
     ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_search__*",
+            text,
+            "an assert that only narrows the types for mypy: with return_neighbors "
+            "both arrays are made (and _counts_from_neighbors returns both rows and "
+            "distances), so the weaker `or` holds wherever `and` does",
+        )
+        for text in (
+            "assert neighbors is not None or distances is not None",
+            "assert rows is not None or dist is not None",
+        )
+    ),
     (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}fit__*",
         "counts, y_calibration, self.n_neighbors, sort=None",
