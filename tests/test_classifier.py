@@ -14,7 +14,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skdknn import DeepKNNClassifier, conformal
+from skdknn import DeepKNNClassifier, __version__, conformal
 from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import AnnoyBackend, ExactBackend, ShardedBackend
@@ -59,6 +59,7 @@ def test_fit_attributes(fitted, tabular):
     assert fitted.train_indices_.size + 40 == 300
     assert fitted.calibration_nonconformity_.shape == (40,)
     assert np.all(np.diff(fitted.calibration_nonconformity_) >= 0)
+    assert fitted.skdknn_version_ == __version__  # checked when unpickled
 
 
 def test_outputs_are_consistent(fitted, tabular):

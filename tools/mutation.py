@@ -371,6 +371,47 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "conformal.neighbor_proba, drop_axis=1, )",
         )
     ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
+            text,
+            "the check of significance before any work: prediction_sets of an "
+            "empty array, whatever its empty shape, checks significance the same "
+            "way (its result is dropped)",
+        )
+        for text in (
+            "prediction_sets(np.empty((1, 0)), significance)",
+            "prediction_sets(np.empty((0, 1)), significance)",
+        )
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_calibration_split__*",
+        'f"{self.classes_[missing[:2]].tolist()[0]!r} has none: its share of "',
+        "only the first missing class ([0]) is named: [:2] and [:1] share it",
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_calibration_split__*",
+            # the category argument of the two warnings: warn(message, None) and
+            # warn(message) (its closing parenthesis is all that the diff adds).
+            # The message replaced by None shows the same line; the tests of the
+            # whole messages kill it.
+            text,
+            "warnings.warn's category None (its default) is UserWarning",
+        )
+        for text in ("            None,", "            )")
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}fit__*",
+        "counts, y_calibration, self.n_neighbors, sort=None",
+        "calibration_scores reads sort as a truth value: None does not sort, as False",
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}fit__*",
+        'order = np.argsort(scores, kind="STABLE")',
+        "numpy reads a sort kind by its first letter, in either case: 'STABLE' is "
+        "'stable'",
+    ),
     (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
         "prediction_sets(p[:1].compute(), significance)",
