@@ -22,6 +22,7 @@ from torch import nn
 
 from skdknn import DeepKNNClassifier
 from skdknn._activations import extract_activations, network_fingerprint
+from skdknn._eval import eval_mode
 from skdknn._graph import layer_graph
 from skdknn.attacks import FGSMAttack
 from skdknn.nets import layer_names
@@ -248,3 +249,95 @@ def test_layer_names_while_other_threads_read_layers_with_hooks():
             reader.join(30)
         sys.setswitchinterval(interval)
     assert not errors, errors[0]
+
+
+# -- networks that share submodules -------------------------------------------------
+def _net_and_wrapper():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    wrapper = nn.Sequential(nn.Identity(), net)  # a model around a backbone
+    net[1].eval()  # frozen by hand, the rest in training mode
+    return net, wrapper
+
+
+@pytest.mark.parametrize("first", ["wrapper", "net"])
+def test_networks_sharing_submodules_read_in_interleaved_threads(first):
+    # Before: a count per network. The block that closed first (on the wrapper or
+    # on the net) put the shared submodules back in training mode while the other
+    # thread was still inside its block, and the block that opened second, having
+    # saved the modes it found (eval), left the net in eval mode for good.
+    net, wrapper = _net_and_wrapper()
+    modes = [sub.training for sub in wrapper.modules()]
+    inner, outer = (wrapper, net) if first == "wrapper" else (net, wrapper)
+    opened, second_open, first_closed = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def read_first():
+        with eval_mode(inner):
+            opened.set()
+            assert second_open.wait(30)
+        first_closed.set()
+
+    def read_second():
+        assert opened.wait(30)
+        with eval_mode(outer):
+            second_open.set()
+            assert first_closed.wait(30)
+            seen["modes"] = [sub.training for sub in outer.modules()]
+
+    threads = [threading.Thread(target=f) for f in (read_first, read_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen["modes"] == [False] * len(seen["modes"]), "left eval mode mid-block"
+    assert [sub.training for sub in wrapper.modules()] == modes
+
+
+class Fusable(nn.Module):
+    """A network whose ``train()`` keeps state besides the flag (as re-parameterised
+    or fused blocks do): ``fused`` must follow the mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.fused = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.fused = not mode
+        return self
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_train_override_sets_its_own_state_back():
+    net = Fusable().train()
+    with eval_mode(net):
+        assert net.fused and not net.training
+    assert net.training and not net.fused
+    net.eval()
+    with eval_mode(net):
+        pass
+    assert not net.training and net.fused
+
+
+def test_a_train_override_that_raises_leaves_every_mode_as_it_was():
+    class Raises(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn = nn.Linear(4, 2), nn.BatchNorm1d(2)
+
+        def train(self, mode=True):
+            self.bn.train(mode)  # a partial change, then a failure
+            if not mode:
+                raise RuntimeError("cannot switch to eval")
+            return super().train(mode)
+
+    net = Raises().train()
+    with pytest.raises(RuntimeError, match="cannot switch to eval"), eval_mode(net):
+        pass
+    assert [sub.training for sub in net.modules()] == [True, True, True]
+    with eval_mode(nn.Linear(2, 2)):  # nothing left open that would block others
+        pass
