@@ -10,7 +10,6 @@ every row at once (a cache entry, a small head-training set).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,7 +21,8 @@ from sklearn.utils._chunking import get_chunk_n_rows
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._graph import layer_extractor
+from ._eval import eval_mode
+from ._graph import layer_extractor, user_hooks
 
 __all__ = [
     "ActivationChunk",
@@ -41,17 +41,6 @@ __all__ = [
 #: ``(start, stop, activations)``: rows ``start:stop`` of the stream and one array
 #: of shape ``(stop - start, width_l)`` per layer.
 ActivationChunk = tuple[int, int, list[NDArray[np.float32]]]
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode for the block, then restore its previous mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -287,10 +276,11 @@ def _module_key(module: nn.Module) -> list[Any]:
     key = []
     for path, sub in module.named_modules():
         kind = type(sub)
+        own = user_hooks(sub)
         hooks = [
             _function_key(hook)
-            for hooks in (sub._forward_pre_hooks, sub._forward_hooks)
-            for hook in hooks.values()
+            for name in ("_forward_pre_hooks", "_forward_hooks")
+            for _, hook in own[name]
         ]
         attributes = sorted(
             (name, repr(value))

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ._eval import eval_mode
+
 __all__ = [
     "LayerExtractor",
     "default_layers",
@@ -206,17 +208,49 @@ class LayerGraph:
         return self.graph is not None
 
 
+#: A module's dicts of forward hooks (by handle id), as torch keeps them.
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+#: The handle ids of the hooks the hook fallback puts on a module while it reads
+#: a batch (see LayerExtractor._hooked_forward). They are not the network's: while
+#: one thread reads layers with them, the network another thread fingerprints is
+#: the same. Hooks are added, removed and read under _HOOKS, so a reader never
+#: iterates a hook dict that another thread is changing.
+_OWN_HOOKS: set[int] = set()
+_HOOKS = threading.Lock()
+
+
+def user_hooks(module: nn.Module) -> dict[str, list[tuple[int, Any]]]:
+    """The forward hooks that ``module`` itself (not its submodules) runs.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    hooks : dict of str to list of (int, object)
+        Per dict of torch's (``"_forward_hooks"``, ``"_forward_pre_hooks"``, and
+        the ``with_kwargs`` / ``always_called`` flags), its ``(handle id, value)``
+        items, without the hooks skdknn adds for the duration of a forward pass.
+        A snapshot, safe while other threads run skdknn forward passes.
+    """
+    with _HOOKS:
+        return {name: _without_own(getattr(module, name, {})) for name in _HOOK_DICTS}
+
+
+def _without_own(hooks: dict[int, Any]) -> list[tuple[int, Any]]:
+    return [(key, value) for key, value in hooks.items() if key not in _OWN_HOOKS]
+
+
 def _root_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` runs hooks of its own (fx traces ``forward``)."""
-    return any(
-        getattr(module, hooks, None)
-        for hooks in (
-            "_forward_pre_hooks",
-            "_forward_hooks",
-            "_forward_pre_hooks_with_kwargs",
-            "_forward_hooks_with_kwargs",
-        )
-    )
+    return any(user_hooks(module).values())
 
 
 def _trace(module: nn.Module) -> LayerGraph:
@@ -225,14 +259,12 @@ def _trace(module: nn.Module) -> LayerGraph:
         return _hooked(module, "the network has forward hooks of its own")
     paths = {name for name, _ in module.named_modules(remove_duplicate=False)}
     tracer = _NamingTracer(paths - {""})
-    was_training = module.training
-    module.eval()  # the DkNN runs the network in eval mode; trace that graph
     try:
-        graph = tracer.trace(module)
+        # the DkNN runs the network in eval mode; trace that graph
+        with eval_mode(module):
+            graph = tracer.trace(module)
     except Exception as exc:  # any tracing failure means hooks
         return _hooked(module, f"{type(exc).__name__}: {exc}")
-    finally:
-        module.train(was_training)
     nodes = {name: node.name for name, node in tracer.names}
     assert len(nodes) == len(tracer.names), "a layer name must denote one tensor"
     first_name: dict[fx.Node, str] = {}
@@ -390,18 +422,21 @@ def _fingerprint(module: nn.Module) -> list[Any]:
     new trace.
     """
     parts: list[Any] = []
-    for path, sub in module.named_modules(remove_duplicate=False):
-        cls = type(sub)
-        parts.append(
-            (path, _Same(sub), _Same(cls), _Same(getattr(cls, "forward", None)))
-        )
-        for key, value in sub.__dict__.items():
-            if key in _NOT_FORWARD:
-                continue
-            if key in ("_parameters", "_buffers", "_modules"):
-                parts.append((key, tuple((k, _Same(v)) for k, v in value.items())))
-            else:
-                parts.append((key, _freeze(value)))
+    with _HOOKS:  # see _OWN_HOOKS
+        for path, sub in module.named_modules(remove_duplicate=False):
+            cls = type(sub)
+            parts.append(
+                (path, _Same(sub), _Same(cls), _Same(getattr(cls, "forward", None)))
+            )
+            for key, value in list(sub.__dict__.items()):
+                if key in _NOT_FORWARD:
+                    continue
+                if key in ("_parameters", "_buffers", "_modules"):
+                    parts.append((key, tuple((k, _Same(v)) for k, v in value.items())))
+                elif key in _HOOK_DICTS:
+                    parts.append((key, _freeze(dict(_without_own(value)))))
+                else:
+                    parts.append((key, _freeze(value)))
     return parts
 
 
@@ -687,15 +722,19 @@ class LayerExtractor:
 
             return hook
 
-        handles = [
-            self.module.get_submodule(path).register_forward_hook(make_hook(path))
-            for path in wanted
-        ]
+        with _HOOKS:
+            handles = [
+                self.module.get_submodule(path).register_forward_hook(make_hook(path))
+                for path in wanted
+            ]
+            _OWN_HOOKS.update(handle.id for handle in handles)
         try:
             self.module(x)
         finally:
-            for handle in handles:
-                handle.remove()
+            with _HOOKS:
+                for handle in handles:
+                    handle.remove()
+                    _OWN_HOOKS.discard(handle.id)
         for path in self.full_names:
             if calls[path] > 1:
                 raise self._refuse_reused(path, calls[path])

@@ -15,7 +15,6 @@ and :func:`query_indexes_lazy` builds the searches of dask queries as a Dask gra
 
 from __future__ import annotations
 
-import copy
 import itertools
 import operator
 from collections.abc import Iterator, Sequence
@@ -152,12 +151,8 @@ class ActivationSource:
         assert self.module is not None and self.X is not None
         key = id(client)
         if key not in self._shared:
-            module = self.module
-            if module.training:
-                # tasks share the module across threads: eval_mode's switch to
-                # eval and back must not race, so they get a copy in eval mode
-                module = copy.deepcopy(module).eval()
-            self._shared[key] = share(module, client)
+            # a worker's threads share it: eval_mode is safe across threads
+            self._shared[key] = share(self.module, client)
         sizes = tuple(int(b - a) for a, b in itertools.pairwise(bounds))
         X = self.X[bounds[0] : bounds[-1]].rechunk({0: sizes})
         return [

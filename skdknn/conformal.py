@@ -193,8 +193,9 @@ def p_values(
 
     Parameters
     ----------
-    alpha : array-like, shape (n_queries, n_classes)
-        Nonconformity of every candidate label, from :func:`nonconformity`.
+    alpha : array-like, shape (n_queries, n_classes) or (n_classes,)
+        Nonconformity of every candidate label, from :func:`nonconformity`
+        (or of one query's).
     calibration : array-like, shape (n_calibration,)
         Calibration nonconformity scores ``A`` (need not be sorted).
     form : {"dknn", "conformal", "smoothed"}, default="dknn"
@@ -202,13 +203,14 @@ def p_values(
     calibration_labels : array-like of int, shape (n_calibration,), default=None
         Encoded labels (``0 .. n_classes - 1``) of the calibration points, aligned
         with ``calibration``; given, the p-values are Mondrian (label-conditional).
-    uniform : array-like, shape (n_queries, n_classes), default=None
+    uniform : array-like, shape of ``alpha``, default=None
         The draws ``U`` in [0, 1] of ``form="smoothed"`` (required by it, ignored
-        otherwise), e.g. ``np.random.default_rng(seed).random(alpha.shape)``.
+        otherwise), e.g. ``np.random.default_rng(seed).random(alpha.shape)``;
+        read as float64.
 
     Returns
     -------
-    p : ndarray of float64, shape (n_queries, n_classes)
+    p : ndarray of float64, shape of ``alpha``
 
     Raises
     ------

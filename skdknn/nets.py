@@ -18,6 +18,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from ._eval import eval_mode
 from ._graph import default_layers, layer_names
 
 __all__ = [
@@ -32,8 +33,12 @@ __all__ = [
 
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
-    """Width of ``features``' flattened output for one input of ``input_shape``."""
-    with torch.no_grad():
+    """Width of ``features``' flattened output for one input of ``input_shape``.
+
+    Run in eval mode: in training mode BatchNorm would update its running
+    statistics, and refuse one value per channel (a 1x1 map after the pooling).
+    """
+    with torch.no_grad(), eval_mode(features):
         out = features(torch.zeros(1, *input_shape))
     return int(out.numel())
 

@@ -261,3 +261,24 @@ def test_stratified_split_warns_for_a_class_without_calibration_points():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         tiny(**params).fit(X, (X[:, 0] > 0).astype(int))  # every class calibrated
+
+
+def test_warning_for_classes_without_calibration_points_in_full():
+    # 8 classes of 2 samples: none gets a stratified calibration point; the
+    # warning counts them all and names the first 5
+    rng = np.random.RandomState(0)
+    y = np.concatenate([np.repeat([0, 1], 150), np.repeat(np.arange(2, 10), 2)])
+    X = rng.normal(size=(y.size, 4)).astype(np.float32) + y[:, None]
+    params = dict(calibration_size=20, calibration_split="stratified", max_epochs=1)
+    with pytest.warns(UserWarning) as record:
+        tiny(**params).fit(X, y)
+    (message,) = [
+        str(w.message) for w in record if "calibration point" in str(w.message)
+    ]
+    assert message == (
+        "calibration_split='stratified' gave no calibration point to 8 class(es) "
+        "[2, 3, 4, 5, 6]: their share of calibration_size=20 rounds to zero. The "
+        "prediction sets' coverage still holds over all data, but nothing calibrates "
+        "inputs of these classes. Raise calibration_size or use "
+        "calibration_split='balanced'."
+    )

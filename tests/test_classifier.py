@@ -14,7 +14,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skdknn import DeepKNNClassifier, conformal
+from skdknn import DeepKNNClassifier, __version__, conformal
 from skdknn._activations import extract_activations
 from skdknn.datasets import load_mnist
 from skdknn.neighbors import AnnoyBackend, ExactBackend, ShardedBackend
@@ -59,6 +59,7 @@ def test_fit_attributes(fitted, tabular):
     assert fitted.train_indices_.size + 40 == 300
     assert fitted.calibration_nonconformity_.shape == (40,)
     assert np.all(np.diff(fitted.calibration_nonconformity_) >= 0)
+    assert fitted.skdknn_version_ == __version__  # checked when unpickled
 
 
 def test_outputs_are_consistent(fitted, tabular):
@@ -524,3 +525,57 @@ def test_activation_progress_bar_counts_rows_and_completes(tabular, capsys):
     # not verbose: no bar at all
     tiny().fit(X[:300], y[:300])
     assert "activations" not in capsys.readouterr().err
+
+
+class _IndicesOnlyBackend(ExactBackend):
+    """An index that takes ``return_distance`` as the protocol's bool and is never
+    asked for distances (e.g. one that cannot compute them)."""
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        if return_distance is not False:
+            raise AssertionError(f"asked return_distance={return_distance!r}")
+        return super().kneighbors(X, n_neighbors, return_distance=False)
+
+
+def test_lazy_counts_and_proba_of_a_dask_array_ask_for_no_distances(fitted, tabular):
+    # neighbor_counts / predict_proba of a dask array: searches without distances
+    # (as for an array in memory), and lazy outputs of the numpy path's shape,
+    # dtype and values (2 layers, 3 classes: the shapes tell the axes apart)
+    da = pytest.importorskip("dask.array")
+    X, y = tabular
+    net = FrozenEstimator(fitted.net_)  # trained once, by the fixture
+    clf = tiny(net=net, layers=["relu1", "logits"], backend=_IndicesOnlyBackend())
+    clf.fit(X[:300], y[:300])
+    Q = da.from_array(X[300:], chunks=40)
+    for method in ("neighbor_counts", "predict_proba"):
+        expected = getattr(clf, method)(X[300:])
+        lazy = getattr(clf, method)(Q)
+        assert isinstance(lazy, da.Array), method
+        assert (lazy.shape, lazy.dtype) == (expected.shape, expected.dtype), method
+        assert lazy.chunks[0] == Q.chunks[0], method
+        np.testing.assert_array_equal(lazy.compute(), expected, err_msg=method)
+    assert expected.shape == (100, 3) and expected.dtype == np.float64
+
+
+def test_outputs_without_neighbors_allocate_no_neighbor_arrays(fitted, tabular):
+    # without return_neighbors, no (n, n_layers, n_neighbors) array of neighbours
+    # or distances is made: the traced peak (numpy's allocations) of the one-pass
+    # method stays below the size of the distances alone (measured: about 0.35x)
+    import tracemalloc
+
+    from sklearn import config_context
+
+    X, y = tabular
+    k = 50
+    clf = tiny(net=FrozenEstimator(fitted.net_), n_neighbors=k).fit(X[:300], y[:300])
+    Q = np.repeat(X[300:], 20, axis=0)
+    distances_size = 4 * len(Q) * len(clf.layers_) * k
+    with config_context(working_memory=0.05):  # small chunks of queries
+        clf.predict_with_credibility(Q[:10])  # warm up
+        tracemalloc.start()
+        try:
+            clf.predict_with_credibility(Q)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < distances_size, (peak, distances_size)

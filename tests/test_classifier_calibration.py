@@ -10,7 +10,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
-from sklearn.datasets import make_classification
+from sklearn.datasets import make_blobs, make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -84,6 +84,23 @@ def test_calibration_labels_belong_to_their_scores(data, balanced_fit):
         )
     )
     assert pairs == stored
+
+
+def test_calibration_ties_keep_the_calibration_order():
+    # calibration_nonconformity_ sorted, calibration_labels_ aligned with it, and
+    # equal scores of different labels in the order of calibration_indices_ (a
+    # stable sort: the same attributes on every machine)
+    X, y = make_blobs(n_samples=300, centers=3, n_features=4, cluster_std=3.0,
+                      random_state=0)  # fmt: skip
+    clf = tiny(n_neighbors=5, calibration_size=60, max_epochs=1).fit(X, y)
+    rows = clf.calibration_indices_
+    alpha = conformal.nonconformity(clf.neighbor_counts(X[rows]), 5)
+    own = alpha[np.arange(rows.size), y[rows]]
+    order = np.argsort(own, kind="stable")
+    # many ties across labels (else any sort would do)
+    assert np.unique(y[rows][own == 0]).size == 3
+    np.testing.assert_array_equal(clf.calibration_nonconformity_, own[order])
+    np.testing.assert_array_equal(clf.calibration_labels_, y[rows][order])
 
 
 def test_balanced_split_on_imbalanced_classes_warns_and_names_the_options(data):

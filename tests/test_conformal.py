@@ -15,6 +15,8 @@ The contract is DESIGN.md section 2:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -373,6 +375,31 @@ def test_calibration_scores_y_shape_mismatch():
 @pytest.mark.parametrize("significance", [-0.01, 1.01, np.nan, 2])
 def test_prediction_sets_significance_out_of_range(significance):
     with pytest.raises(ValueError, match="significance"):
+        prediction_sets(P, significance)
+
+
+SIGNIFICANCE_ERROR = (
+    "significance must be a real number in [0, 1], the error rate the prediction "
+    "sets allow (e.g. 0.1); got "
+)
+
+
+@pytest.mark.parametrize(
+    ("significance", "ending"),
+    [
+        (True, "True."),  # a bool is a Real: refused before its value is read
+        (False, "False."),
+        (np.True_, "np.True_ of type bool."),  # numpy's bool is not a Real
+        (1.5, "1.5."),  # real numbers: no type named
+        (-1, "-1."),
+        ("0.1", "'0.1' of type str."),
+        (None, "None of type NoneType."),
+    ],
+)
+def test_significance_error_says_what_was_wrong(significance, ending):
+    # the whole message: what is expected, the value and, unless it is a real
+    # number, its type
+    with pytest.raises(ValueError, match=re.escape(SIGNIFICANCE_ERROR + ending) + "$"):
         prediction_sets(P, significance)
 
 

@@ -12,6 +12,9 @@ calibration split (DESIGN.md section 2, "p-value forms"), as pure functions.
 
 from __future__ import annotations
 
+import re
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from crepes import ConformalClassifier
@@ -96,6 +99,18 @@ def test_mondrian_uses_only_the_scores_of_the_candidate_label():
     )
 
 
+@pytest.mark.parametrize("form", ["dknn", "conformal", "smoothed"])
+@pytest.mark.parametrize("labels", [None, [1, 0, 0, 1]], ids=["all", "mondrian"])
+def test_one_query_alpha_gives_that_querys_p_values(form, labels):
+    # alpha of shape (n_classes,): the p-values of that one query, shape (n_classes,)
+    alpha, u = [[2, 2], [0, 6]], [[0.5, 0.25], [1.0, 0.75]]
+    both = p_values(alpha, A, form=form, calibration_labels=labels, uniform=u)
+    for i in range(2):
+        one = p_values(alpha[i], A, form=form, calibration_labels=labels, uniform=u[i])
+        assert one.shape == (2,)
+        np.testing.assert_array_equal(one, both[i])
+
+
 def test_coverage_bound():
     assert coverage_bound(0.1, 99) == pytest.approx(0.89)
     assert coverage_bound(0.2, 399) == pytest.approx(0.7975)
@@ -114,16 +129,51 @@ def test_unsorted_calibration_scores_stay_with_their_labels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"form": "exact"}, "form must be one of"),
-        ({"form": "smoothed"}, "needs uniform"),
-        ({"form": "smoothed", "uniform": [[0.5]]}, "shape of alpha"),
-        ({"calibration_labels": [0, 0, 0, 0]}, "label 1 has none"),
-        ({"calibration_labels": [0, 1]}, "shape of calibration"),
+        (
+            {"form": "exact"},
+            "form must be one of ('dknn', 'conformal', 'smoothed'); got 'exact'.",
+        ),
+        ({"form": "smoothed"}, 'form="smoothed" needs uniform, the draws U in [0, 1].'),
+        (
+            {"form": "smoothed", "uniform": [[0.5]]},
+            "uniform must have the shape of alpha, (1, 2); got (1, 1).",
+        ),
+        (
+            {"calibration_labels": [0, 0, 0, 0]},
+            "Mondrian p-values need calibration scores of every label; label 1 has "
+            "none.",
+        ),
+        (
+            {"calibration_labels": [0, 1]},
+            "calibration_labels must have the shape of calibration, (4,); got (2,).",
+        ),
     ],
 )
 def test_p_value_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    # the whole message (what was wrong, what is expected)
+    with pytest.raises(ValueError, match=re.escape(message) + "$"):
         p_values([[2, 0]], A, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "uniform",
+    [
+        [[1, 0, 1, 0, 1]],  # Python ints: read as the floats 1.0 and 0.0
+        np.array([[0.5, 0.25, 1.0, 0.0, 0.5]], dtype=np.float16),
+        np.array([[0.5, 0.25, 1.0, 0.0, 0.5]], dtype=object),  # e.g. from pandas
+        [[Fraction(1, 2), Fraction(1, 4), 1, 0, Fraction(1, 2)]],
+    ],
+    ids=["int", "float16", "object", "fraction"],
+)
+def test_smoothed_draws_of_any_real_type_give_float64_p_values(uniform):
+    # the draws are read as float64: the p-values are those of the float64 draws,
+    # and float64 themselves (draws kept as objects would give object p-values)
+    expected = p_values(
+        ALPHA, A, form="smoothed", uniform=np.asarray(uniform, dtype=np.float64)
+    )
+    p = p_values(ALPHA, A, form="smoothed", uniform=uniform)
+    assert p.dtype == np.float64
+    np.testing.assert_array_equal(p, expected)
 
 
 # ---------------------------------------------------------------------------------

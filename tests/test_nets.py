@@ -128,3 +128,21 @@ def test_activations_restore_training_mode_and_copy_before_inplace_ops():
     torch.testing.assert_close(torch.from_numpy(pre), torch.from_numpy(expected))
     assert (pre < 0).any()  # the pre-activation kept its negative values
     assert net.training
+
+
+@pytest.mark.parametrize("size", [8, 14, 28])
+def test_batchnorm_cnn_is_built_without_touching_its_statistics(size):
+    # Before: the width of the dense layer was found by a forward pass in
+    # training mode, which updated every BatchNorm's running statistics of a
+    # fresh network and, from a 1x1 map on (sizes 8 to 15), raised "Expected
+    # more than 1 value per channel when training" for sizes the docstring allows.
+    net = BatchNormCNN(input_shape=(1, size, size))
+    fresh = nn.BatchNorm2d(1)
+    for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert torch.equal(
+            bn.running_mean, fresh.running_mean.expand_as(bn.running_mean)
+        )
+        assert torch.equal(bn.running_var, fresh.running_var.expand_as(bn.running_var))
+        assert int(bn.num_batches_tracked) == 0
+    assert net.training
+    assert net(torch.zeros(2, 1, size, size)).shape == (2, 10)

@@ -432,9 +432,20 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "np.arange of a Python int already gives int64 (the default integer)",
     ),
     (
-        "skdknn.conformal.x_p_values__*",
-        "np.searchsorted(scores, alpha_arr, )",
+        "skdknn.conformal.x__p_values__*",
+        "at_least = n - np.searchsorted(scores, alpha, )",
         'side="left" is searchsorted\'s default',
+    ),
+    *(
+        (
+            "skdknn.conformal.x_p_values__*",
+            text,
+            "np.empty's default dtype (also with dtype=None) is float64",
+        )
+        for text in (
+            "p = np.empty(alpha_arr.shape, dtype=None)",
+            "p = np.empty(alpha_arr.shape, )",
+        )
     ),
     (
         "skdknn.conformal.x_neighbor_proba__*",
@@ -485,6 +496,72 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "significance, dtype=None)",
             "map_blocks(conformal.prediction_sets, significance, )",
         )
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_proba__*",
+            text,
+            "without dtype, map_blocks infers it by calling neighbor_proba on a "
+            "block of ones of the counts' dtype (int64): float64, the same lazy array",
+        )
+        for text in (
+            "conformal.neighbor_proba, drop_axis=1, dtype=None",
+            "conformal.neighbor_proba, drop_axis=1, )",
+        )
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
+            text,
+            "the check of significance before any work: prediction_sets of an "
+            "empty array, whatever its empty shape, checks significance the same "
+            "way (its result is dropped)",
+        )
+        for text in (
+            "prediction_sets(np.empty((1, 0)), significance)",
+            "prediction_sets(np.empty((0, 1)), significance)",
+        )
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_calibration_split__*",
+        'f"{self.classes_[missing[:2]].tolist()[0]!r} has none: its share of "',
+        "only the first missing class ([0]) is named: [:2] and [:1] share it",
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_calibration_split__*",
+            # the category argument of the two warnings: warn(message, None) and
+            # warn(message) (its closing parenthesis is all that the diff adds).
+            # The message replaced by None shows the same line; the tests of the
+            # whole messages kill it.
+            text,
+            "warnings.warn's category None (its default) is UserWarning",
+        )
+        for text in ("            None,", "            )")
+    ),
+    *(
+        (
+            f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_search__*",
+            text,
+            "an assert that only narrows the types for mypy: with return_neighbors "
+            "both arrays are made (and _counts_from_neighbors returns both rows and "
+            "distances), so the weaker `or` holds wherever `and` does",
+        )
+        for text in (
+            "assert neighbors is not None or distances is not None",
+            "assert rows is not None or dist is not None",
+        )
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}fit__*",
+        "counts, y_calibration, self.n_neighbors, sort=None",
+        "calibration_scores reads sort as a truth value: None does not sort, as False",
+    ),
+    (
+        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}fit__*",
+        'order = np.argsort(scores, kind="STABLE")',
+        "numpy reads a sort kind by its first letter, in either case: 'STABLE' is "
+        "'stable'",
     ),
     (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch import nn
 
-from .._activations import module_device
+from .._activations import eval_mode, module_device
 from .._classifier import DeepKNNClassifier
 
 __all__ = ["AttackTarget", "encode_labels", "resolve_target"]
@@ -104,13 +104,8 @@ class AttackTarget:
 
     def _n_outputs(self, x: NDArray[np.float32]) -> int:
         """Number of logits the module returns (one forward pass on ``x``)."""
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            with torch.inference_mode():
-                logits = self.module(torch.from_numpy(x).to(self.device))
-        finally:
-            self.module.train(was_training)
+        with eval_mode(self.module), torch.inference_mode():
+            logits = self.module(torch.from_numpy(x).to(self.device))
         return int(logits.shape[-1])
 
     def predict_indices(self, X_net: NDArray[np.float32], batch_size: int) -> NDArray:
@@ -127,15 +122,10 @@ def network_predict(
     """Argmax of the module's logits, in eval mode and without autograd."""
     device = module_device(module)
     out = np.empty(X.shape[0], dtype=np.int64)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, X.shape[0], batch_size):
-                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
-                out[start : start + batch_size] = module(batch).argmax(1).cpu().numpy()
-    finally:
-        module.train(was_training)
+    with eval_mode(module), torch.inference_mode():
+        for start in range(0, X.shape[0], batch_size):
+            batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+            out[start : start + batch_size] = module(batch).argmax(1).cpu().numpy()
     return out
 
 
