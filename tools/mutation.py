@@ -406,10 +406,16 @@ EQUIVALENT: list[tuple[str, str, str]] = [
                 (
                     "_submit_fits",
                     text,
-                    "Client.submit names the key by content only `if pure:`: None "
-                    "gives a random key, as False does",
+                    "every block of rows is a Future, whose token includes its "
+                    "object's own _id (Future.__dask_tokenize__): a key named by "
+                    "content is as unique as a random one, no fit is ever shared "
+                    "(pure=None is false: random keys)",
                 )
-                for text in ("client.submit(_fit_shard, inner, part, pure=None)",)
+                for text in (
+                    "client.submit(_fit_shard, inner, part, pure=None)",
+                    "client.submit(_fit_shard, inner, part, pure=True)",
+                    "client.submit(_fit_shard, inner, part, )",
+                )
             ),
             *(
                 (
