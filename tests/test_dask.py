@@ -13,6 +13,10 @@ and predict (last: a worker retired, then the other killed).
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import uuid
+import warnings
 
 import dask
 import joblib
@@ -275,6 +279,19 @@ def test_fit_on_a_dask_array_of_rows(client):
     exact = ExactBackend(n_neighbors=6).fit(X)
     _assert_same(sharded.kneighbors(Q), exact.kneighbors(Q))
     _assert_same(sharded.kneighbors(), exact.kneighbors())
+    # a refit (e.g. after a ShardLostError) fits shards of its own: no future of
+    # the old fit (possibly lost) is reused for the same rows
+    again = ShardedBackend("exact", 3, n_neighbors=6, timeout=TIMEOUT).fit(rows)
+    assert not {s.key for s in again._shards} & {s.key for s in sharded._shards}
+    # cosine: the blocks normalised on the workers in float32 as ExactBackend
+    # normalises them; n_shards=None: one shard per worker
+    X = X * np.arange(1, len(X) + 1)[:, None] ** 0.5  # norms differ
+    rows = da.from_array(X, chunks=(250, 6))
+    cosine = ShardedBackend(n_neighbors=6, metric="cosine", timeout=TIMEOUT).fit(rows)
+    assert cosine.n_shards_ == 2
+    exact = ExactBackend(n_neighbors=6, metric="cosine").fit(X)
+    _assert_same(cosine.kneighbors(Q), exact.kneighbors(Q))
+    _assert_same(cosine.kneighbors(), exact.kneighbors())
     bad = da.from_array(np.full((10, 3), np.nan), chunks=5)
     with pytest.raises(ValueError, match="NaN"):
         ShardedBackend("exact", 2, timeout=TIMEOUT).fit(bad)
@@ -289,7 +306,11 @@ def test_fewer_rows_than_workers_and_empty_rows(client):
         assert sharded.n_shards_ == 1
         np.testing.assert_array_equal(sharded.kneighbors(Q)[1], np.zeros((100, 1)))
     # an empty dask array gets the message of an empty numpy array
-    with pytest.raises(ValueError, match=r"0 sample\(s\) \(shape=\(0, 12\)\)"):
+    expected = (
+        "Found array with 0 sample(s) (shape=(0, 12)) while a minimum of 1 is "
+        "required by ShardedBackend."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         ShardedBackend(timeout=TIMEOUT).fit(da.from_array(X[:0], chunks=5))
 
 
@@ -319,6 +340,162 @@ def test_joblib_round_trip_and_scatter_again(client, tmp_path):
     loaded.gather()
     assert not loaded._distributed
     _assert_same(loaded.kneighbors(Q), expected[0])
+    # scatter(client) uses the client given, not the default one; scatter() the
+    # default one
+    with distributed.Client(
+        client.cluster, set_as_default=False, timeout=TIMEOUT
+    ) as other:
+        assert loaded.scatter(other)._client is other
+        _assert_same(loaded.kneighbors(Q), expected[0])
+        loaded.gather()
+    assert loaded.scatter()._client is client
+    _assert_same(loaded.kneighbors(Q), expected[0])
+
+
+def _holders(client, sharded):
+    """The workers holding each shard."""
+    who_has = client.who_has(sharded._shards)
+    return [list(who_has[shard.key]) for shard in sharded._shards]
+
+
+def test_shards_go_round_robin_to_the_workers(client):
+    # three shards of identical rows on two workers: shard i on the (i mod 2)-th
+    # worker (sorted), at every fit and every scatter, and three shards, not
+    # one shared by content. Dask's scatter places data round robin too, but from
+    # where its counter stands: twice each, so that a placement left to it shows
+    rng = np.random.default_rng(7)
+    X = np.tile(rng.normal(size=(60, 12)), (3, 1))
+    Q = rng.normal(size=(20, 12))
+    workers = sorted(client.scheduler_info()["workers"])
+    expected = [[workers[i % 2]] for i in range(3)]
+    exact = ExactBackend(n_neighbors=4).fit(X).kneighbors(Q)
+    for _ in range(2):
+        sharded = ShardedBackend(n_shards=3, n_neighbors=4, timeout=TIMEOUT).fit(X)
+        assert _holders(client, sharded) == expected
+        assert len({shard.key for shard in sharded._shards}) == 3
+    _assert_same(sharded.kneighbors(Q), exact)
+    for _ in range(2):
+        sharded.gather().scatter(client)
+        assert _holders(client, sharded) == expected
+        assert len({shard.key for shard in sharded._shards}) == 3
+    _assert_same(sharded.kneighbors(Q), exact)
+
+
+def test_timeouts_name_every_pending_shard(client):
+    # shards whose fit waits for this test's signal: a fit, and a gather or a pickle
+    # of shards still being computed, wait at most `timeout` and name them all
+    fitted, computed = (f"skdknn-test-{uuid.uuid4().hex}" for _ in range(2))
+
+    class Held(ExactBackend):
+        def _build(self, X):
+            distributed.Event(fitted).wait(TIMEOUT)
+            super()._build(X)
+
+    def held(shard):
+        distributed.Event(computed).wait(TIMEOUT)
+        return shard
+
+    X, Q = _data(seed=8)
+    pending = "shard 0 of 2 (rows 0 to 564), shard 1 of 2 (rows 565 to 1128)"
+    message = "ShardedBackend: no answer within timeout=0.5 s from " + pending + "."
+    message = f"^{re.escape(message)}$"
+    try:
+        with pytest.raises(TimeoutError, match=message):
+            ShardedBackend(Held(), 2, n_neighbors=3, timeout=0.5).fit(X)
+    finally:
+        distributed.Event(fitted).set()
+    sharded = ShardedBackend(n_shards=2, n_neighbors=3, timeout=TIMEOUT).fit(X)
+    expected = sharded.kneighbors(Q)
+    sharded.set_params(timeout=0.5)
+    try:
+        # stands for shards that the scheduler is still computing
+        sharded._shards = [client.submit(held, s, pure=False) for s in sharded._shards]
+        with pytest.raises(TimeoutError, match=message):
+            sharded.gather()
+        with pytest.raises(TimeoutError, match=message):
+            pickle.dumps(sharded)
+    finally:
+        distributed.Event(computed).set()
+    sharded.set_params(timeout=TIMEOUT)
+    _assert_same(sharded.gather().kneighbors(Q), expected)
+
+
+def test_delayed_queries_answer_as_kneighbors(client):
+    # the classifier's tasks on dask arrays of queries: k, the metric and
+    # return_distance as kneighbors takes them, shards smaller than the default k
+    from dask import delayed
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(19, 5)) * np.arange(1, 20)[:, None]  # norms differ
+    Q = rng.normal(size=(8, 5))
+    sharded = ShardedBackend(n_neighbors=12, metric="cosine", timeout=TIMEOUT).fit(X)
+    assert sharded.n_shards_ == 2 and max(np.diff(sharded.shard_bounds_)) < 12
+    exact = ExactBackend(n_neighbors=12, metric="cosine").fit(X)
+    (dist, ind), expected = (
+        sharded._kneighbors_delayed(delayed(Q), 4, True).compute(),
+        exact.kneighbors(Q, 4),
+    )
+    np.testing.assert_array_equal(ind, expected[1])
+    # BLAS computes a shard of 10 rows with other kernels than 19: the last bit
+    np.testing.assert_allclose(dist, expected[0], rtol=1e-5)
+    lazy = sharded._kneighbors_delayed(delayed(Q), 4, False)
+    np.testing.assert_array_equal(lazy.compute(), exact.kneighbors(Q, 4)[1])
+
+
+def test_fit_on_dask_arrays_shards_each_array_with_the_client(client):
+    from skdknn.neighbors._sharded import fit_on_dask_arrays
+
+    X, Q = _data(seed=10)
+    layers = [X, X[:, :5] * 2]
+    given = []
+
+    def arrays(c):
+        given.append(c)
+        return [da.from_array(rows, chunks=300) for rows in layers]
+
+    template = ShardedBackend(n_neighbors=4, timeout=TIMEOUT)
+    backends = fit_on_dask_arrays(template, arrays)
+    assert given == [client]
+    for backend, rows in zip(backends, layers, strict=True):
+        assert backend is not template and backend.n_shards_ == 2
+        queries = Q[:, : rows.shape[1]]
+        expected = ExactBackend(n_neighbors=4).fit(rows).kneighbors(queries)
+        _assert_same(backend.kneighbors(queries), expected)
+
+
+def test_queries_are_sent_once_not_with_every_task(client):
+    # a block of queries is scattered once, then copied to the shards' workers:
+    # embedded in each search task, it made a "large graph" per shard
+    rng = np.random.default_rng(11)
+    X, Q = rng.normal(size=(100, 16)), rng.normal(size=(2000, 16))  # 128 kB
+    sharded = ShardedBackend(n_neighbors=3, timeout=TIMEOUT).fit(X)
+    threshold = {"distributed.admin.large-graph-warning-threshold": "32kB"}
+    with dask.config.set(threshold), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answer = sharded.kneighbors(Q)
+    _assert_same(answer, ExactBackend(n_neighbors=3).fit(X).kneighbors(Q))
+
+
+def test_a_failed_search_task_is_retried_once(client):
+    # a shard's search that fails once (a transient error on its worker) is run
+    # again; one that fails again raises its error
+    def flaky(failures):
+        class Flaky(ExactBackend):
+            def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+                self.calls_ = getattr(self, "calls_", 0) + 1
+                if self.calls_ <= failures:
+                    raise OSError(f"transient failure {self.calls_}")
+                return super().kneighbors(X, n_neighbors, return_distance)
+
+        return Flaky()
+
+    rng = np.random.default_rng(12)
+    X, Q = rng.normal(size=(60, 6)), rng.normal(size=(10, 6))
+    once = ShardedBackend(flaky(1), 2, n_neighbors=3, timeout=TIMEOUT).fit(X)
+    _assert_same(once.kneighbors(Q), ExactBackend(n_neighbors=3).fit(X).kneighbors(Q))
+    twice = ShardedBackend(flaky(2), 2, n_neighbors=3, timeout=TIMEOUT).fit(X)
+    with pytest.raises(OSError, match=r"^transient failure 2$"):
+        twice.kneighbors(Q)
 
 
 # ---------------------------------------------------------------------------------
@@ -444,7 +621,8 @@ def test_failed_dask_refit_keeps_the_fitted_model(client):
 def test_complex_and_unknown_width_dask_arrays_are_refused(client, dknn):
     X, _ = _data(seed=5)
     complex_rows = da.from_array(X + 1j, chunks=300)
-    with pytest.raises(ValueError, match="Complex data not supported"):
+    expected = "Complex data not supported; ShardedBackend got dtype complex128."
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         ShardedBackend("exact", 2, timeout=TIMEOUT).fit(complex_rows)
     clf, X_images, _ = dknn
     images = da.from_array(X_images[:20] + 5j, chunks=10)
@@ -452,7 +630,11 @@ def test_complex_and_unknown_width_dask_arrays_are_refused(client, dknn):
         clf.predict(images)
     unknown = da.from_array(X, chunks=300)
     unknown._chunks = ((300, 300, 300, 229), (np.nan,))
-    with pytest.raises(ValueError, match="known chunk sizes"):
+    expected = (
+        "Expected a 2-dimensional dask array with known chunk sizes; got shape "
+        "(1129, nan) (call X.compute_chunk_sizes() first)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         ShardedBackend("exact", 2, timeout=TIMEOUT).fit(unknown)
 
 

@@ -384,6 +384,23 @@ def test_rows_beyond_float32_range_are_refused(name):
         backend.kneighbors(Q)
 
 
+@pytest.mark.parametrize("name", sorted(BREAK))
+def test_a_failed_refit_keeps_the_fitted_backend(name):
+    # the new rows' attributes stayed over the old index: Annoy then answered the
+    # old rows' ids as if they were the new rows' (silently wrong), the others
+    # raised errors about shapes they had never been given
+    X, Q = _data(n=40)
+    backend = clone(BREAK[name][0]).fit(X)
+    expected = backend.kneighbors(Q)
+    bad = X[:20].astype(np.float64)
+    bad[3, 1] = 1e39
+    with pytest.raises(ValueError, match="not finite once converted to float32"):
+        backend.fit(bad)
+    assert backend.n_samples_fit_ == 40
+    for got, want in zip(backend.kneighbors(Q), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_every_backend_is_checked():
     # the check lives in the base class: every backend class inherits it unchanged
     for backend, _ in BREAK.values():

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 
 import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdknn import DeepKNNClassifier, load_model, save_model
@@ -24,6 +26,7 @@ from skdknn.neighbors import (
     shard_bounds,
 )
 from skdknn.neighbors._exact import sort_by_distance_then_index
+from skdknn.persistence import MODEL_FILE
 
 
 # ---------------------------------------------------------------------------------
@@ -61,10 +64,26 @@ def test_merge_of_unequal_shards_and_errors():
         4,
     )
     np.testing.assert_array_equal(ind, [[0, 1, 9, 2]])
-    with pytest.raises(ValueError, match="Cannot keep 5 neighbours out of the 4"):
+    expected = "Cannot keep 5 neighbours out of the 4 that the shards returned."
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         merge_kneighbors([np.zeros((1, 1)), np.zeros((1, 3))], [np.ones((1, 2))] * 2, 5)
-    with pytest.raises(ValueError, match="distances of shape"):
+    expected = (
+        "The shards returned distances of shape (1, 2) but indices of shape (1, 3)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         merge_kneighbors([np.zeros((1, 2))], [np.zeros((1, 3))], 1)
+
+
+def test_merge_answers_float32_and_intp_whatever_the_engines_answer():
+    # an engine of the user's may answer float64 distances and int32 ids
+    dist, ind = merge_kneighbors(
+        [np.array([[0.5, 0.25]]), np.array([[0.125]])],
+        [np.int32([[3, 1]]), np.int32([[7]])],
+        2,
+    )
+    np.testing.assert_array_equal(ind, [[7, 1]])
+    np.testing.assert_array_equal(dist, np.float32([[0.125, 0.25]]))
+    assert dist.dtype == np.float32 and ind.dtype == np.intp
 
 
 def test_sort_and_tie_helpers_by_hand():
@@ -80,6 +99,11 @@ def test_shard_bounds():
     np.testing.assert_array_equal(shard_bounds(5, 1), [0, 5])
     with pytest.raises(ValueError, match="5 rows into 6"):
         shard_bounds(5, 6)
+    # integer arithmetic: beyond 2**53 rows a float quotient would lose rows
+    n = 2**60 - 1  # divisible by 3
+    bounds = shard_bounds(n, 3)
+    np.testing.assert_array_equal(bounds, [0, n // 3, 2 * (n // 3), n])
+    assert bounds.dtype == np.intp
 
 
 # ---------------------------------------------------------------------------------
@@ -91,6 +115,11 @@ def _data(seed=0, n=400, d=8, duplicates=True):
     if duplicates:  # exact ties, crowded near-duplicate rows, self-queries
         X = np.vstack([X, X[: n // 3], X[:7], np.zeros((5, d))])
     return X, rng.normal(size=(60, d))
+
+
+def _same(answer, expected):
+    for a, b in zip(answer, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
@@ -212,6 +241,11 @@ def test_clone_shares_the_client_and_keeps_parameters():
     copy = clone(sharded)
     assert copy.client is client and copy is not sharded
     assert copy.get_params(deep=False) == sharded.get_params(deep=False)
+    # an inner backend instance is cloned too (its own parameters kept)
+    sharded = ShardedBackend(AnnoyBackend(n_trees=3), 3, client, n_neighbors=4)
+    copy = clone(sharded)
+    assert copy.client is client and copy.backend is not sharded.backend
+    assert copy.get_params() == {**sharded.get_params(), "backend": copy.backend}
 
 
 @pytest.mark.parametrize(
@@ -231,6 +265,28 @@ def test_more_shards_than_points():
         match="n_shards=6 exceeds the number of points to index, n_samples = 5",
     ):
         ShardedBackend(n_shards=6, n_neighbors=1).fit(X)
+    # as many shards as points: one point each
+    sharded = ShardedBackend(n_shards=5, n_neighbors=2).fit(X)
+    np.testing.assert_array_equal(sharded.shard_bounds_, np.arange(6))
+    _same(sharded.kneighbors(X), ExactBackend(n_neighbors=2).fit(X).kneighbors(X))
+
+
+def test_a_failed_refit_keeps_the_fitted_shards():
+    # a refit refused while building (here: an inner ProjectedBackend) left the new
+    # shard bounds over the old shards: the old rows' ids at the new offsets,
+    # silently wrong
+    X, Q = _data(n=50, duplicates=False)
+    sharded = ShardedBackend(n_shards=3, n_neighbors=2).fit(X)
+    expected = sharded.kneighbors(Q)
+    sharded.set_params(n_shards=2, backend=ProjectedBackend("exact", n_components=2))
+    with pytest.raises(ValueError, match="cannot shard a ProjectedBackend"):
+        sharded.fit(X)
+    assert sharded.n_shards_ == 3 and len(sharded.shard_bounds_) == 4
+    _same(sharded.kneighbors(Q), expected)
+    with pytest.raises(ValueError, match="exceeds the number of points"):
+        sharded.set_params(backend="exact", n_shards=6).fit(X[:5])
+    assert sharded.n_samples_fit_ == len(X)
+    _same(sharded.kneighbors(Q), expected)
 
 
 def test_scatter_without_a_client():
@@ -337,19 +393,33 @@ def test_random_state_seeds_each_shard_engine() -> None:
     assert [s.backend.random_state for s in kept._shards] == [5, 5, 5]
 
 
-@pytest.mark.parametrize(
-    "inner, match",
-    [
-        (ProjectedBackend("exact", n_components=2), "Project first, then shard"),
-        ("pca2+exact", "Project first, then shard"),
-        (ShardedBackend(n_shards=2), "cannot shard a ShardedBackend"),
-    ],
+_NOT_PROJECTED = (
+    "A ShardedBackend cannot shard a ProjectedBackend: each shard would fit its own "
+    "projection, and distances measured in different projections cannot be "
+    "merged. Project first, then shard: ProjectedBackend(ShardedBackend(...), "
+    "n_components=...)."
 )
-def test_projected_or_sharded_inner_backends_are_refused(inner, match):
+_NOT_SHARDED = (
+    "A ShardedBackend cannot shard a ShardedBackend: its shards would wait for "
+    "workers that the outer shards occupy. Use one ShardedBackend with more shards "
+    "(n_shards)."
+)
+
+
+@pytest.mark.parametrize(
+    "inner, message",
+    [
+        (ProjectedBackend("exact", n_components=2), _NOT_PROJECTED),
+        ("pca2+exact", _NOT_PROJECTED),
+        (ShardedBackend(n_shards=2), _NOT_SHARDED),
+    ],
+    ids=["projected", "recipe", "sharded"],
+)
+def test_projected_or_sharded_inner_backends_are_refused(inner, message):
     # each shard fitted its own projection (with its own seed): the merge then
     # compared distances from different spaces, rows 0.9 away came out at 0.01
     X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ShardedBackend(inner, n_shards=2, n_neighbors=3).fit(X)
     # the other nesting is right: project once, then shard the projected rows
     outer = ProjectedBackend(ShardedBackend(n_shards=2), n_components=2, n_neighbors=3)
@@ -504,4 +574,123 @@ def test_a_shard_weighs_the_rows_it_holds():
     exact = ShardedBackend(n_shards=2).fit(X)
     assert all(rows <= sizeof(s) < 2 * rows for s in exact._shards)
     annoy = ShardedBackend("annoy", n_shards=2).fit(X)  # the rows kept twice
-    assert all(sizeof(s) >= 2 * rows for s in annoy._shards)
+    assert all(2 * rows <= sizeof(s) < 3 * rows for s in annoy._shards)
+
+
+# ---------------------------------------------------------------------------------
+# What the shards' engines are handed and what they answer (on a worker, rows and
+# queries arrive unpickled from Dask's frames: read-only, misaligned, any dtype)
+# ---------------------------------------------------------------------------------
+class _RecordingEngine(NearestNeighbors):
+    """A third-party engine (scikit-learn's) that records the arrays it is given and
+    answers int32 ids."""
+
+    def fit(self, X, y=None):
+        self.fitted_on_ = X
+        return super().fit(X)
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        self.queried_with_ = X
+        dist, ind = super().kneighbors(X, n_neighbors)
+        return dist, ind.astype(np.int32)
+
+
+def _read_only(X):
+    X.flags.writeable = False
+    return X
+
+
+def _engine_ready(X, *flags):
+    return X.dtype == np.float32 and all(
+        X.flags[flag] for flag in ("C_CONTIGUOUS", "ALIGNED", *flags)
+    )
+
+
+def test_a_third_party_engine_in_shards_equals_exact():
+    X, Q = _data(n=90, duplicates=False)
+    sharded = ShardedBackend(NearestNeighbors(metric="euclidean"), 3, n_neighbors=4)
+    got, expected = sharded.fit(X), ExactBackend(n_neighbors=4).fit(X)
+    for query in (Q, None):
+        np.testing.assert_array_equal(
+            got.kneighbors(query)[1], expected.kneighbors(query)[1]
+        )
+    assert all(isinstance(s.backend, NearestNeighbors) for s in got._shards)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda X: _read_only(X[:, ::2]),  # float64, strided, read-only
+        lambda X: _read_only(X.astype(np.float32)[:, ::2]),  # float32 strided
+        lambda X: _read_only(np.ascontiguousarray(X[:, ::2], dtype=np.float32)),
+        lambda X: _misaligned(X[:, ::2]),
+    ],
+    ids=["float64-strided", "float32-strided", "float32-read-only", "misaligned"],
+)
+def test_shard_engines_get_c_contiguous_float32_and_answer_float32_intp(make):
+    from skdknn.neighbors._sharded import _fit_shard, _search_shard
+
+    rng = np.random.default_rng(0)
+    rows, queries = make(rng.normal(size=(40, 6))), make(rng.normal(size=(5, 6)))
+    shard = _fit_shard(_RecordingEngine(n_neighbors=3), rows)
+    # the index owns writeable rows; queries are only read
+    assert _engine_ready(shard.backend.fitted_on_, "WRITEABLE")
+    np.testing.assert_array_equal(shard.rows, np.float32(rows))
+    # a shard far into the index (past 2**31 rows): its ids are not wrapped
+    offset = 2**31 + 7
+    dist, ind = _search_shard(shard, queries, 3, offset)
+    assert _engine_ready(shard.backend.queried_with_)
+    assert dist.dtype == np.float32 and ind.dtype == np.intp
+    ref = NearestNeighbors(n_neighbors=3).fit(np.float32(rows))
+    ref_dist, ref_ind = ref.kneighbors(np.float32(queries))
+    np.testing.assert_array_equal(ind, ref_ind + offset)
+    np.testing.assert_array_equal(dist, np.float32(ref_dist))
+
+
+def test_numpy_rows_never_import_dask(monkeypatch):
+    # dask is optional: a local fit and search of numpy rows does not import it
+    for name in [m for m in sys.modules if m == "dask" or m.startswith("dask.")]:
+        monkeypatch.delitem(sys.modules, name)
+    X, Q = _data(n=50, duplicates=False)
+    sharded = ShardedBackend(n_shards=2, n_neighbors=3).fit(X)
+    _same(sharded.kneighbors(Q), ExactBackend(n_neighbors=3).fit(X).kneighbors(Q))
+    assert "dask" not in sys.modules
+
+
+# ---------------------------------------------------------------------------------
+# The shards' own row files (engines that do not keep the rows: Annoy)
+# ---------------------------------------------------------------------------------
+def test_shard_rows_are_saved_once_and_mapped_copy_on_write(tmp_path):
+    X, _ = _data(n=600, d=16, duplicates=False)
+    sharded = ShardedBackend("annoy", n_shards=2, n_neighbors=3, random_state=0).fit(X)
+    expected = sharded.kneighbors()
+    path = save_model(sharded, tmp_path / "model")
+    # the rows are in the shards' .npy files only, not pickled in the model file too
+    rows_bytes = X.astype(np.float32).nbytes
+    assert (path / MODEL_FILE).stat().st_size < rows_bytes / 10
+    assert sum(f.stat().st_size for f in path.glob("*.rows.npy")) > rows_bytes
+    mapped = load_model(path)
+    rows = [shard.own_rows for shard in mapped._shards]
+    assert all(isinstance(r, np.memmap) and r.mode == "c" for r in rows)
+    _same(mapped.kneighbors(), expected)
+    rows[0][:] = 0  # copy-on-write: this process's pages change, the file does not
+    in_memory = load_model(path, mmap=False)
+    rows = [shard.own_rows for shard in in_memory._shards]
+    assert not any(isinstance(r, np.memmap) for r in rows)
+    np.testing.assert_array_equal(np.vstack(rows), np.float32(X))
+    _same(in_memory.kneighbors(), expected)
+
+
+def test_a_missing_or_pickled_shard_rows_file_is_refused(tmp_path):
+    X, _ = _data(n=40, duplicates=False)
+    sharded = ShardedBackend("annoy", n_shards=2, n_neighbors=3).fit(X)
+    prefix = tmp_path / "index-0"
+    missing = f"{prefix}.shard-0.rows.npy"
+    expected = f"The shard rows file {missing!r} is missing."
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(expected)}$"):
+        sharded._load_index(prefix, mmap=True)
+    # a file holding a pickle is never unpickled (that would run its code)
+    np.save(missing, np.array([{"rows": 1}], dtype=object), allow_pickle=True)
+    np.save(f"{prefix}.shard-1.rows.npy", np.float32(X[20:]))
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        sharded._load_index(prefix, mmap=False)

@@ -272,6 +272,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         for text in (
             "zip(backends, arrays_, strict=None)",
             "zip(backends, arrays_, )",
+            "zip(backends, arrays_, strict=False)",
             "zip(backends, blocks, strict=None)",
             "zip(backends, blocks, )",
             "zip(backends, blocks, strict=False)",
@@ -286,6 +287,143 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         for text in (
             'mmap_mode="c" if mmap else None, allow_pickle=None',
             'mmap_mode="c" if mmap else None, )',
+        )
+    ),
+    *(
+        (f"skdknn.neighbors._sharded.x_{function}__*", text, reason)
+        for function, text, reason in (
+            *(
+                (
+                    function,
+                    text,
+                    "np.require upper-cases each requirement: 'c', 'w', 'a' are "
+                    "'C', 'W', 'A'",
+                )
+                for function, text in (
+                    ("_fit_shard", 'requirements=["c", "W", "A"]'),
+                    ("_fit_shard", 'requirements=["C", "w", "A"]'),
+                    ("_fit_shard", 'requirements=["C", "W", "a"]'),
+                    ("_search_shard", 'requirements=["c", "A"]'),
+                    ("_search_shard", 'requirements=["C", "a"]'),
+                )
+            ),
+            (
+                "_fit_shard",
+                "backend._fit_rows(rows, copy=None)",
+                "_fit_rows hands `copy and self._keeps_rows` to _prepare, which "
+                "copies only when `copy or None` is true: None copies nothing, as "
+                "False",
+            ),
+            (
+                "_shard_size",
+                "return int(shard.rows.shape[1])",
+                "the sizes are gathered only so that a fit's error surfaces in fit "
+                "(their values are never read), and a shard's rows are always 2-D",
+            ),
+            *(
+                (
+                    "shard_bounds",
+                    text,
+                    "np.full infers numpy's default integer from a Python int fill "
+                    "value, which is intp since NumPy 2 (the bounds are cast to intp "
+                    "too)",
+                )
+                for text in (
+                    "n_samples // n_shards, dtype=None)",
+                    "n_samples // n_shards, )",
+                )
+            ),
+        )
+    ),
+    *(
+        (
+            f"skdknn.neighbors._sharded.x{_SEP}ShardedBackend{_SEP}{method}__*",
+            text,
+            reason,
+        )
+        for method, text, reason in (
+            (
+                "__sklearn_clone__",
+                "clone(value, safe=None)",
+                "clone tests `if not safe`: None deep-copies a non-estimator "
+                "parameter as False does",
+            ),
+            (
+                "__sklearn_clone__",
+                "self.get_params(deep=None)",
+                "get_params tests `if deep and ...`: None gives the shallow "
+                "parameters as False does",
+            ),
+            *(
+                (
+                    "_build",
+                    text,
+                    "zip of shard_bounds_[:-1] and shard_bounds_[1:]: always of "
+                    "equal length",
+                )
+                for text in (
+                    "self.shard_bounds_[1:], strict=None",
+                    "self.shard_bounds_[1:], )",
+                    "self.shard_bounds_[1:], strict=False",
+                )
+            ),
+            *(
+                (
+                    method,
+                    text,
+                    "Client.scatter names the keys by content only `if hash:`: "
+                    "None gives random keys, as False does",
+                )
+                for method, text in (
+                    ("_build", "workers=[workers[i % len(workers)]], hash=None)"),
+                    ("scatter", "workers=[workers[i % len(workers)]], hash=None)"),
+                    ("_search_on_cluster", "client.scatter(q, hash=None)"),
+                )
+            ),
+            *(
+                (
+                    "_search_on_cluster",
+                    text,
+                    "each search task takes its query block's future, scattered under "
+                    "a random key at each call (or a pure=False _shard_rows task), "
+                    "and the (block, shard) pairs of one call are distinct: a key "
+                    "named by content is as unique as a random one (pure=None is "
+                    "false: random keys)",
+                )
+                for text in ("pure=None,", "pure=True,", "del pure=False,")
+            ),
+            *(
+                (
+                    "_search_on_cluster",
+                    text,
+                    "the query block's key named by its content instead of at random "
+                    "(hashing it costs time): the search tasks read the same array "
+                    "under either key",
+                )
+                for text in ("client.scatter(q, ) if", "client.scatter(q, hash=True)")
+            ),
+            *(
+                (
+                    "_submit_fits",
+                    text,
+                    "Client.submit names the key by content only `if pure:`: None "
+                    "gives a random key, as False does",
+                )
+                for text in ("client.submit(_fit_shard, inner, part, pure=None)",)
+            ),
+            *(
+                (
+                    "_dask_blocks",
+                    text,
+                    "map_blocks' dtype only labels the lazy array: without it dask "
+                    "infers float32 by running _l2_normalize on an empty float32 "
+                    "block, and the blocks computed are _l2_normalize's either way",
+                )
+                for text in (
+                    "X.map_blocks(_l2_normalize, dtype=None)",
+                    "X.map_blocks(_l2_normalize, )",
+                )
+            ),
         )
     ),
     (
@@ -942,11 +1080,15 @@ def results(work: Path) -> dict[str, int | None]:
 
 
 def mutated_line(work: Path, name: str) -> str:
-    """The ``+`` lines of ``mutmut show name`` (what the mutant changed)."""
-    shown = mutmut(work, "show", name)
-    return "\n".join(
-        line[1:] for line in shown.splitlines() if re.match(r"\+(?!\+\+)", line)
-    )
+    """The ``+`` lines of ``mutmut show name`` (what the mutant changed); for a
+    mutant that only deletes lines (an argument on a line of its own), those lines
+    as ``del <line>``."""
+    shown = mutmut(work, "show", name).splitlines()
+    added = [line[1:] for line in shown if re.match(r"\+(?!\+\+)", line)]
+    if added:
+        return "\n".join(added)
+    deleted = [line[1:].strip() for line in shown if re.match(r"-(?!--)", line)]
+    return "\n".join(f"del {line}" for line in deleted)
 
 
 def equivalent_reason(name: str, diff: str) -> str | None:

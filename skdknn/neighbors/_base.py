@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -292,18 +293,34 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
     def _fit_rows(self, X: Any, *, copy: bool) -> NeighborsBackend:
         """``fit``; ``copy=False`` lets a caller that hands over a fresh array it no
         longer uses (the classifier's activation rows) skip the index's own copy."""
-        self._validate_params()
-        X = validate_data(self, X, dtype=[np.float32, np.float64])
-        self.n_samples_fit_ = X.shape[0]
-        rows = self._prepare(X, copy=copy and self._keeps_rows)
-        self._group_members = self._group_starts = None
-        if self._index_distinct:
-            groups = duplicate_groups(rows)
-            if groups is not None:
-                self._group_members, self._group_starts = groups
-                rows = rows[self._group_members[self._group_starts[:-1]]]
-        self._build(rows)
+        with self._kept_if_failed():
+            self._validate_params()
+            X = validate_data(self, X, dtype=[np.float32, np.float64])
+            self.n_samples_fit_ = X.shape[0]
+            rows = self._prepare(X, copy=copy and self._keeps_rows)
+            self._group_members = self._group_starts = None
+            if self._index_distinct:
+                groups = duplicate_groups(rows)
+                if groups is not None:
+                    self._group_members, self._group_starts = groups
+                    rows = rows[self._group_members[self._group_starts[:-1]]]
+            self._build(rows)
         return self
+
+    @contextmanager
+    def _kept_if_failed(self) -> Iterator[None]:
+        """A fit that fails leaves the backend as it was (fitted or not).
+
+        Without it, a failed refit left the new rows' attributes over the old
+        index: Annoy then answered with the old rows' ids for the new rows, a
+        ShardedBackend with the old shards at the new shards' offsets."""
+        state = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
 
     # -- streamed fitting: rows arrive in chunks (DeepKNNClassifier.fit) -----------
     # A streamed fit never holds the caller's full-width rows at once: the backend

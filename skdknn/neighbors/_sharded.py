@@ -502,13 +502,8 @@ class ShardedBackend(NeighborsBackend):
             )
         # a failed fit (e.g. non-finite rows found on a worker) leaves the model
         # as it was, as a failed fit on an array in memory does
-        fitted = dict(self.__dict__)
-        try:
+        with self._kept_if_failed():
             self._submit_fits(client, client.compute(self._dask_blocks(X, client)))
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(fitted)
-            raise
         return self
 
     def _dask_blocks(self, X: Any, client: Any) -> list[Any]:
@@ -532,13 +527,15 @@ class ShardedBackend(NeighborsBackend):
         self.n_samples_fit_ = int(X.shape[0])
         self.n_shards_ = self._n_shards(client, self.n_samples_fit_)
         self.shard_bounds_ = shard_bounds(self.n_samples_fit_, self.n_shards_)
-        X = X.astype(np.float32)
+        chunks = (tuple(np.diff(self.shard_bounds_).tolist()), (X.shape[1],))
+        X = X.astype(np.float32).rechunk(chunks)
         if self.metric == "cosine":
             from ._base import _l2_normalize
 
+            # on whole rows: a block of some of the columns, normalised alone,
+            # gave every row a norm of sqrt(number of column blocks)
             X = X.map_blocks(_l2_normalize, dtype=np.float32)
-        chunks = (tuple(np.diff(self.shard_bounds_).tolist()), (X.shape[1],))
-        blocks: list[Any] = X.rechunk(chunks).to_delayed().ravel().tolist()
+        blocks: list[Any] = X.to_delayed().ravel().tolist()
         return blocks
 
     @staticmethod
@@ -761,7 +758,7 @@ class ShardedBackend(NeighborsBackend):
         # index files; rows not held by it are written here
         state = self._portable_state()
         shards = []
-        for i, shard in enumerate(state.get("_shards", [])):
+        for i, shard in enumerate(state["_shards"]):  # fitted: it has shards
             if shard.own_rows is not None:
                 np.save(f"{prefix}.shard-{i}.rows.npy", shard.own_rows)
                 shard = _Shard.__new__(_Shard)
