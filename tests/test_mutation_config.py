@@ -138,3 +138,30 @@ def test_development_docs_table_lists_each_modules_test_files():
     for name, module in tool.MODULES.items():
         expected = {Path(t).stem for t in module.tests}
         assert rows[name] == expected, name
+
+
+def _named_function(pattern):
+    """The module and the function (or class, method) a mutant-name glob names,
+    e.g. ``skdknn.conformal.x_p_values__*`` -> (skdknn.conformal, "p_values")."""
+    dotted, _, rest = pattern.partition(".x")
+    if not rest:  # a whole module: "skdknn.attacks._cw.*"
+        return dotted.removesuffix(".*"), []
+    parts = rest.removesuffix("__*").split("\u01c1")
+    if len(parts) == 1:
+        return dotted, [parts[0][1:]]  # x_<function>
+    return dotted, [p for p in parts[1:] if p != "*"]  # xǁ<Class>ǁ<method>
+
+
+def test_equivalent_and_module_globs_name_functions_that_exist():
+    """EQUIVALENT's texts are mutated lines (not source text), but its globs and
+    MODULES' name functions and methods of the source: a rename leaves the entry
+    matching nothing, so it must fail here rather than go stale silently."""
+    tool = _tool()
+    patterns = [p for p, _, _ in tool.EQUIVALENT]
+    patterns += [g for module in tool.MODULES.values() for g in module.globs]
+    for pattern in patterns:
+        dotted, names = _named_function(pattern)
+        target = importlib.import_module(dotted)
+        for name in names:
+            assert hasattr(target, name), f"{pattern}: no {name} in {target}"
+            target = getattr(target, name)

@@ -20,6 +20,13 @@ where a timeout counts as killed and "no tests" as survived. Equivalent mutants
 below with the reason; they are recognised by the text of the mutated line, so they
 survive renumbering when a function changes. Not run in CI (it takes minutes per
 module): see docs/development.md.
+
+Nothing is printed while a module runs: mutmut's output is streamed to
+``mutants/<module>/run.log`` (``tail -f`` it), and the module's score is printed
+when its run ends. The report says "not run" for a module without results (not a
+failure), and counts the unchecked mutants of a run apart: outside its ``--only``
+globs (recorded in ``mutants/<module>/selection.json``) or not reached (an
+interrupted run).
 """
 
 from __future__ import annotations
