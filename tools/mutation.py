@@ -590,11 +590,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (
         "skdknn._calibration.x_label_shift__*",
         "n_classes = int(y.max()) + 2",
-        "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
+        "one more class of count 0 on both sides adds |0 m - 0 n| = 0 to a sum of "
+        "integers (exact: no float summation order to change)",
     ),
     (
         "skdknn._calibration.x_label_shift__*",
-        "train = np.bincount(y, ) / y.size",
+        "train = np.bincount(y, )",
         "the bincount of all of y already has int(y.max()) + 1 = n_classes entries",
     ),
     (
@@ -960,12 +961,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "self._fit(X_net, None)",
         "no attack's _fit reads y (FGSM / BIM / CW have none, AdvKNN trains its "
         "heads on the DkNN's outputs): y is in fit's signature for scikit-learn",
-    ),
-    (
-        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_bounds__*",
-        "and len(sample_shape) > 2:",
-        "one sample's shape is (n_features,) or (C, H, W), never of length 2: "
-        "inputs of shape (n, H, W) are images with their channel axis added",
     ),
     (
         f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
