@@ -571,12 +571,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "'stable'",
     ),
     (
-        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
-        "prediction_sets(p[:1].compute(), significance)",
-        "dask computes the whole first block for p[:0] as for p[:1]; either checks "
-        "significance the same way",
-    ),
-    (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
         "offset: int = 1",
         "its one caller, _outputs, always passes offset",
