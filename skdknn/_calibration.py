@@ -166,7 +166,7 @@ def stratified_calibration_split(
 def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> float:
     """Total variation distance between the class frequencies of ``y`` and of the
     calibration rows: half the sum over classes of their absolute differences,
-    rounded to 12 decimal places (so that float noise does not show).
+    computed exactly (in integers) and rounded to 12 decimal places.
 
     Prediction sets calibrated on one class mix and used on data with another
     (each class's inputs distributed alike) cover within this distance of the
@@ -182,16 +182,21 @@ def label_shift(y: NDArray[np.intp], calibration_rows: NDArray[np.intp]) -> floa
     0.4
     """
     n_classes = int(y.max()) + 1
-    train = np.bincount(y, minlength=n_classes) / y.size
+    train = np.bincount(y, minlength=n_classes)
     calibration = np.bincount(y[calibration_rows], minlength=n_classes)
-    calibration = calibration / calibration.sum()
-    return round(float(np.abs(train - calibration).sum()) / 2, 12)
+    n, n_calibration = int(train.sum()), int(calibration.sum())
+    # |a/n - b/m| = |a m - b n| / (n m): a sum of integers, then one division, so
+    # the result is the exact distance correctly rounded (a float sum of the
+    # frequencies depends on its summation order in the last bits, which the
+    # rounding to 12 places does not always hide)
+    gap = int(np.abs(train * n_calibration - calibration * n).sum())
+    return round(gap / (2 * n * n_calibration), 12)
 
 
 def class_imbalance(y: NDArray[np.intp]) -> float:
     """Total variation distance between the class frequencies of ``y`` and equal
-    frequencies (those of a class-balanced calibration set), rounded to 12
-    decimal places.
+    frequencies (those of a class-balanced calibration set), computed exactly
+    and rounded to 12 decimal places.
 
     Unlike :func:`label_shift` of an actual balanced split, it ignores the
     rounding of small calibration sets (4 points over 3 classes are 2/1/1).
@@ -201,8 +206,11 @@ def class_imbalance(y: NDArray[np.intp]) -> float:
     >>> class_imbalance(np.array([0] * 90 + [1] * 10))
     0.4
     """
-    frequencies = np.bincount(y) / y.size
-    return round(float(np.abs(frequencies - 1 / frequencies.size).sum()) / 2, 12)
+    counts = np.bincount(y)
+    n, n_classes = int(counts.sum()), counts.size
+    # |c/n - 1/C| = |c C - n| / (n C): exact, as in label_shift
+    gap = int(np.abs(counts * n_classes - n).sum())
+    return round(gap / (2 * n * n_classes), 12)
 
 
 def _calibration_total(calibration_size: float, n_samples: int) -> int:

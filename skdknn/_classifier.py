@@ -153,7 +153,10 @@ class DeepKNNClassifier(ClassifierMixin, BaseEstimator):
         depends on its position in ``X``. See :func:`skdknn.conformal.p_values`.
     input_shape : tuple of int, default=None
         Shape ``(channels, height, width)`` to which flat rows are reshaped before
-        the network. Inferred from ``X`` when it is a stack of images.
+        the network (or any other sample shape, such as a Conv1d's
+        ``(channels, length)``: a 3-D ``X`` of shape ``(n, channels, length)`` is
+        then read as such samples, not as one-channel images). Inferred from
+        ``X`` when it is a stack of images.
     max_epochs : int, default=10
         Training epochs of a network built here (not of a given skorch net).
     lr : float, default=1e-3

@@ -90,13 +90,28 @@ def _channels_last_message(shape: tuple[int, ...]) -> str:
     )
 
 
+def _same_layout(
+    image_shape: tuple[int, ...] | None, input_shape: tuple[int, ...] | None
+) -> bool:
+    """Whether X's samples (``image_shape``, from :func:`as_flat_rows`) have the
+    network's ``input_shape``. A 3-D X ``(n, A, B)`` reads as one-channel images
+    ``(1, A, B)``, unless the network takes samples of shape ``(A, B)`` (a Conv1d's
+    ``(channels, length)``): then they are that."""
+    return image_shape == input_shape or (
+        image_shape is not None
+        and input_shape is not None
+        and len(input_shape) == 2
+        and image_shape == (1, *input_shape)
+    )
+
+
 def check_input_shape(
     input_shape: Any, image_shape: tuple[int, ...] | None, n_features: int
 ) -> tuple[int, ...] | None:
     """The network's input shape, from the images or the ``input_shape`` parameter."""
     if input_shape is not None:
         shape = tuple(int(s) for s in input_shape)
-        if image_shape is not None and shape != image_shape:
+        if image_shape is not None and not _same_layout(image_shape, shape):
             raise ValueError(
                 f"input_shape={shape} does not match the shape of the images in X, "
                 f"{image_shape}."
@@ -135,7 +150,7 @@ def check_fitted_shape(
     if image_shape is None:
         valid = fitted_shape is None or len(shape) != 2 or shape[1] == n_features
     else:
-        valid = image_shape == fitted_shape
+        valid = _same_layout(image_shape, fitted_shape)
     if valid:
         return  # flat rows of another width: validate_data names the widths
     if fitted_shape is not None and (

@@ -332,3 +332,41 @@ def test_saturated_rows_keep_their_gradient_whatever_the_batch_size():
         X_adv = attack.transform(X)
     assert attack.n_zero_gradient_ == 0
     np.testing.assert_array_equal(X_adv, np.full_like(X, 0.75))
+
+
+def test_a_network_of_two_dimensional_samples_is_attacked_in_both_layouts():
+    # A Conv1d network takes samples (channels, length): input_shape=(4, 4).
+    # Before, a 3-D X (n, 4, 4) was read as one-channel images (1, 4, 4): predict
+    # refused it, and every attack failed even on flat rows ("X holds images of
+    # shape (1, 4, 4), but this DeepKNNClassifier was fitted on images of shape
+    # (4, 4)"). Per-feature bounds of 16 values fit the (4, 4) samples.
+    from skdknn import DeepKNNClassifier
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 16), dtype=np.float32)
+    y = (X[:, 0] > 0.5).astype(int)
+    net = nn.Sequential(nn.Conv1d(4, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(9, 2))
+    clf = DeepKNNClassifier(
+        net=net,
+        input_shape=(4, 4),
+        max_epochs=1,
+        calibration_size=20,
+        n_neighbors=5,
+        random_state=0,
+    ).fit(X, y)
+    images = X.reshape(60, 4, 4)
+    np.testing.assert_array_equal(clf.predict(images), clf.predict(X))
+    low, high = np.full(16, 0.2), np.full(16, 0.8)
+    for attack in (
+        FGSMAttack(clf, eps=0.1, clip_min=low, clip_max=high),
+        BIMAttack(clf, eps=0.1, clip_min=low, clip_max=high),
+    ):
+        X_in = np.clip(X, 0.2, 0.8)
+        flat = attack.fit(X_in).transform(X_in)
+        shaped = attack.fit(X_in.reshape(60, 4, 4)).transform(X_in.reshape(60, 4, 4))
+        assert shaped.shape == (60, 4, 4)
+        np.testing.assert_array_equal(shaped.reshape(60, 16), flat)
+        assert flat.min() >= 0.2 and flat.max() <= 0.8
+        assert np.abs(flat - X_in).max() <= 0.1 + 1e-6
+        assert (flat != X_in).any()

@@ -389,7 +389,9 @@ SIGNIFICANCE_ERROR = (
     [
         (True, "True."),  # a bool is a Real: refused before its value is read
         (False, "False."),
-        (np.True_, "np.True_ of type bool."),  # numpy's bool is not a Real
+        # numpy's bool is not a Real (its repr and name: numpy 2's "np.True_" and
+        # "bool", numpy 1's "True" and "bool_")
+        (np.True_, f"{np.True_!r} of type {type(np.True_).__name__}."),
         (1.5, "1.5."),  # real numbers: no type named
         (-1, "-1."),
         ("0.1", "'0.1' of type str."),

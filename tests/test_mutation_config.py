@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -47,3 +49,119 @@ def test_mutmut_config_and_tool_name_what_exists():
         assert reason
         name = pattern.replace("*", "0")
         assert any(fnmatch.fnmatch(name, g) for g in every_glob), pattern
+
+
+def _fake_run(tool, monkeypatch, tmp_path, codes, selection=None):
+    """A ``mutants/conformal/`` left by a run whose mutants ended with ``codes``
+    (None: not run), with the globs it selected when given."""
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    work = tool.workspace("conformal")
+    (work / "mutants" / "skdknn").mkdir(parents=True)
+    meta = {"exit_code_by_key": codes}
+    (work / "mutants" / "skdknn" / "conformal.py.meta").write_text(json.dumps(meta))
+    if selection is not None:
+        (work / "selection.json").write_text(json.dumps(selection))
+
+
+def test_report_says_not_run_for_a_module_without_results(monkeypatch, tmp_path):
+    tool = _tool()
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    width = max(len(m) for m in tool.MODULES)
+    line, failed, survivors, equivalents = tool.summary("cw", width)
+    assert line == f"{'cw':{width}s}  not run"
+    assert not failed and not survivors and not equivalents
+
+
+def test_report_columns_align_across_module_names(monkeypatch, tmp_path):
+    tool = _tool()
+    _fake_run(tool, monkeypatch, tmp_path, {"skdknn.conformal.x_f__mutmut_1": 1})
+    width = max(len(m) for m in tool.MODULES)
+    assert width == len("attack-precision")
+    ran, _, _, _ = tool.summary("conformal", width)
+    never, _, _, _ = tool.summary("attack-precision", width)
+    # the name column is as wide as the longest name, then two spaces
+    assert ran[: width + 2] == "conformal".ljust(width + 2)
+    assert never == "attack-precision  not run"
+    assert ran[width + 2 :].strip().startswith("1 /")
+
+
+def test_report_tells_mutants_outside_only_from_interrupted_ones(monkeypatch, tmp_path):
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_p_values__mutmut_1": 1,
+        "skdknn.conformal.x_p_values__mutmut_2": None,  # selected, not run
+        "skdknn.conformal.x_other__mutmut_1": None,  # outside --only
+        "skdknn.conformal.x_other__mutmut_2": None,
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_p_values__*"])
+    line, failed, _, _ = tool.summary("conformal", 9)
+    assert line.endswith(
+        "1 /    1 killed = 100.0 %  "
+        "(0 equivalent, 2 not selected (--only), 1 not run: interrupted)"
+    )
+    assert not failed
+
+
+def test_report_without_a_record_of_the_selection_words_it_neutrally(
+    monkeypatch, tmp_path
+):
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_f__mutmut_1": 1,
+        "skdknn.conformal.x_g__mutmut_1": None,
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes)
+    line, _, _, _ = tool.summary("conformal", 9)
+    assert line.endswith("(0 equivalent, 1 not run (outside --only, or interrupted))")
+
+
+def test_a_run_that_judged_nothing_is_a_failure(monkeypatch, tmp_path):
+    tool = _tool()
+    _fake_run(tool, monkeypatch, tmp_path, {"skdknn.conformal.x_f__mutmut_1": None})
+    line, failed, _, _ = tool.summary("conformal", 9)
+    assert "0 /    0 killed" in line and failed
+
+
+def test_development_docs_table_lists_each_modules_test_files():
+    """docs/development.md's table of which test files judge which module is
+    MODULES[...].tests, exactly (a test file added to a module must be listed)."""
+    tool = _tool()
+    text = (ROOT / "docs/development.md").read_text()
+    table = text[text.index("| Module (`tools/mutation.py` name) |") :]
+    table = table[: table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"\| `([\w-]+)` \|.*\| (.*) \|$", line)
+        if match and match[1] in tool.MODULES:
+            rows[match[1]] = set(re.findall(r"`(test_\w+)`", match[2]))
+    assert set(rows) == set(tool.MODULES)
+    for name, module in tool.MODULES.items():
+        expected = {Path(t).stem for t in module.tests}
+        assert rows[name] == expected, name
+
+
+def _named_function(pattern):
+    """The module and the function (or class, method) a mutant-name glob names,
+    e.g. ``skdknn.conformal.x_p_values__*`` -> (skdknn.conformal, "p_values")."""
+    dotted, _, rest = pattern.partition(".x")
+    if not rest:  # a whole module: "skdknn.attacks._cw.*"
+        return dotted.removesuffix(".*"), []
+    parts = rest.removesuffix("__*").split("\u01c1")
+    if len(parts) == 1:
+        return dotted, [parts[0][1:]]  # x_<function>
+    return dotted, [p for p in parts[1:] if p != "*"]  # xǁ<Class>ǁ<method>
+
+
+def test_equivalent_and_module_globs_name_functions_that_exist():
+    """EQUIVALENT's texts are mutated lines (not source text), but its globs and
+    MODULES' name functions and methods of the source: a rename leaves the entry
+    matching nothing, so it must fail here rather than go stale silently."""
+    tool = _tool()
+    patterns = [p for p, _, _ in tool.EQUIVALENT]
+    patterns += [g for module in tool.MODULES.values() for g in module.globs]
+    for pattern in patterns:
+        dotted, names = _named_function(pattern)
+        target = importlib.import_module(dotted)
+        for name in names:
+            assert hasattr(target, name), f"{pattern}: no {name} in {target}"
+            target = getattr(target, name)

@@ -20,6 +20,13 @@ where a timeout counts as killed and "no tests" as survived. Equivalent mutants
 below with the reason; they are recognised by the text of the mutated line, so they
 survive renumbering when a function changes. Not run in CI (it takes minutes per
 module): see docs/development.md.
+
+Nothing is printed while a module runs: mutmut's output is streamed to
+``mutants/<module>/run.log`` (``tail -f`` it), and the module's score is printed
+when its run ends. The report says "not run" for a module without results (not a
+failure), and counts the unchecked mutants of a run apart: outside its ``--only``
+globs (recorded in ``mutants/<module>/selection.json``) or not reached (an
+interrupted run).
 """
 
 from __future__ import annotations
@@ -570,12 +577,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "'stable'",
     ),
     (
-        f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}predict_set__*",
-        "prediction_sets(p[:1].compute(), significance)",
-        "dask computes the whole first block for p[:0] as for p[:1]; either checks "
-        "significance the same way",
-    ),
-    (
         f"skdknn._classifier.x{_SEP}DeepKNNClassifier{_SEP}_p_values_from_counts__*",
         "offset: int = 1",
         "its one caller, _outputs, always passes offset",
@@ -589,11 +590,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (
         "skdknn._calibration.x_label_shift__*",
         "n_classes = int(y.max()) + 2",
-        "one more class of frequency 0 on both sides adds |0 - 0| to the distance",
+        "one more class of count 0 on both sides adds |0 m - 0 n| = 0 to a sum of "
+        "integers (exact: no float summation order to change)",
     ),
     (
         "skdknn._calibration.x_label_shift__*",
-        "train = np.bincount(y, ) / y.size",
+        "train = np.bincount(y, )",
         "the bincount of all of y already has int(y.max()) + 1 = n_classes entries",
     ),
     (
@@ -961,12 +963,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "heads on the DkNN's outputs): y is in fit's signature for scikit-learn",
     ),
     (
-        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_bounds__*",
-        "and len(sample_shape) > 2:",
-        "one sample's shape is (n_features,) or (C, H, W), never of length 2: "
-        "inputs of shape (n, H, W) are images with their channel axis added",
-    ),
-    (
         f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}generate__*",
         "check_is_fitted(self, ",
         "an unfitted attack has no attribute ending in '_', so check_is_fitted "
@@ -1061,20 +1057,22 @@ def prepare(name: str) -> Path:
 
 
 def mutmut(work: Path, *args: str, log: Path | None = None) -> str:
-    # derandomised hypothesis; Dask clusters of worker threads (tests/test_dask.py)
+    """Run ``python -m mutmut *args`` in ``work``; with ``log``, its output is
+    streamed to that file as it runs (``tail -f`` it) and ``""`` is returned."""
+    # derandomised hypothesis (tests/conftest.py's ci profile, which otherwise only
+    # CI=true selects); Dask clusters of worker threads (tests/test_dask.py)
     env = dict(os.environ, HYPOTHESIS_PROFILE="ci", SKDKNN_TEST_DASK_WORKERS="threads")
     env.pop("PYTHONPATH", None)  # the mutated copy, never the checkout, is imported
-    result = subprocess.run(
-        [sys.executable, "-m", "mutmut", *args],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, "-m", "mutmut", *args]
     if log is not None:
         with log.open("a") as out:
-            out.write(result.stdout + result.stderr)
+            subprocess.run(
+                command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return ""
+    result = subprocess.run(
+        command, cwd=work, env=env, capture_output=True, text=True, check=False
+    )
     return result.stdout
 
 
@@ -1129,15 +1127,70 @@ def score(name: str) -> tuple[int, int, list[str], list[str]]:
     return killed, len(codes) - len(equivalents), survivors, equivalents
 
 
-def unchecked_count(name: str) -> int:
-    return sum(
-        code is None and any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
-        for mutant, code in results(workspace(name)).items()
+def unchecked_count(name: str) -> tuple[int, int]:
+    """(not selected, not run) of the module's mutants left unchecked by the last
+    run: outside the ``--only`` globs it recorded, and the others (an interrupted
+    run). Without a record of the globs (a run by an older tool), every unchecked
+    mutant counts as not run."""
+    work = workspace(name)
+    selected = _selection(work)
+    outside = unrun = 0
+    for mutant, code in results(work).items():
+        if code is not None or not any(
+            fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs
+        ):
+            continue
+        if selected is not None and not any(
+            fnmatch.fnmatch(mutant, g) for g in selected
+        ):
+            outside += 1
+        else:
+            unrun += 1
+    return outside, unrun
+
+
+def _selection(work: Path) -> list[str] | None:
+    """The mutant-name globs the last run selected (``--only`` or the module's),
+    or None when the run left no record of them."""
+    path = work / "selection.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summary(name: str, width: int) -> tuple[str, bool, list[str], list[str]]:
+    """The report's line for a module, whether the module failed (scored below
+    95 %, or was run without any mutant judged), its survivors and equivalents.
+    A module never run (no results in ``mutants/<module>/``) is "not run", not a
+    failure."""
+    if not results(workspace(name)):
+        return f"{name:{width}s}  not run", False, [], []
+    killed, total, survivors, equivalents = score(name)
+    outside, unrun = unchecked_count(name)
+    # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
+    # failed run, never a perfect score
+    rate = killed / total if total else 0.0
+    notes = [f"{len(equivalents)} equivalent"]
+    if outside:
+        notes.append(f"{outside} not selected (--only)")
+    if unrun:
+        notes.append(
+            f"{unrun} not run: interrupted"
+            if _selection(workspace(name)) is not None
+            else f"{unrun} not run (outside --only, or interrupted)"
+        )
+    line = (
+        f"{name:{width}s}  {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"
+        f"  ({', '.join(notes)})"
     )
+    return line, rate < 0.95, survivors, equivalents
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="mutmut's output goes to mutants/<module>/run.log as it runs "
+        "(`tail -f` it to follow a run); this script prints a module's score "
+        "only when the module's run has ended. See docs/development.md.",
+    )
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument(
@@ -1146,7 +1199,7 @@ def main() -> int:
         metavar="GLOB",
         help="run only the module's mutants whose names match one of these globs "
         "(e.g. '*_search__*'), to split a slow module into runs of a few "
-        "functions; the others count as not run",
+        "functions; the others are reported as not selected",
     )
     parser.add_argument(
         "--report", action="store_true", help="only print the last run's scores"
@@ -1162,35 +1215,29 @@ def main() -> int:
         for name in modules:
             start = time.perf_counter()
             work = prepare(name)
-            log = work / "run.log"
+            selection = args.only or MODULES[name].globs
+            # read back by --report to tell mutants outside --only from unrun ones
+            (work / "selection.json").write_text(json.dumps(selection))
             mutmut(
                 work,
                 "run",
                 "--max-children",
                 str(args.max_children),
-                *(args.only or MODULES[name].globs),
-                log=log,
+                *selection,
+                log=work / "run.log",
             )
             print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
-    worst = 1.0
+    width = max(len(m) for m in modules)
+    failed = False
     for module in modules:
-        killed, total, survivors, equivalents = score(module)
-        unchecked = unchecked_count(module)
-        # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
-        # failed run, never a perfect score
-        rate = killed / total if total else 0.0
-        worst = min(worst, rate)
-        print(
-            f"{module:12s} {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"
-            f"  ({len(equivalents)} equivalent"
-            + (f", {unchecked} not run: interrupted" if unchecked else "")
-            + ")"
-        )
-        for line in survivors:
-            print(f"    survived  {line}")
-        for line in equivalents:
-            print(f"    equivalent {line}")
-    return 0 if worst >= 0.95 else 1
+        line, bad, survivors, equivalents = summary(module, width)
+        failed |= bad
+        print(line)
+        for text in survivors:
+            print(f"    survived  {text}")
+        for text in equivalents:
+            print(f"    equivalent {text}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
