@@ -92,6 +92,18 @@ def active_client() -> Any:
         return None
 
 
+def worker_addresses(client: Any) -> list[str]:
+    """The addresses of ``client``'s workers, sorted, asked of the scheduler now.
+
+    Not ``client.scheduler_info()["workers"]``: that returns the client's cached
+    identity, which the client's periodic refresh (every
+    ``distributed.client.scheduler-info-interval``) replaces from its event-loop
+    thread with one that lists no worker. Read between the two, it said the
+    cluster had none (seen in CI: a sharded fit refused a 2-worker cluster).
+    """
+    return sorted(client.nthreads())
+
+
 def share(obj: Any, client: Any) -> Any:
     """``obj`` as an input of tasks: sent once to every worker of ``client``
     (``client.scatter(..., broadcast=True)``), or, without a client, a delayed

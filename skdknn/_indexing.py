@@ -34,7 +34,13 @@ from ._activations import (
     iter_activations,
     layer_widths,
 )
-from ._dask import active_client, compute_in_order, is_dask_array, share
+from ._dask import (
+    active_client,
+    compute_in_order,
+    is_dask_array,
+    share,
+    worker_addresses,
+)
 from .neighbors._base import NeighborsBackend
 from .neighbors._sharded import ShardedBackend, fit_on_dask_arrays
 
@@ -106,7 +112,7 @@ class ActivationSource:
             client = active_client()
             tasks = self.activation_tasks(bounds, client)
             # a few chunks computed ahead on the workers, each read once, in order
-            window = 2 * len(client.scheduler_info()["workers"]) if client else 1
+            window = 2 * len(worker_addresses(client)) if client else 1
             computed = compute_in_order(tasks, client, max(window, 1))
             for a, b, acts in zip(bounds[:-1], bounds[1:], computed, strict=True):
                 yield a, b, acts

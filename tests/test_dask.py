@@ -362,7 +362,7 @@ def test_shards_go_round_robin_to_the_workers(client):
     rng = np.random.default_rng(7)
     X = np.tile(rng.normal(size=(60, 12)), (3, 1))
     Q = rng.normal(size=(20, 12))
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
     expected = [[workers[i % 2]] for i in range(3)]
     exact = ExactBackend(n_neighbors=4).fit(X).kneighbors(Q)
     for _ in range(2):
@@ -757,3 +757,29 @@ def test_docs_example_runs():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "same neighbours and distances as one process: True" in result.stdout
+
+
+def test_the_workers_are_counted_whatever_the_client_refresh_does():
+    # client.scheduler_info() returns the client's cached identity, which its
+    # periodic refresh (every distributed.client.scheduler-info-interval, 2 s by
+    # default) replaces, from the event-loop thread, with one that lists no worker:
+    # a fit that read it in between refused a 2-worker cluster ("has no workers",
+    # seen once in CI) or, with n_shards=None, made 0 -> 1 shard. A 1 ms refresh
+    # makes the window wide: before the fix, 30 fits failed in 3 of 3 runs.
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    expected = ExactBackend(n_neighbors=3).fit(X).kneighbors(X[:5])
+    with (
+        dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as own,
+    ):
+        own.wait_for_workers(2, timeout=TIMEOUT)
+        for _ in range(30):
+            for n_shards in (None, 2):
+                sharded = ShardedBackend(
+                    n_shards=n_shards, n_neighbors=3, client=own, timeout=TIMEOUT
+                ).fit(X)
+                assert sharded.n_shards_ == 2
+                _assert_same(sharded.kneighbors(X[:5]), expected)

@@ -454,8 +454,8 @@ class _Client:
 
     scatter = gather = submit
 
-    def scheduler_info(self):
-        return {"workers": {}}
+    def nthreads(self):
+        return {}
 
 
 def _on_fake_cluster(statuses, client_status="running"):

@@ -33,7 +33,7 @@ else:
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     )
     client = Client(cluster)
-print(f"{len(client.scheduler_info()['workers'])} workers")
+print(f"{len(client.nthreads())} workers")
 
 
 X, y = load_mnist(return_X_y=True)

@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .._dask import active_client
+from .._dask import active_client, worker_addresses
 from ..exceptions import ShardLostError
 from ._base import NeighborsBackend, n_threads
 from ._exact import sort_by_distance_then_index
@@ -456,7 +456,7 @@ class ShardedBackend(NeighborsBackend):
             )
         if self.n_shards is None:
             # one per worker, as far as every shard gets a point
-            workers = 1 if client is None else len(client.scheduler_info()["workers"])
+            workers = 1 if client is None else len(worker_addresses(client))
             return max(1, min(workers, n_samples))
         if self.n_shards > n_samples:
             raise ValueError(
@@ -540,7 +540,7 @@ class ShardedBackend(NeighborsBackend):
 
     @staticmethod
     def _workers(client: Any) -> list[str]:
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = worker_addresses(client)
         if not workers:
             raise RuntimeError("The Dask cluster has no workers to hold the shards.")
         return workers
