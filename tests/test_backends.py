@@ -270,6 +270,29 @@ def test_projection_of_low_rank_data_is_exact():
         np.testing.assert_array_equal(backend.kneighbors()[1], ref.kneighbors()[1])
 
 
+def test_a_projection_is_summed_in_float64_whatever_the_rows_around(monkeypatch):
+    """A float32 product rounds according to its shapes (with MKL on an AVX-512
+    CPU, one row alone rounded otherwise than in a block), so a point's projection,
+    and its neighbours' distances, depended on the rows projected with it. In
+    float64, rounded once: each value is the float64 product's, rounded to float32
+    (to the ulp; the float64 sums' orders differ by about 1e-16), the same bits
+    one row at a time and in blocks of any size."""
+    import skdknn.neighbors._projected as projected
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(300, 2000)) + 0.5).astype(np.float32)
+    backend = ProjectedBackend(n_components=64, random_state=0).fit(X)
+    whole = backend._project(X)
+    ref = X.astype(np.float64) @ backend.components_.astype(np.float64)
+    ulps = np.abs(whole - ref) / np.spacing(np.abs(ref).astype(np.float32))
+    assert ulps.max() <= 1.0  # float32 sums: thousands of ulps near 0 here
+    assert (whole == ref.astype(np.float32)).mean() > 0.999
+    for i in (0, 1, 299):
+        np.testing.assert_array_equal(backend._project(X[i : i + 1]), whole[i : i + 1])
+    monkeypatch.setattr(projected, "_PROJECT_BYTES", 7 * 8 * 2000)  # 7 rows a time
+    np.testing.assert_array_equal(backend._project(X), whole)
+
+
 def test_narrow_layers_are_not_projected():
     X, Q = _data()
     backend = ProjectedBackend(n_components=8, n_neighbors=5).fit(X)

@@ -156,19 +156,22 @@ def test_float16_tiles_use_a_quarter_of_the_budget(monkeypatch, working_memory):
     """The stored rows are converted to float32 a tile at a time: as many rows
     as a quarter of ``working_memory`` holds (at least one), no more and no
     fewer (a wrong tile size gives the same answer, only the memory differs)."""
+    import skdknn.neighbors._exact as exact
+
     rng = np.random.default_rng(0)
     n, d = 700, 40
     X = rng.normal(size=(n, d)).astype(np.float32)
     tiles = []
-    real = torch.addmm
+    real = exact._expanded_scores
 
-    def spy(bias, query, tile_t, **kwargs):
-        tiles.append(tile_t.shape[1])  # tile_t is the tile transposed
-        return real(bias, query, tile_t, **kwargs)
+    def spy(query, rows, sq_norms, out):
+        tiles.append(rows.shape[0])  # before any padding of a one-row tile
+        assert rows.dtype == torch.float32
+        return real(query, rows, sq_norms, out)
 
     backend = ExactBackend(3, storage_dtype="float16", working_memory=working_memory)
     backend.fit(X)
-    monkeypatch.setattr(torch, "addmm", spy)
+    monkeypatch.setattr(exact, "_expanded_scores", spy)
     backend.kneighbors(X[:5])
     budget = working_memory * 2**20
     # 16 rows at 0.01 MiB, 81 at 0.05; at 0.0001 MiB not one row fits: one

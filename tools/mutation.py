@@ -777,10 +777,16 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         "int(self._budget_bytes() / bytes_per_row)",
         "int() of a positive quotient floors it as // does",
     ),
-    (
-        f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_scores__*",
-        "torch.addmm(sq_norms, query, fit_t.T, alpha=-2, out=out)",
-        "beta=1 is addmm's default",
+    *(
+        (
+            "skdknn.neighbors._exact.x__expanded_scores__*",
+            text,
+            "beta=1 is addmm's default",
+        )
+        for text in (
+            "torch.addmm(sq_norms, query, rows.T, alpha=-2, out=out)",
+            "torch.addmm(norms, padded_query, padded_rows.T, alpha=-2)",
+        )
     ),
     (
         f"skdknn.neighbors._exact.x{_SEP}ExactBackend{_SEP}_tile_rows__*",

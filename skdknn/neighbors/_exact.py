@@ -74,7 +74,13 @@ class ExactBackend(NeighborsBackend):
     the index, and of the points tied at the k-th place the lowest indices are
     kept. The answer is
     thus a function of the data, and the answers of shards of the index merge into
-    it exactly (:class:`ShardedBackend`).
+    it exactly (:class:`ShardedBackend`), wherever the BLAS rounds each entry of a
+    product the same whatever the product's shape. Products of one indexed row or
+    of fewer than 16 queries are padded, since BLAS libraries compute them by
+    other kernels; but with MKL on an AVX-512 CPU, one torch thread and about
+    2,000 features, products of other numbers of indexed rows round otherwise
+    too: shards' distances then differ from the whole index's in the last bit
+    (about 1e-7 relative), and points whose distances differ by less may swap.
 
     Parameters
     ----------
@@ -243,19 +249,13 @@ class ExactBackend(NeighborsBackend):
         A half-precision index is converted to float32 one tile of rows at a time.
         """
         if fit_t.dtype == torch.float32:
-            torch.addmm(sq_norms, query, fit_t.T, beta=1, alpha=-2, out=out)
+            _expanded_scores(query, fit_t, sq_norms, out)
             return
         step = self._tile_rows(*fit_t.shape)
         for start in range(0, fit_t.shape[0], step):
             tile = fit_t[start : start + step].float()
-            torch.addmm(
-                sq_norms[start : start + step],
-                query,
-                tile.T,
-                beta=1,
-                alpha=-2,
-                out=out[:, start : start + step],
-            )
+            part = slice(start, start + step)
+            _expanded_scores(query, tile, sq_norms[part], out[:, part])
 
     def _search(
         self, X: NDArray[np.float32], n_neighbors: int
@@ -297,6 +297,40 @@ class ExactBackend(NeighborsBackend):
                 distances[start:end] = dist[:, :n_neighbors].numpy()
                 indices[start:end] = idx[:, :n_neighbors].numpy()
         return sort_by_distance_then_index(distances, indices.astype(np.intp))
+
+
+#: Fewest query rows and indexed rows of the products: smaller ones are padded.
+_MIN_PRODUCT_SHAPE = (16, 2)
+
+
+def _expanded_scores(
+    query: torch.Tensor, rows: torch.Tensor, sq_norms: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out = |t|^2 - 2 q.t`` by one float32 matrix product (``addmm``).
+
+    BLAS libraries compute a product with one row or one column (a matrix-vector
+    product), or with a few query rows, by other kernels than larger products, and
+    these round otherwise: with MKL on an AVX-512 CPU, an index of one row (a
+    shard of one point) and blocks of 1 to 12 queries of 300 features gave other
+    last bits than the same pairs in larger products. Such products are padded
+    with zero rows to at least ``_MIN_PRODUCT_SHAPE``, the shapes from which the
+    same pair gave the same bits in every product measured. (Measured too: with
+    one torch thread and 2,048 features, MKL's products on that CPU depend on the
+    number of indexed rows beyond any padding; see ``ExactBackend``'s notes.)
+    """
+    n_query, n_rows = query.shape[0], rows.shape[0]
+    min_query, min_rows = _MIN_PRODUCT_SHAPE
+    if n_query >= min_query and n_rows >= min_rows:
+        torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2, out=out)
+        return
+    padded_query = query.new_zeros((max(n_query, min_query), query.shape[1]))
+    padded_query[:n_query] = query
+    padded_rows = rows.new_zeros((max(n_rows, min_rows), rows.shape[1]))
+    padded_rows[:n_rows] = rows
+    norms = sq_norms.new_zeros(padded_rows.shape[0])
+    norms[:n_rows] = sq_norms
+    scores = torch.addmm(norms, padded_query, padded_rows.T, beta=1, alpha=-2)
+    out.copy_(scores[:n_query, :n_rows])
 
 
 def _pair_sq_dist(
