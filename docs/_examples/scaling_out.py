@@ -50,11 +50,11 @@ sharded = clone(local).set_params(
 sharded.fit(X_train, y_train)
 first = sharded.backends_[0]
 print(f"{first.n_shards_} shards per layer, of rows {first.shard_bounds_}")
-same = all(
-    np.array_equal(a, b)
-    for a, b in zip(sharded.kneighbors(X_test), local.kneighbors(X_test), strict=True)
-)
-print(f"same neighbours and distances as one process: {same}")
+dist, ind = sharded.kneighbors(X_test)
+local_dist, local_ind = local.kneighbors(X_test)
+print(f"same neighbours as one process: {np.array_equal(ind, local_ind)}")
+close = np.allclose(dist, local_dist, rtol=1e-6, atol=0)
+print(f"same distances, to float32 rounding: {close}")
 print(f"accuracy {sharded.score(X_test, y_test):.3f}")
 
 
