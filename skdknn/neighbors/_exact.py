@@ -75,12 +75,13 @@ class ExactBackend(NeighborsBackend):
     kept. The answer is
     thus a function of the data, and the answers of shards of the index merge into
     it exactly (:class:`ShardedBackend`), wherever the BLAS rounds each entry of a
-    product the same whatever the product's shape. Products of one indexed row or
-    of fewer than 16 queries are padded, since BLAS libraries compute them by
-    other kernels; but with MKL on an AVX-512 CPU, one torch thread and about
-    2,000 features, products of other numbers of indexed rows round otherwise
-    too: shards' distances then differ from the whole index's in the last bit
-    (about 1e-7 relative), and points whose distances differ by less may swap.
+    product the same whatever the product's shape (seen on AVX2 CPUs). Products
+    of one indexed row or of fewer than 16 queries are padded, since BLAS
+    libraries compute them by other kernels; but MKL on an AVX-512 CPU, from
+    about 900 features, rounds products of other shapes otherwise too: shards'
+    distances, or those of queries asked in other numbers, then differ from the
+    whole index's in the last bits (at most 1.3e-7 relative, measured), and
+    points whose distances differ by less may swap.
 
     Parameters
     ----------
@@ -314,9 +315,9 @@ def _expanded_scores(
     shard of one point) and blocks of 1 to 12 queries of 300 features gave other
     last bits than the same pairs in larger products. Such products are padded
     with zero rows to at least ``_MIN_PRODUCT_SHAPE``, the shapes from which the
-    same pair gave the same bits in every product measured. (Measured too: with
-    one torch thread and 2,048 features, MKL's products on that CPU depend on the
-    number of indexed rows beyond any padding; see ``ExactBackend``'s notes.)
+    same pair gave the same bits in every product measured at 300 features. (From
+    about 900 features, MKL's products on that CPU depend on their shapes beyond
+    any padding; see ``ExactBackend``'s notes.)
     """
     n_query, n_rows = query.shape[0], rows.shape[0]
     min_query, min_rows = _MIN_PRODUCT_SHAPE
