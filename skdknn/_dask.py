@@ -100,7 +100,28 @@ def worker_addresses(client: Any) -> list[str]:
     ``distributed.client.scheduler-info-interval``) replaces from its event-loop
     thread with one that lists no worker. Read between the two, it said the
     cluster had none (seen in CI: a sharded fit refused a 2-worker cluster).
+
+    Raises
+    ------
+    RuntimeError
+        If the client is closed (or closing): it reaches no scheduler.
+    TypeError
+        If the client is asynchronous (``Client(asynchronous=True)``): skdknn
+        waits for its tasks, and needs a client that answers synchronously.
     """
+    status = getattr(client, "status", "running")
+    if status not in ("running", "connecting", "newly-created"):
+        raise RuntimeError(
+            f"The Dask client {client} is {status}: it reaches no scheduler. "
+            "Use a running client (distributed.Client(address), or the cluster's "
+            "client while the cluster runs)."
+        )
+    if getattr(client, "asynchronous", False):
+        raise TypeError(
+            f"The Dask client {client} is asynchronous (Client(asynchronous=True)); "
+            "skdknn waits for its tasks and needs a synchronous client: "
+            "distributed.Client(address) without asynchronous=True."
+        )
     return sorted(client.nthreads())
 
 

@@ -783,3 +783,28 @@ def test_the_workers_are_counted_whatever_the_client_refresh_does():
                 ).fit(X)
                 assert sharded.n_shards_ == 2
                 _assert_same(sharded.kneighbors(X[:5]), expected)
+
+
+def test_a_closed_or_asynchronous_client_is_a_clear_error():
+    # before: AttributeError "'NoneType' object has no attribute 'ncores'" for a
+    # closed client, and "'coroutine' object is not iterable" for an asynchronous
+    # one (earlier still: "has no workers" for both)
+    import asyncio
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, dashboard_address=None
+    ) as cluster:
+        closed = distributed.Client(cluster, set_as_default=False)
+        closed.close()
+        with pytest.raises(RuntimeError, match="is closed: it reaches no scheduler"):
+            ShardedBackend(n_shards=2, n_neighbors=2, client=closed).fit(X)
+
+        async def fit_with_an_asynchronous_client():
+            async with distributed.Client(
+                cluster.scheduler_address, asynchronous=True, set_as_default=False
+            ) as client:
+                ShardedBackend(n_shards=2, n_neighbors=2, client=client).fit(X)
+
+        with pytest.raises(TypeError, match="is asynchronous"):
+            asyncio.run(fit_with_an_asynchronous_client())

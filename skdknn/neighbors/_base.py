@@ -271,6 +271,16 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__}: the rows hold values that are not finite "
                 f"once converted to float32 (beyond +-3.4e38): {exc}"
             ) from None
+        # |q - t|^2 <= 4 d max|x|^2 must stay finite in float32: beyond, distances
+        # came out infinite and the neighbours arbitrary
+        limit = np.sqrt(np.finfo(np.float32).max / (4 * max(1, X.shape[-1])))
+        if X.size and (high := float(np.abs(X).max())) > limit:
+            raise ValueError(
+                f"{type(self).__name__}: the rows hold values up to {high:.3g} in "
+                f"absolute value; with {X.shape[-1]} features, squared distances "
+                f"between such rows overflow float32 (beyond 3.4e38). Rescale X "
+                f"(values up to {limit:.3g} are safe)."
+            )
         return X
 
     def fit(self, X: Any, y: Any = None) -> NeighborsBackend:
@@ -463,9 +473,14 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
             )
         from ._exact import exact_search  # the exact engine is a subclass
 
-        queries = rows[bad] if X is None else X[bad]
+        queries = rows[bad] if X is None else self._as_indexed(X[bad])
         dist[bad], ind[bad] = exact_search(rows, queries, k)
         return dist, ind
+
+    def _as_indexed(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Queries in the space of :meth:`_indexed_rows` (a projection's output for
+        :class:`ProjectedBackend`; the queries themselves otherwise)."""
+        return X
 
     @staticmethod
     def _exclude_self(

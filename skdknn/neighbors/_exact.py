@@ -75,13 +75,13 @@ class ExactBackend(NeighborsBackend):
     kept. The answer is
     thus a function of the data, and the answers of shards of the index merge into
     it exactly (:class:`ShardedBackend`), wherever the BLAS rounds each entry of a
-    product the same whatever the product's shape (seen on AVX2 CPUs). Products
-    of one indexed row or of fewer than 16 queries are padded, since BLAS
-    libraries compute them by other kernels; but MKL on an AVX-512 CPU, from
-    about 900 features, rounds products of other shapes otherwise too: shards'
+    product the same whatever the product's shape (seen on AVX2 CPUs). A product
+    with one indexed row is padded, since BLAS libraries compute it by another
+    kernel; but MKL on an AVX-512 CPU rounds products of other shapes otherwise
+    too (from about 900 features, and on small indexes of wide rows): shards'
     distances, or those of queries asked in other numbers, then differ from the
     whole index's in the last bits (at most 1.3e-7 relative, measured), and
-    points whose distances differ by less may swap.
+    points whose distances differ by less, or tie, may swap.
 
     Parameters
     ----------
@@ -300,38 +300,25 @@ class ExactBackend(NeighborsBackend):
         return sort_by_distance_then_index(distances, indices.astype(np.intp))
 
 
-#: Fewest query rows and indexed rows of the products: smaller ones are padded.
-_MIN_PRODUCT_SHAPE = (16, 2)
-
-
 def _expanded_scores(
     query: torch.Tensor, rows: torch.Tensor, sq_norms: torch.Tensor, out: torch.Tensor
 ) -> None:
     """``out = |t|^2 - 2 q.t`` by one float32 matrix product (``addmm``).
 
-    BLAS libraries compute a product with one row or one column (a matrix-vector
-    product), or with a few query rows, by other kernels than larger products, and
-    these round otherwise: with MKL on an AVX-512 CPU, an index of one row (a
-    shard of one point) and blocks of 1 to 12 queries of 300 features gave other
-    last bits than the same pairs in larger products. Such products are padded
-    with zero rows to at least ``_MIN_PRODUCT_SHAPE``, the shapes from which the
-    same pair gave the same bits in every product measured at 300 features. (From
-    about 900 features, MKL's products on that CPU depend on their shapes beyond
-    any padding; see ``ExactBackend``'s notes.)
+    A product with one indexed row is a matrix-vector product, which BLAS
+    libraries compute by another kernel that rounds otherwise: with MKL on an
+    AVX-512 CPU, an index of one row (a shard of one point) gave other last bits
+    than the same pairs in larger products. That row is padded with a zero row
+    (a copy of one row). Products of other shapes may round otherwise too on
+    such CPUs (see ``ExactBackend``'s notes); padding the queries as well cost up
+    to 5x on small query blocks and did not make them agree.
     """
-    n_query, n_rows = query.shape[0], rows.shape[0]
-    min_query, min_rows = _MIN_PRODUCT_SHAPE
-    if n_query >= min_query and n_rows >= min_rows:
+    if rows.shape[0] != 1:
         torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2, out=out)
         return
-    padded_query = query.new_zeros((max(n_query, min_query), query.shape[1]))
-    padded_query[:n_query] = query
-    padded_rows = rows.new_zeros((max(n_rows, min_rows), rows.shape[1]))
-    padded_rows[:n_rows] = rows
-    norms = sq_norms.new_zeros(padded_rows.shape[0])
-    norms[:n_rows] = sq_norms
-    scores = torch.addmm(norms, padded_query, padded_rows.T, beta=1, alpha=-2)
-    out.copy_(scores[:n_query, :n_rows])
+    padded = torch.cat([rows, rows.new_zeros(rows.shape)])
+    norms = torch.cat([sq_norms, sq_norms.new_zeros(1)])
+    out.copy_(torch.addmm(norms, query, padded.T, beta=1, alpha=-2)[:, :1])
 
 
 def _pair_sq_dist(

@@ -15,8 +15,8 @@ from ._base import NeighborsBackend, read_tensor
 from ._exact import torch_threads
 from ._registry import make_inner_backend, seed_backend
 
-#: Bytes of rows converted to float64 at a time by the projection.
-_PROJECT_BYTES = 64 * 2**20
+#: Rows of every projection product (the last block of rows is padded to it).
+_PROJECT_ROWS = 64
 
 __all__ = ["ProjectedBackend"]
 
@@ -280,20 +280,26 @@ class ProjectedBackend(NeighborsBackend):
     def _project(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.components_ is None:
             return X
-        # Summed in float64, rounded to float32 once: a float32 product rounds
-        # according to its shapes (with MKL on an AVX-512 CPU, one row alone
-        # rounded otherwise than in a block, a few ulps), so a point's projection
-        # depended on the rows projected with it. In float64 the orders of the sum
-        # differ by about 1e-16, far below float32's rounding. A block of rows at a
-        # time (64 MiB of float64 rows): no float64 copy of all of X.
-        components = read_tensor(self.components_).double()
+        # In products of _PROJECT_ROWS rows, the last block padded with zero rows:
+        # a float32 product rounds according to its shapes (with MKL on an
+        # AVX-512 CPU, one row alone rounded otherwise than in a block, a few
+        # ulps), so a point's projection depended on the rows projected with it.
+        # In products of one shape, each row gets the same bits wherever it is.
+        components = read_tensor(self.components_)
         out = np.empty((X.shape[0], components.shape[1]), dtype=np.float32)
-        step = max(1, _PROJECT_BYTES // (8 * max(1, X.shape[1])))
         with torch_threads(self.n_jobs), torch.inference_mode():
-            for start in range(0, X.shape[0], step):
-                rows = read_tensor(X[start : start + step]).double()
-                out[start : start + step] = (rows @ components).float().numpy()
+            for start in range(0, X.shape[0], _PROJECT_ROWS):
+                rows = read_tensor(X[start : start + _PROJECT_ROWS])
+                n = rows.shape[0]
+                if n < _PROJECT_ROWS:
+                    padded = rows.new_zeros((_PROJECT_ROWS, rows.shape[1]))
+                    padded[:n] = rows
+                    rows = padded
+                out[start : start + n] = (rows @ components)[:n].numpy()
         return out
+
+    def _as_indexed(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
+        return self._project(X)
 
     def _indexed_rows(self) -> NDArray[np.float32]:
         # the projected rows, held by the wrapped backend (if it is one of ours)
