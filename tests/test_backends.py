@@ -11,7 +11,6 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdknn import DeepKNNClassifier
@@ -477,17 +476,50 @@ def test_values_whose_squared_distances_overflow_float32_are_refused(backend):
     # engine-fault warning; ProjectedBackend's fallback then crashed
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 10))
-    with pytest.raises(ValueError, match=r"up to 2.4e\+19 .* overflow float32"):
+    with pytest.raises(ValueError, match=r"squared norm of .* overflow float32"):
         clone(backend).fit(X * 1e19)
     fitted = clone(backend).fit(X)
-    with pytest.raises(ValueError, match=r"\(values up to 2.92e\+18 are safe\)"):
+    with pytest.raises(ValueError, match=r"\(norms up to 9.18e\+18 are safe\)"):
         fitted.kneighbors(X[:2] * 1e19)
-    if isinstance(backend, ExactBackend):
-        # just below the limit: finite distances, the neighbours of the data
-        scaled = X / np.abs(X).max() * 2.9e18
-        dist, ind = clone(backend).fit(scaled).kneighbors()
-        assert np.isfinite(dist).all()
-        ref = NearestNeighbors(n_neighbors=3).fit(X).kneighbors(return_distance=False)
-        np.testing.assert_array_equal(ind, ref)
     # cosine rows are normalised first: any finite scale is fine
     ExactBackend(3, metric="cosine").fit(X * 1e19).kneighbors(X[:2] * 1e19)
+
+
+def test_the_overflow_limit_is_on_norms_with_room_for_rounding():
+    # at the limit, opposite rows' distance (twice the norm) is finite; just past
+    # it, the rows are refused. One large coordinate among many features is
+    # judged by its norm (before: by the coordinate times sqrt(n_features))
+    import skdknn.neighbors._base as base
+
+    norm = np.float32(np.sqrt(base._MAX_SQUARED_NORM) * (1 - 1e-6))
+    for d in (1, 10, 100):
+        row = np.zeros(d, dtype=np.float32)
+        row[0] = norm
+        X = np.stack([row, -row, np.zeros(d, dtype=np.float32)])
+        dist, ind = ExactBackend(n_neighbors=2).fit(X).kneighbors(X[:1], 3)
+        assert np.isfinite(dist).all()
+        np.testing.assert_array_equal(ind, [[0, 2, 1]])
+        with pytest.raises(ValueError, match="overflow float32"):
+            ExactBackend(n_neighbors=2).fit(X * np.float32(1.02))
+    wide = np.zeros((3, 10_000), dtype=np.float32)
+    wide[0, 0] = 4e17  # distances up to 1.6e35: fine
+    ExactBackend(n_neighbors=2).fit(wide).kneighbors(wide)
+
+
+@pytest.mark.parametrize(
+    "backend", [ExactBackend(5, metric="cosine"), ProjectedBackend(n_components=8)]
+)
+def test_a_fortran_ordered_query_gets_the_bits_of_a_c_ordered_one(backend):
+    # the cosine path normalised rows in the caller's layout: row norms summed
+    # over a Fortran-ordered array rounded otherwise (before: other distances)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 40)).astype(np.float32)
+    Q = rng.normal(size=(50, 40)).astype(np.float32)
+    fitted = clone(backend).set_params(metric="cosine").fit(X)
+    expected = fitted.kneighbors(Q)
+    got = fitted.kneighbors(np.asfortranarray(Q))
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+    if isinstance(backend, ExactBackend):  # (a PCA refit may round otherwise)
+        refit = clone(backend).fit(np.asfortranarray(X))
+        np.testing.assert_array_equal(refit.kneighbors(Q)[0], expected[0])

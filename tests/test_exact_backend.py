@@ -772,3 +772,25 @@ def test_an_index_of_one_row_gives_the_bits_of_a_larger_one(storage_dtype):
     full = ExactBackend(n_neighbors=200, storage_dtype=storage_dtype).fit(stored)
     all_dist, all_ind = full.kneighbors(Q)
     np.testing.assert_array_equal(dist[:, 0], all_dist[all_ind == 7])
+
+
+@pytest.mark.parametrize(("data", "d"), [("gaussian", 300), ("grid", 8), ("grid", 30)])
+def test_one_query_at_a_time_gives_the_bits_of_a_batch(data, d):
+    """BLAS computes products of a few query rows by other kernels that round
+    otherwise (MKL on an AVX-512 CPU: 1 to 12 queries); on a grid, where many
+    distances tie, a query asked alone then got other neighbours than in a batch
+    (64 of 64 queries at 8 features). Blocks of fewer than 16 queries are padded."""
+    rng = np.random.default_rng(0)
+    if data == "gaussian":
+        X, Q = (a.astype(np.float32) for a in _data(n=200, d=d, n_queries=40))
+    else:
+        X = (rng.integers(0, 3, (300, d)) * 0.1).astype(np.float32)
+        Q = (rng.integers(0, 3, (40, d)) * 0.1 + 0.05).astype(np.float32)
+    backend = ExactBackend(n_neighbors=10).fit(X)
+    whole = backend.kneighbors(Q)
+    for i in range(len(Q)):
+        dist, ind = backend.kneighbors(Q[i : i + 1])
+        np.testing.assert_array_equal(ind[0], whole[1][i])
+        np.testing.assert_array_equal(dist[0], whole[0][i])
+    dist, ind = backend.kneighbors(Q[3:10])  # a block of 7
+    np.testing.assert_array_equal(ind, whole[1][3:10])

@@ -785,7 +785,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
         )
         for text in (
             "torch.addmm(sq_norms, query, rows.T, alpha=-2, out=out)",
-            "torch.addmm(norms, query, padded.T, alpha=-2)[:, :1]",
+            "scores = torch.addmm(sq_norms, query, rows.T, alpha=-2)",
         )
     ),
     (

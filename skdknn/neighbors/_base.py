@@ -118,6 +118,34 @@ def _inspect_answer(
     return dist, ind, short, out_of_range | repeated | not_finite
 
 
+#: Largest squared norm of a row: |q - t|^2 <= 4 max(|q|^2, |t|^2) stays below
+#: float32's largest value, with 1 % to spare for the rounding of the sums.
+_MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4 / 1.01
+
+
+def _check_squared_norms(X: NDArray[np.float32], owner: str) -> None:
+    """Refuse rows whose squared distances could overflow float32.
+
+    The rows' squared norms are summed in float64, ``64 MiB of rows at a
+    time (no copy of X). Beyond ``_MAX_SQUARED_NORM``, distances came out
+    infinite and the neighbours arbitrary, with only an engine-fault warning.
+    """
+    if X.size == 0:
+        return
+    step = max(1, (64 * 2**20) // (8 * max(1, X.shape[-1])))
+    largest = max(
+        float(np.einsum("ij,ij->i", part, part, dtype=np.float64).max())
+        for part in (X[i : i + step] for i in range(0, X.shape[0], step))
+    )
+    if largest > _MAX_SQUARED_NORM:
+        raise ValueError(
+            f"{owner}: the rows hold a squared norm of {largest:.3g} (a norm of "
+            f"{np.sqrt(largest):.3g}); squared distances between such rows overflow "
+            "float32 (beyond 3.4e38). Rescale X (norms up to "
+            f"{np.sqrt(_MAX_SQUARED_NORM):.3g} are safe)."
+        )
+
+
 class NeighborsBackend(TransformerMixin, BaseEstimator):
     """Base class of the k-nearest-neighbour search engines of the DkNN.
 
@@ -256,7 +284,8 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
         """
         if self.metric == "cosine":
             with np.errstate(over="ignore"):
-                X = _l2_normalize(np.asarray(X, dtype=np.float32))
+                # C order: row norms summed over a Fortran array rounded otherwise
+                X = _l2_normalize(np.asarray(X, dtype=np.float32, order="C"))
         else:
             with np.errstate(over="ignore"):  # refused below, with a clear error
                 X = np.array(X, dtype=np.float32, order="C", copy=copy or None)
@@ -271,16 +300,8 @@ class NeighborsBackend(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__}: the rows hold values that are not finite "
                 f"once converted to float32 (beyond +-3.4e38): {exc}"
             ) from None
-        # |q - t|^2 <= 4 d max|x|^2 must stay finite in float32: beyond, distances
-        # came out infinite and the neighbours arbitrary
-        limit = np.sqrt(np.finfo(np.float32).max / (4 * max(1, X.shape[-1])))
-        if X.size and (high := float(np.abs(X).max())) > limit:
-            raise ValueError(
-                f"{type(self).__name__}: the rows hold values up to {high:.3g} in "
-                f"absolute value; with {X.shape[-1]} features, squared distances "
-                f"between such rows overflow float32 (beyond 3.4e38). Rescale X "
-                f"(values up to {limit:.3g} are safe)."
-            )
+        if self.metric != "cosine":
+            _check_squared_norms(X, type(self).__name__)
         return X
 
     def fit(self, X: Any, y: Any = None) -> NeighborsBackend:

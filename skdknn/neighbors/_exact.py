@@ -75,13 +75,14 @@ class ExactBackend(NeighborsBackend):
     kept. The answer is
     thus a function of the data, and the answers of shards of the index merge into
     it exactly (:class:`ShardedBackend`), wherever the BLAS rounds each entry of a
-    product the same whatever the product's shape (seen on AVX2 CPUs). A product
-    with one indexed row is padded, since BLAS libraries compute it by another
-    kernel; but MKL on an AVX-512 CPU rounds products of other shapes otherwise
-    too (from about 900 features, and on small indexes of wide rows): shards'
-    distances, or those of queries asked in other numbers, then differ from the
-    whole index's in the last bits (at most 1.3e-7 relative, measured), and
-    points whose distances differ by less, or tie, may swap.
+    product the same whatever the product's shape (seen on AVX2 CPUs). Products
+    with one indexed row or fewer than 16 queries are padded, since BLAS
+    libraries compute them by other kernels; but MKL on an AVX-512 CPU rounds
+    products of other shapes otherwise too (from about 900 features, and on
+    small indexes of wide rows): shards' distances, or those of queries asked in
+    other numbers or with other thread counts, then differ from the whole
+    index's in the last bits (at most 1.3e-7 relative, measured), and points
+    whose distances differ by less, or tie, may swap.
 
     Parameters
     ----------
@@ -300,25 +301,38 @@ class ExactBackend(NeighborsBackend):
         return sort_by_distance_then_index(distances, indices.astype(np.intp))
 
 
+#: Fewest query rows of a product: a block of fewer queries is padded to it.
+_MIN_QUERY_ROWS = 16
+
+
 def _expanded_scores(
     query: torch.Tensor, rows: torch.Tensor, sq_norms: torch.Tensor, out: torch.Tensor
 ) -> None:
     """``out = |t|^2 - 2 q.t`` by one float32 matrix product (``addmm``).
 
-    A product with one indexed row is a matrix-vector product, which BLAS
-    libraries compute by another kernel that rounds otherwise: with MKL on an
-    AVX-512 CPU, an index of one row (a shard of one point) gave other last bits
-    than the same pairs in larger products. That row is padded with a zero row
-    (a copy of one row). Products of other shapes may round otherwise too on
-    such CPUs (see ``ExactBackend``'s notes); padding the queries as well cost up
-    to 5x on small query blocks and did not make them agree.
+    BLAS libraries compute a product with one indexed row (a matrix-vector
+    product) or with a few query rows by other kernels, which round otherwise:
+    with MKL on an AVX-512 CPU, an index of one row (a shard of one point) and
+    blocks of 1 to 12 queries gave other last bits than the same pairs in larger
+    products, and one query asked alone could get other neighbours than in a
+    batch where distances tie. A block of fewer than ``_MIN_QUERY_ROWS`` queries
+    is padded with zero rows, and one indexed row with a zero row (copies of the
+    queries and of that row only, never of the index). Products of other shapes
+    may still round otherwise on such CPUs (see ``ExactBackend``'s notes).
     """
-    if rows.shape[0] != 1:
+    n_query, n_rows = query.shape[0], rows.shape[0]
+    if n_query >= _MIN_QUERY_ROWS and n_rows > 1:
         torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2, out=out)
         return
-    padded = torch.cat([rows, rows.new_zeros(rows.shape)])
-    norms = torch.cat([sq_norms, sq_norms.new_zeros(1)])
-    out.copy_(torch.addmm(norms, query, padded.T, beta=1, alpha=-2)[:, :1])
+    if n_query < _MIN_QUERY_ROWS:
+        query = torch.cat(
+            [query, query.new_zeros(_MIN_QUERY_ROWS - n_query, query.shape[1])]
+        )
+    if n_rows == 1:
+        rows = torch.cat([rows, rows.new_zeros(rows.shape)])
+        sq_norms = torch.cat([sq_norms, sq_norms.new_zeros(1)])
+    scores = torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2)
+    out.copy_(scores[:n_query, :n_rows])
 
 
 def _pair_sq_dist(
