@@ -105,7 +105,9 @@ def test_values_beyond_float16_range_are_refused():
     X[3, 2] = 1e6
     message = (
         r"ExactBackend\(storage_dtype='float16'\) cannot store rows holding a "
-        r"magnitude of 1e\+06: float16's largest value is 65504.*cosine"
+        r"magnitude of 1e\+06: float16's largest value is 65504\. Use "
+        r"storage_dtype='float32', or scale the rows \(e\.g\. metric='cosine', or a "
+        r"projection\) first\.$"
     )
     with pytest.raises(ValueError, match=message):
         ExactBackend(storage_dtype="float16").fit(X)
