@@ -790,16 +790,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
                 "an index of 2 rows then takes the padded path, which pads neither "
                 "side (16 queries or more, 2 rows): the same product, copied",
             ),
-            (
-                "if n_query <= _MIN_QUERY_ROWS:",
-                "a block of exactly 16 queries is padded with 0 rows: the same product",
-            ),
-            (
-                "query.new_zeros(_MIN_QUERY_ROWS + n_query,",
-                "pads to 16 + n rows instead of 16: still a product of at least 16 "
-                "query rows, which gives the bits of any larger block (the contract); "
-                "only the padding's memory and time grow",
-            ),
         )
     ),
     *(

@@ -90,17 +90,15 @@ def same_output_line(fresh: str, shown: str) -> bool:
 
 
 def contains(haystack: list[str], needle: list[str], mask: bool = False) -> bool:
-    if not mask:
-        n = len(needle)
-        return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
-    haystack = [TIMING.sub("<t>", h) for h in haystack]
-    needle = [TIMING.sub("<t>", n) for n in needle]
+    """Whether ``needle``'s lines appear in a row in ``haystack``; with ``mask``,
+    as an output block: timings masked, decimals compared within tolerance."""
+    same = same_output_line if mask else str.__eq__
+    if mask:
+        haystack = [TIMING.sub("<t>", h) for h in haystack]
+        needle = [TIMING.sub("<t>", n) for n in needle]
     n = len(needle)
     return any(
-        all(
-            same_output_line(h, s)
-            for h, s in zip(haystack[i : i + n], needle, strict=True)
-        )
+        all(same(h, s) for h, s in zip(haystack[i : i + n], needle, strict=True))
         for i in range(len(haystack) - n + 1)
     )
 

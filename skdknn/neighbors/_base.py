@@ -62,6 +62,16 @@ def read_tensor(array: NDArray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+def pad_rows(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """``rows`` followed by zero rows up to ``n_rows`` rows (itself if it has as
+    many already): a matrix product of a fixed least shape, whose BLAS kernel
+    (and so its rounding) does not change with the number of rows given."""
+    missing = n_rows - rows.shape[0]
+    if missing <= 0:
+        return rows
+    return torch.cat([rows, rows.new_zeros((missing, *rows.shape[1:]))])
+
+
 def import_optional(
     module: str, extra: str, backend: str, *, package: str | None = None
 ) -> Any:
@@ -126,8 +136,8 @@ _MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4 / 1.01
 def _check_squared_norms(X: NDArray[np.float32], owner: str) -> None:
     """Refuse rows whose squared distances could overflow float32.
 
-    The rows' squared norms are summed in float64, ``64 MiB of rows at a
-    time (no copy of X). Beyond ``_MAX_SQUARED_NORM``, distances came out
+    The rows' squared norms are summed in float64, 64 MiB of rows at a time (no
+    copy of X). Beyond ``_MAX_SQUARED_NORM``, distances came out
     infinite and the neighbours arbitrary, with only an engine-fault warning.
     """
     if X.size == 0:

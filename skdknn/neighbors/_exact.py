@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from sklearn import get_config
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 
-from ._base import NeighborsBackend, read_tensor
+from ._base import NeighborsBackend, pad_rows, read_tensor
 
 __all__ = ["ExactBackend"]
 
@@ -324,13 +324,8 @@ def _expanded_scores(
     if n_query >= _MIN_QUERY_ROWS and n_rows > 1:
         torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2, out=out)
         return
-    if n_query < _MIN_QUERY_ROWS:
-        query = torch.cat(
-            [query, query.new_zeros(_MIN_QUERY_ROWS - n_query, query.shape[1])]
-        )
-    if n_rows == 1:
-        rows = torch.cat([rows, rows.new_zeros(rows.shape)])
-        sq_norms = torch.cat([sq_norms, sq_norms.new_zeros(1)])
+    query = pad_rows(query, _MIN_QUERY_ROWS)
+    rows, sq_norms = pad_rows(rows, 2), pad_rows(sq_norms, 2)
     scores = torch.addmm(sq_norms, query, rows.T, beta=1, alpha=-2)
     out.copy_(scores[:n_query, :n_rows])
 

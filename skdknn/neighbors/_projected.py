@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._base import NeighborsBackend, read_tensor
+from ._base import NeighborsBackend, pad_rows, read_tensor
 from ._exact import torch_threads
 from ._registry import make_inner_backend, seed_backend
 
@@ -291,10 +291,7 @@ class ProjectedBackend(NeighborsBackend):
             for start in range(0, X.shape[0], _PROJECT_ROWS):
                 rows = read_tensor(X[start : start + _PROJECT_ROWS])
                 n = rows.shape[0]
-                if n < _PROJECT_ROWS:
-                    padded = rows.new_zeros((_PROJECT_ROWS, rows.shape[1]))
-                    padded[:n] = rows
-                    rows = padded
+                rows = pad_rows(rows, _PROJECT_ROWS)
                 out[start : start + n] = (rows @ components)[:n].numpy()
         return out
 
