@@ -56,7 +56,7 @@ def _fake_run(tool, monkeypatch, tmp_path, codes, selection=None):
     (None: not run), with the globs it selected when given."""
     monkeypatch.setattr(tool, "ROOT", tmp_path)
     work = tool.workspace("conformal")
-    (work / "mutants" / "skdknn").mkdir(parents=True)
+    (work / "mutants" / "skdknn").mkdir(parents=True, exist_ok=True)
     meta = {"exit_code_by_key": codes}
     (work / "mutants" / "skdknn" / "conformal.py.meta").write_text(json.dumps(meta))
     if selection is not None:
@@ -67,9 +67,9 @@ def test_report_says_not_run_for_a_module_without_results(monkeypatch, tmp_path)
     tool = _tool()
     monkeypatch.setattr(tool, "ROOT", tmp_path)
     width = max(len(m) for m in tool.MODULES)
-    line, failed, survivors, equivalents = tool.summary("cw", width)
+    line, failed, result = tool.summary("cw", width)
     assert line == f"{'cw':{width}s}  not run"
-    assert not failed and not survivors and not equivalents
+    assert not failed and not result.survivors and not result.equivalents
 
 
 def test_report_columns_align_across_module_names(monkeypatch, tmp_path):
@@ -77,8 +77,8 @@ def test_report_columns_align_across_module_names(monkeypatch, tmp_path):
     _fake_run(tool, monkeypatch, tmp_path, {"skdknn.conformal.x_f__mutmut_1": 1})
     width = max(len(m) for m in tool.MODULES)
     assert width == len("attack-precision")
-    ran, _, _, _ = tool.summary("conformal", width)
-    never, _, _, _ = tool.summary("attack-precision", width)
+    ran, _, _ = tool.summary("conformal", width)
+    never, _, _ = tool.summary("attack-precision", width)
     # the name column is as wide as the longest name, then two spaces
     assert ran[: width + 2] == "conformal".ljust(width + 2)
     assert never == "attack-precision  not run"
@@ -94,7 +94,7 @@ def test_report_tells_mutants_outside_only_from_interrupted_ones(monkeypatch, tm
         "skdknn.conformal.x_other__mutmut_2": None,
     }
     _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_p_values__*"])
-    line, failed, _, _ = tool.summary("conformal", 9)
+    line, failed, _ = tool.summary("conformal", 9)
     assert line.endswith(
         "1 /    1 killed = 100.0 %  "
         "(0 equivalent, 2 not selected (--only), 1 not run: interrupted)"
@@ -111,14 +111,14 @@ def test_report_without_a_record_of_the_selection_words_it_neutrally(
         "skdknn.conformal.x_g__mutmut_1": None,
     }
     _fake_run(tool, monkeypatch, tmp_path, codes)
-    line, _, _, _ = tool.summary("conformal", 9)
+    line, _, _ = tool.summary("conformal", 9)
     assert line.endswith("(0 equivalent, 1 not run (outside --only, or interrupted))")
 
 
 def test_a_run_that_judged_nothing_is_a_failure(monkeypatch, tmp_path):
     tool = _tool()
     _fake_run(tool, monkeypatch, tmp_path, {"skdknn.conformal.x_f__mutmut_1": None})
-    line, failed, _, _ = tool.summary("conformal", 9)
+    line, failed, _ = tool.summary("conformal", 9)
     assert "0 /    0 killed" in line and failed
 
 
@@ -165,3 +165,104 @@ def test_equivalent_and_module_globs_name_functions_that_exist():
         for name in names:
             assert hasattr(target, name), f"{pattern}: no {name} in {target}"
             target = getattr(target, name)
+
+
+def _fake_equivalents(tool, monkeypatch, diffs):
+    """EQUIVALENT replaced by one entry (any mutant of ``f`` whose line says
+    ``beta=1``), and ``mutmut show`` by ``diffs``; returns the mutants shown."""
+    monkeypatch.setattr(
+        tool,
+        "EQUIVALENT",
+        [("skdknn.conformal.x_f__*", "beta=1", "beta=1 is the default")],
+    )
+    shown = []
+
+    def mutated_lines(work, names):
+        shown.extend(names)
+        return {name: diffs[name] for name in names}
+
+    monkeypatch.setattr(tool, "mutated_lines", mutated_lines)
+    return shown
+
+
+def test_a_run_skips_the_mutants_listed_equivalent_and_no_other(monkeypatch, tmp_path):
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_f__mutmut_1": None,  # equivalent: skipped
+        "skdknn.conformal.x_f__mutmut_2": None,  # same function, other line: run
+        "skdknn.conformal.x_g__mutmut_1": None,  # no entry names g: run, not shown
+        "skdknn.conformal.x_h__mutmut_1": None,  # outside the selection
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes)
+    shown = _fake_equivalents(
+        tool,
+        monkeypatch,
+        {
+            "skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)",
+            "skdknn.conformal.x_f__mutmut_2": "addmm(a, b, beta=2)",
+        },
+    )
+    work = tool.workspace("conformal")
+    run, skipped = tool.skip_equivalents(work, ["*x_f__*", "*x_g__*"])
+    assert run == ["skdknn.conformal.x_f__mutmut_2", "skdknn.conformal.x_g__mutmut_1"]
+    assert skipped == {"skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)"}
+    assert shown == ["skdknn.conformal.x_f__mutmut_1", "skdknn.conformal.x_f__mutmut_2"]
+
+
+def test_skipped_equivalents_are_reported_as_equivalent_not_as_unrun(
+    monkeypatch, tmp_path
+):
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_f__mutmut_1": None,  # skipped, still listed: equivalent
+        "skdknn.conformal.x_f__mutmut_2": None,  # skipped, entry since removed
+        "skdknn.conformal.x_f__mutmut_3": 1,  # killed
+        "skdknn.conformal.x_f__mutmut_4": 0,  # survived
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"])
+    _fake_equivalents(
+        tool,
+        monkeypatch,
+        {
+            "skdknn.conformal.x_f__mutmut_3": "return 1",
+            "skdknn.conformal.x_f__mutmut_4": "return None",
+        },
+    )
+    skipped = {
+        "skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)",
+        "skdknn.conformal.x_f__mutmut_2": "addmm(a, b, alpha=1)",
+    }
+    work = tool.workspace("conformal")
+    (work / "skipped.json").write_text(json.dumps(skipped))
+    line, failed, result = tool.summary("conformal", 9)
+    # the skipped equivalent is in neither number; the other unrun one is unrun
+    assert line.endswith(
+        "1 /    2 killed =  50.0 %  "
+        "(1 equivalent (1 skipped, not run), 1 not run: interrupted)"
+    )
+    assert failed
+    assert result.survivors == ["skdknn.conformal.x_f__mutmut_4 (0): return None"]
+    assert result.equivalents == [
+        "skdknn.conformal.x_f__mutmut_1: addmm(a, b, beta=1)  "
+        "[beta=1 is the default; skipped, not run]"
+    ]
+    # run since (--run-equivalents) and killed: a too broad entry, a failure
+    codes["skdknn.conformal.x_f__mutmut_1"] = 1
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"])
+    (work / "skipped.json").unlink()
+    _fake_equivalents(
+        tool,
+        monkeypatch,
+        {
+            "skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)",
+            "skdknn.conformal.x_f__mutmut_3": "return 1",
+            "skdknn.conformal.x_f__mutmut_4": "return None",
+        },
+    )
+    line, failed, result = tool.summary("conformal", 9)
+    assert line.endswith(
+        "2 /    3 killed =  66.7 %  (0 equivalent, 1 not run: interrupted, "
+        "1 killed though listed equivalent)"
+    )
+    assert result.too_broad == ["skdknn.conformal.x_f__mutmut_1: addmm(a, b, beta=1)"]
+    assert failed and result.equivalents == []

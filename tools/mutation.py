@@ -4,6 +4,7 @@
     python tools/mutation.py conformal attacks    # some of them
     python tools/mutation.py --report             # scores of the last run only
     python tools/mutation.py classifier --only '*_search__*'  # some functions
+    python tools/mutation.py exact --run-equivalents  # the listed equivalents too
 
 Each module runs in its own copy of the package and tests, ``mutants/<module>/``
 (git-ignored), whose pyproject.toml is the project's with ``[tool.mutmut]`` scoped
@@ -18,8 +19,10 @@ pass. The score of a module is
 where a timeout counts as killed and "no tests" as survived. Equivalent mutants
 (the mutated code behaves exactly like the original) are listed in ``EQUIVALENT``
 below with the reason; they are recognised by the text of the mutated line, so they
-survive renumbering when a function changes. Not run in CI (it takes minutes per
-module): see docs/development.md.
+survive renumbering when a function changes. A run skips them (each would run
+every test that reaches its function) after having mutmut generate the mutants;
+``--run-equivalents`` runs them too and flags a listed mutant the tests kill. Not
+run in CI (it takes minutes per module): see docs/development.md.
 
 Nothing is printed while a module runs: mutmut's output is streamed to
 ``mutants/<module>/run.log`` (``tail -f`` it), and the module's score is printed
@@ -1104,16 +1107,49 @@ def results(work: Path) -> dict[str, int | None]:
     return codes
 
 
-def mutated_line(work: Path, name: str) -> str:
-    """The ``+`` lines of ``mutmut show name`` (what the mutant changed); for a
-    mutant that only deletes lines (an argument on a line of its own), those lines
-    as ``del <line>``."""
-    shown = mutmut(work, "show", name).splitlines()
+#: prints ``mutmut show``'s diff of each mutant named on the command line, in one
+#: process (``mutmut show`` takes about 0.5 s per mutant, this 10 ms)
+_SHOW_MANY = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+diffs = {}
+for name in sys.argv[1:]:
+    diffs[name] = get_diff_for_mutant(name, path=find_mutant(name).path)
+print(json.dumps(diffs))
+"""
+
+
+def _changed(diff: str) -> str:
+    """The ``+`` lines of a mutant's diff (what the mutant changed); for a mutant
+    that only deletes lines (an argument on a line of its own), those lines as
+    ``del <line>``."""
+    shown = diff.splitlines()
     added = [line[1:] for line in shown if re.match(r"\+(?!\+\+)", line)]
     if added:
         return "\n".join(added)
     deleted = [line[1:].strip() for line in shown if re.match(r"-(?!--)", line)]
     return "\n".join(f"del {line}" for line in deleted)
+
+
+def mutated_lines(work: Path, names: list[str]) -> dict[str, str]:
+    """``{name: the lines the mutant changed}`` (see ``_changed``), from mutmut's
+    diffs, in one process; with ``mutmut show`` per mutant if mutmut's module for
+    them has moved."""
+    if not names:
+        return {}
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    batch = subprocess.run(
+        [sys.executable, "-c", _SHOW_MANY, *names],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if batch.returncode == 0:
+        return {name: _changed(diff) for name, diff in json.loads(batch.stdout).items()}
+    return {name: _changed(mutmut(work, "show", name)) for name in names}
 
 
 def equivalent_reason(name: str, diff: str) -> str | None:
@@ -1123,8 +1159,85 @@ def equivalent_reason(name: str, diff: str) -> str | None:
     return None
 
 
-def score(name: str) -> tuple[int, int, list[str], list[str]]:
-    """(killed, non-equivalent mutants, survivors, equivalents) of a module."""
+#: a mutant name that matches no mutant: ``mutmut run`` given it generates the
+#: mutants and learns which tests reach which function, then stops at its filter
+_NO_MUTANT = "skdknn.__generate_only__"
+
+
+def generate(work: Path) -> None:
+    """Generate the mutants of ``work`` and map the tests to the functions they
+    reach (mutmut's stats, kept in ``work/mutants/`` for the run that follows),
+    running no mutant."""
+    log = work / "run.log"
+    with log.open("a") as out:
+        out.write(
+            "tools/mutation.py: generating the mutants and the map of tests; "
+            "mutmut's error 'nothing matches' below is expected\n"
+        )
+    mutmut(work, "run", _NO_MUTANT, log=log)
+
+
+def skip_equivalents(work: Path, selection: list[str]) -> tuple[list[str], dict]:
+    """(the selected mutants to run, the skipped ones) of generated mutants: a
+    mutant whose mutated line is listed in ``EQUIVALENT`` is skipped, with its
+    mutated line (``{name: line}``), since it survives every test; only the
+    functions some entry names are looked at."""
+    selected = [
+        mutant
+        for mutant in sorted(results(work))
+        if any(fnmatch.fnmatch(mutant, g) for g in selection)
+    ]
+    diffs = mutated_lines(work, [m for m in selected if _listed(m)])
+    run, skipped = [], {}
+    for mutant in selected:
+        if mutant in diffs and equivalent_reason(mutant, diffs[mutant]) is not None:
+            skipped[mutant] = diffs[mutant]
+        else:
+            run.append(mutant)
+    return run, skipped
+
+
+def _listed(mutant: str) -> bool:
+    """Whether an ``EQUIVALENT`` entry names the mutant's function."""
+    return any(fnmatch.fnmatch(mutant, p) for p, _, _ in EQUIVALENT)
+
+
+def _skipped(work: Path) -> dict[str, str]:
+    """The mutants the last run skipped as equivalent, with their mutated lines."""
+    path = work / "skipped.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def skipped_equivalents(work: Path) -> dict[str, str]:
+    """The mutants the last run skipped as equivalent and left unrun, whose
+    mutated line an ``EQUIVALENT`` entry still names: ``{name: reason}``. One that
+    no entry names any more (an entry removed since) is not in it: it counts as
+    not run."""
+    codes = results(work)
+    skipped = {}
+    for mutant, diff in _skipped(work).items():
+        reason = equivalent_reason(mutant, diff)
+        if codes.get(mutant, 0) is None and reason is not None:
+            skipped[mutant] = f"{diff.strip()}  [{reason}; skipped, not run]"
+    return skipped
+
+
+@dataclass
+class Score:
+    """A module's last run: ``killed`` of ``total`` non-equivalent mutants run;
+    ``survivors``, ``equivalents`` (run and skipped) and ``too_broad`` (killed,
+    though an ``EQUIVALENT`` entry names their mutated line: the entry would skip
+    a mutant the tests kill) as the report prints them."""
+
+    killed: int
+    total: int
+    survivors: list[str]
+    equivalents: list[str]
+    too_broad: list[str]
+
+
+def score(name: str) -> Score:
+    """The score of a module's last run."""
     work = workspace(name)
     codes = {
         mutant: code
@@ -1133,32 +1246,44 @@ def score(name: str) -> tuple[int, int, list[str], list[str]]:
     }
     killed_codes = {1, 3, 36, -24, 24, 152, 255}
     # an interrupted run leaves mutants unchecked: they count neither way
-    codes = {mutant: code for mutant, code in codes.items() if code is not None}
-    killed, survivors, equivalents = 0, [], []
-    for mutant, code in sorted(codes.items()):
+    run = {mutant: code for mutant, code in codes.items() if code is not None}
+    # survivors, and killed mutants an entry may name (a too broad entry)
+    shown = [m for m, c in sorted(run.items()) if c not in killed_codes or _listed(m)]
+    diffs = mutated_lines(work, shown)
+    result = Score(0, 0, [], [], [])
+    for mutant, code in sorted(run.items()):
+        reason = equivalent_reason(mutant, diffs[mutant]) if mutant in diffs else None
         if code in killed_codes:
-            killed += 1
-            continue
-        diff = mutated_line(work, mutant)
-        reason = equivalent_reason(mutant, diff)
-        if reason is not None:
-            equivalents.append(f"{mutant}: {diff.strip()}  [{reason}]")
+            result.killed += 1
+            if reason is not None:
+                result.too_broad.append(f"{mutant}: {diffs[mutant].strip()}")
+        elif reason is not None:
+            result.equivalents.append(f"{mutant}: {diffs[mutant].strip()}  [{reason}]")
         else:
-            survivors.append(f"{mutant} ({code}): {diff.strip()}")
-    return killed, len(codes) - len(equivalents), survivors, equivalents
+            result.survivors.append(f"{mutant} ({code}): {diffs[mutant].strip()}")
+    result.total = len(run) - len(result.equivalents)
+    result.equivalents += [
+        f"{mutant}: {text}"
+        for mutant, text in sorted(skipped_equivalents(work).items())
+        if mutant in codes
+    ]
+    return result
 
 
 def unchecked_count(name: str) -> tuple[int, int]:
     """(not selected, not run) of the module's mutants left unchecked by the last
-    run: outside the ``--only`` globs it recorded, and the others (an interrupted
-    run). Without a record of the globs (a run by an older tool), every unchecked
-    mutant counts as not run."""
+    run, apart from those skipped as equivalent: outside the ``--only`` globs it
+    recorded, and the others (an interrupted run). Without a record of the globs
+    (a run by an older tool), every unchecked mutant counts as not run."""
     work = workspace(name)
     selected = _selection(work)
+    skipped = skipped_equivalents(work)
     outside = unrun = 0
     for mutant, code in results(work).items():
-        if code is not None or not any(
-            fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs
+        if (
+            code is not None
+            or mutant in skipped
+            or not any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
         ):
             continue
         if selected is not None and not any(
@@ -1177,19 +1302,22 @@ def _selection(work: Path) -> list[str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def summary(name: str, width: int) -> tuple[str, bool, list[str], list[str]]:
+def summary(name: str, width: int) -> tuple[str, bool, Score]:
     """The report's line for a module, whether the module failed (scored below
-    95 %, or was run without any mutant judged), its survivors and equivalents.
-    A module never run (no results in ``mutants/<module>/``) is "not run", not a
-    failure."""
+    95 %, was run without any mutant judged, or an ``EQUIVALENT`` entry names a
+    mutant its tests kill), and its score. A module never run (no results in
+    ``mutants/<module>/``) is "not run", not a failure."""
     if not results(workspace(name)):
-        return f"{name:{width}s}  not run", False, [], []
-    killed, total, survivors, equivalents = score(name)
+        return f"{name:{width}s}  not run", False, Score(0, 0, [], [], [])
+    result = score(name)
     outside, unrun = unchecked_count(name)
     # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
     # failed run, never a perfect score
-    rate = killed / total if total else 0.0
-    notes = [f"{len(equivalents)} equivalent"]
+    rate = result.killed / result.total if result.total else 0.0
+    skipped = sum(e.endswith("; skipped, not run]") for e in result.equivalents)
+    notes = [f"{len(result.equivalents)} equivalent"]
+    if skipped:
+        notes[0] += f" ({skipped} skipped, not run)"
     if outside:
         notes.append(f"{outside} not selected (--only)")
     if unrun:
@@ -1198,11 +1326,13 @@ def summary(name: str, width: int) -> tuple[str, bool, list[str], list[str]]:
             if _selection(workspace(name)) is not None
             else f"{unrun} not run (outside --only, or interrupted)"
         )
+    if result.too_broad:
+        notes.append(f"{len(result.too_broad)} killed though listed equivalent")
     line = (
-        f"{name:{width}s}  {killed:4d} / {total:4d} killed = {100 * rate:5.1f} %"
-        f"  ({', '.join(notes)})"
+        f"{name:{width}s}  {result.killed:4d} / {result.total:4d} killed"
+        f" = {100 * rate:5.1f} %  ({', '.join(notes)})"
     )
-    return line, rate < 0.95, survivors, equivalents
+    return line, rate < 0.95 or bool(result.too_broad), result
 
 
 def main() -> int:
@@ -1223,6 +1353,13 @@ def main() -> int:
         "functions; the others are reported as not selected",
     )
     parser.add_argument(
+        "--run-equivalents",
+        action="store_true",
+        help="run the mutants listed in EQUIVALENT too (by default they are "
+        "skipped: each would run every test that reaches its function), e.g. to "
+        "check that they still survive",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="only print the last run's scores"
     )
     args = parser.parse_args()
@@ -1239,24 +1376,38 @@ def main() -> int:
             selection = args.only or MODULES[name].globs
             # read back by --report to tell mutants outside --only from unrun ones
             (work / "selection.json").write_text(json.dumps(selection))
-            mutmut(
-                work,
-                "run",
-                "--max-children",
-                str(args.max_children),
-                *selection,
-                log=work / "run.log",
-            )
+            names = selection
+            if not args.run_equivalents:
+                generate(work)
+                names, skipped = skip_equivalents(work, selection)
+                if results(work) and not names and not skipped:
+                    parser.error(
+                        f"no mutant of {name} matches {selection}; its mutants are "
+                        f"named like {min(results(work))}"
+                    )
+                # read back by --report, which counts them as equivalent
+                (work / "skipped.json").write_text(json.dumps(skipped, indent=1))
+            if names:
+                mutmut(
+                    work,
+                    "run",
+                    "--max-children",
+                    str(args.max_children),
+                    *names,
+                    log=work / "run.log",
+                )
             print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
     width = max(len(m) for m in modules)
     failed = False
     for module in modules:
-        line, bad, survivors, equivalents = summary(module, width)
+        line, bad, result = summary(module, width)
         failed |= bad
         print(line)
-        for text in survivors:
+        for text in result.survivors:
             print(f"    survived  {text}")
-        for text in equivalents:
+        for text in result.too_broad:
+            print(f"    killed, though EQUIVALENT lists it (narrow the entry)  {text}")
+        for text in result.equivalents:
             print(f"    equivalent {text}")
     return 1 if failed else 0
 
