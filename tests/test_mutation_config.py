@@ -7,6 +7,7 @@ import fnmatch
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -266,3 +267,56 @@ def test_skipped_equivalents_are_reported_as_equivalent_not_as_unrun(
     )
     assert result.too_broad == ["skdknn.conformal.x_f__mutmut_1: addmm(a, b, beta=1)"]
     assert failed and result.equivalents == []
+
+
+def test_each_mutant_process_gets_its_share_of_the_cores(monkeypatch, tmp_path):
+    """With 2 children on 2 cores, each process's math libraries get 1 thread:
+    with 2 each, OpenMP's spinning threads made a 1 s test take 295 s and mutants
+    hit mutmut's CPU-time limit (false timeouts). A caller's own setting wins."""
+    tool = _tool()
+    seen = []
+
+    def run(command, cwd, env, **kwargs):
+        seen.append(env)
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(tool.subprocess, "run", run)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    tool.mutmut(tmp_path, "show", "x", threads=1)
+    tool.mutmut(tmp_path, "show", "x")
+    assert seen[0]["OMP_NUM_THREADS"] == "1"
+    assert seen[0]["OPENBLAS_NUM_THREADS"] == "1"
+    assert seen[0]["MKL_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in seen[1]
+    assert seen[0]["HYPOTHESIS_PROFILE"] == "ci" and "PYTHONPATH" not in seen[0]
+
+
+def test_timeouts_count_as_killed_and_are_listed(monkeypatch, tmp_path):
+    """A timeout is counted killed (mutmut's convention: the mutant made the tests
+    exceed the CPU-time limit), but the report says how many and which, since a
+    limit set too low turns survivors into timeouts."""
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_g__mutmut_1": 1,
+        "skdknn.conformal.x_g__mutmut_2": -24,  # SIGXCPU
+        "skdknn.conformal.x_g__mutmut_3": 0,
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_g__*"])
+    shown = _fake_equivalents(
+        tool,
+        monkeypatch,
+        {
+            "skdknn.conformal.x_g__mutmut_2": "while True:",
+            "skdknn.conformal.x_g__mutmut_3": "return 0",
+        },
+    )
+    line, failed, result = tool.summary("conformal", 9)
+    assert line.endswith(
+        "2 /    3 killed =  66.7 %  (0 equivalent, 1 of the killed timed out)"
+    )
+    assert failed
+    assert result.timeouts == ["skdknn.conformal.x_g__mutmut_2: while True:"]
+    assert result.survivors == ["skdknn.conformal.x_g__mutmut_3 (0): return 0"]
+    # the mutant killed by a failing test is not looked at (no entry names g)
+    assert "skdknn.conformal.x_g__mutmut_1" not in shown

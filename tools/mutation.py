@@ -1080,12 +1080,26 @@ def prepare(name: str) -> Path:
     return work
 
 
-def mutmut(work: Path, *args: str, log: Path | None = None) -> str:
+#: the thread pools of torch, MKL, OpenBLAS and OpenMP
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def mutmut(
+    work: Path, *args: str, log: Path | None = None, threads: int | None = None
+) -> str:
     """Run ``python -m mutmut *args`` in ``work``; with ``log``, its output is
-    streamed to that file as it runs (``tail -f`` it) and ``""`` is returned."""
+    streamed to that file as it runs (``tail -f`` it) and ``""`` is returned.
+    ``threads`` caps the math libraries' threads of each process (unless the
+    caller's environment sets them)."""
     # derandomised hypothesis (tests/conftest.py's ci profile, which otherwise only
     # CI=true selects); Dask clusters of worker threads (tests/test_dask.py)
     env = dict(os.environ, HYPOTHESIS_PROFILE="ci", SKDKNN_TEST_DASK_WORKERS="threads")
+    if threads is not None:
+        # children x threads <= cores: otherwise OpenMP's waiting threads spin on
+        # the cores the other children need (measured: a 1 s test took 295 s), and
+        # mutmut's CPU-time limit counts the spinning, so mutants "time out"
+        for variable in _THREAD_VARIABLES:
+            env.setdefault(variable, str(threads))
     env.pop("PYTHONPATH", None)  # the mutated copy, never the checkout, is imported
     command = [sys.executable, "-m", "mutmut", *args]
     if log is not None:
@@ -1164,7 +1178,7 @@ def equivalent_reason(name: str, diff: str) -> str | None:
 _NO_MUTANT = "skdknn.__generate_only__"
 
 
-def generate(work: Path) -> None:
+def generate(work: Path, threads: int) -> None:
     """Generate the mutants of ``work`` and map the tests to the functions they
     reach (mutmut's stats, kept in ``work/mutants/`` for the run that follows),
     running no mutant."""
@@ -1174,7 +1188,7 @@ def generate(work: Path) -> None:
             "tools/mutation.py: generating the mutants and the map of tests; "
             "mutmut's error 'nothing matches' below is expected\n"
         )
-    mutmut(work, "run", _NO_MUTANT, log=log)
+    mutmut(work, "run", _NO_MUTANT, log=log, threads=threads)
 
 
 def skip_equivalents(work: Path, selection: list[str]) -> tuple[list[str], dict]:
@@ -1222,18 +1236,26 @@ def skipped_equivalents(work: Path) -> dict[str, str]:
     return skipped
 
 
+#: mutmut's exit codes of a killed mutant: a test failed (1, 3) or the tests
+#: exceeded the CPU-time limit (the others, "timeout")
+_KILLED = {1, 3, 36, -24, 24, 152, 255}
+_TIMEOUT = {36, -24, 24, 152, 255}
+
+
 @dataclass
 class Score:
     """A module's last run: ``killed`` of ``total`` non-equivalent mutants run;
-    ``survivors``, ``equivalents`` (run and skipped) and ``too_broad`` (killed,
+    ``survivors``, ``equivalents`` (run and skipped), ``too_broad`` (killed,
     though an ``EQUIVALENT`` entry names their mutated line: the entry would skip
-    a mutant the tests kill) as the report prints them."""
+    a mutant the tests kill) and ``timeouts`` (counted as killed: they exceeded
+    mutmut's CPU-time limit) as the report prints them."""
 
     killed: int
     total: int
     survivors: list[str]
     equivalents: list[str]
     too_broad: list[str]
+    timeouts: list[str]
 
 
 def score(name: str) -> Score:
@@ -1244,17 +1266,22 @@ def score(name: str) -> Score:
         for mutant, code in results(work).items()
         if any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
     }
-    killed_codes = {1, 3, 36, -24, 24, 152, 255}
     # an interrupted run leaves mutants unchecked: they count neither way
     run = {mutant: code for mutant, code in codes.items() if code is not None}
-    # survivors, and killed mutants an entry may name (a too broad entry)
-    shown = [m for m, c in sorted(run.items()) if c not in killed_codes or _listed(m)]
+    # survivors, timeouts, and killed mutants an entry may name (a too broad entry)
+    shown = [
+        m
+        for m, c in sorted(run.items())
+        if c not in _KILLED or c in _TIMEOUT or _listed(m)
+    ]
     diffs = mutated_lines(work, shown)
-    result = Score(0, 0, [], [], [])
+    result = Score(0, 0, [], [], [], [])
     for mutant, code in sorted(run.items()):
         reason = equivalent_reason(mutant, diffs[mutant]) if mutant in diffs else None
-        if code in killed_codes:
+        if code in _KILLED:
             result.killed += 1
+            if code in _TIMEOUT:
+                result.timeouts.append(f"{mutant}: {diffs[mutant].strip()}")
             if reason is not None:
                 result.too_broad.append(f"{mutant}: {diffs[mutant].strip()}")
         elif reason is not None:
@@ -1308,7 +1335,7 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
     mutant its tests kill), and its score. A module never run (no results in
     ``mutants/<module>/``) is "not run", not a failure."""
     if not results(workspace(name)):
-        return f"{name:{width}s}  not run", False, Score(0, 0, [], [], [])
+        return f"{name:{width}s}  not run", False, Score(0, 0, [], [], [], [])
     result = score(name)
     outside, unrun = unchecked_count(name)
     # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
@@ -1326,6 +1353,8 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
             if _selection(workspace(name)) is not None
             else f"{unrun} not run (outside --only, or interrupted)"
         )
+    if result.timeouts:
+        notes.append(f"{len(result.timeouts)} of the killed timed out")
     if result.too_broad:
         notes.append(f"{len(result.too_broad)} killed though listed equivalent")
     line = (
@@ -1377,8 +1406,9 @@ def main() -> int:
             # read back by --report to tell mutants outside --only from unrun ones
             (work / "selection.json").write_text(json.dumps(selection))
             names = selection
+            threads = max(1, (os.cpu_count() or 1) // args.max_children)
             if not args.run_equivalents:
-                generate(work)
+                generate(work, threads)
                 names, skipped = skip_equivalents(work, selection)
                 if results(work) and not names and not skipped:
                     parser.error(
@@ -1395,6 +1425,7 @@ def main() -> int:
                     str(args.max_children),
                     *names,
                     log=work / "run.log",
+                    threads=threads,
                 )
             print(f"{name}: ran in {time.perf_counter() - start:.0f} s", flush=True)
     width = max(len(m) for m in modules)
@@ -1405,6 +1436,8 @@ def main() -> int:
         print(line)
         for text in result.survivors:
             print(f"    survived  {text}")
+        for text in result.timeouts:
+            print(f"    timed out (counted killed)  {text}")
         for text in result.too_broad:
             print(f"    killed, though EQUIVALENT lists it (narrow the entry)  {text}")
         for text in result.equivalents:
