@@ -978,7 +978,17 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             ),
             (f"skdknn.attacks._bim.x{_SEP}BIMAttack{_SEP}_perturb__*", ".to(None)"),
             (f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_box__*", ".to(None)"),
+            (
+                f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_box__*",
+                "device = None",
+            ),
         )
+    ),
+    (
+        f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}_bounds__*",
+        "and len(sample_shape) >= 1:",
+        "a sample shape of length 1 is (n_features,): reshaping a bound of "
+        "n_features values to it changes nothing",
     ),
     (
         f"skdknn.attacks._base.x{_SEP}GradientAttack{_SEP}fit__*",
