@@ -287,6 +287,36 @@ def test_cw_abort_early_reaches_the_loop_and_stops_a_stalled_row(
     assert len(calls) == 1 + passes
 
 
+class ConstantLogits(nn.Module):
+    """Logits that do not depend on the input: class 0 wins by 1 everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1)[:, :1] * 0.0) + self.logits
+
+
+@pytest.mark.parametrize("n_iter, passes", [(100, 11), (25, 3), (10, 2), (5, 2)])
+def test_cw_stops_a_row_whose_loss_stalls_at_the_second_check(n_iter, passes):
+    """With logits that ignore the input, w gets no gradient: the loss stays
+    c * margin, exactly, from the first step. abort_early stops a row whose loss
+    fell by less than 0.01 % since the previous check, so every row stops at the
+    second check, at i = max(n_iter // 10, 1): after that many passes plus one.
+    A looser test (a loss that did not double) never stops it."""
+    net = ConstantLogits()
+    X = images(n=4)
+    attack = CarliniWagnerL2Attack(net, binary_search_steps=1, n_iter=n_iter).fit(X)
+    calls = forward_calls(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the zero-gradient warning
+        X_adv = attack.transform(X)
+    # one pass for the clean labels, then the attack's
+    assert len(calls) == 1 + passes
+    np.testing.assert_array_equal(X_adv, X)  # no success: the inputs come back
+
+
 def test_cw_leaves_the_network_parameters_alone():
     net = tiny_cnn()
     X = images(n=4)

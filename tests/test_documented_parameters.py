@@ -97,6 +97,31 @@ def test_every_parameter_is_documented_with_its_default(cls):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
+def test_a_parameter_left_out_is_stored_as_its_documented_default(cls):
+    """The documented default is what the estimator holds when the parameter is
+    left out: read off a constructed object, not off the signature, which a
+    wrapper (a decorator, mutmut's trampoline) can show unchanged while the
+    function it calls has another default."""
+    params = signature_parameters(cls)
+    required = {n: object() for n, p in params.items() if p.default is p.empty}
+    stored = cls(**required).get_params(deep=False)
+    defaults = documented_defaults(cls)
+    for name, param in params.items():
+        if param.default is inspect.Parameter.empty:
+            continue
+        text = defaults[name].strip("`")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            assert text in (repr(stored[name]), str(stored[name])), (name, text)
+        else:
+            assert value == stored[name] and type(value) is type(stored[name]), (
+                f"{cls.__name__}.{name}: documented default {text}, "
+                f"stored {stored[name]!r}"
+            )
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
 def test_init_stores_every_parameter_as_given(cls):
     """``__init__`` stores parameters only, unchanged: each one set to a distinct
     object comes back from ``get_params`` as that object, and survives ``clone``

@@ -887,10 +887,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
             "dtype=torch.bool, )",
         )
     ),
-    (
-        "skdknn.attacks._cw.*",
-        'float("INF")',
-        "float() reads 'INF' as infinity too (case-insensitive)",
+    *(
+        ("skdknn.attacks._cw.*", text, "float() reads infinity case-insensitively")
+        for text in ('float("INF")', 'float("-INF")')
     ),
     (
         "skdknn.attacks._cw.x_carlini_wagner_l2__*",

@@ -34,12 +34,12 @@ def carlini_wagner_l2(
     lo: torch.Tensor,
     hi: torch.Tensor,
     *,
-    confidence: float = 0.0,
-    initial_const: float = 1e-2,
-    binary_search_steps: int = 5,
-    n_iter: int = 100,
-    learning_rate: float = 1e-1,
-    abort_early: bool = True,
+    confidence: float,
+    initial_const: float,
+    binary_search_steps: int,
+    n_iter: int,
+    learning_rate: float,
+    abort_early: bool,
 ) -> torch.Tensor:
     """Untargeted Carlini-Wagner L2 attack on one batch (away from the labels ``t``).
 
