@@ -120,7 +120,7 @@ def test_a_run_that_judged_nothing_is_a_failure(monkeypatch, tmp_path):
     tool = _tool()
     _fake_run(tool, monkeypatch, tmp_path, {"skdknn.conformal.x_f__mutmut_1": None})
     line, failed, _ = tool.summary("conformal", 9)
-    assert "0 /    0 killed" in line and failed
+    assert "nothing judged (see run.log)" in line and failed
 
 
 def test_development_docs_table_lists_each_modules_test_files():
@@ -320,3 +320,33 @@ def test_timeouts_count_as_killed_and_are_listed(monkeypatch, tmp_path):
     assert result.survivors == ["skdknn.conformal.x_g__mutmut_3 (0): return 0"]
     # the mutant killed by a failing test is not looked at (no entry names g)
     assert "skdknn.conformal.x_g__mutmut_1" not in shown
+
+
+def test_an_only_glob_that_names_no_function_leaves_the_last_results(
+    monkeypatch, tmp_path, capsys
+):
+    """A mistyped --only is refused before the module's workspace (the last run's
+    results) is replaced; a glob that names a function is accepted."""
+    tool = _tool()
+    names = tool.function_mutant_names("calibration")
+    assert "skdknn._calibration.x_label_shift__mutmut_1" in names
+    attacks = tool.function_mutant_names("attacks")
+    assert (
+        f"skdknn.attacks._base.x{tool._SEP}GradientAttack{tool._SEP}_box__mutmut_1"
+        in attacks
+    )
+    work = tmp_path / "mutants" / "calibration"
+    work.mkdir(parents=True)
+    (work / "selection.json").write_text("[]")
+    monkeypatch.setattr(tool, "workspace", lambda name: tmp_path / "mutants" / name)
+    monkeypatch.setattr(
+        sys, "argv", ["mutation.py", "calibration", "--only", "label_shift"]
+    )
+    with pytest.raises(SystemExit) as error:
+        tool.main()
+    assert error.value.code == 2
+    assert (
+        "--only ['label_shift'] matches no function of calibration"
+        in capsys.readouterr().err
+    )
+    assert (work / "selection.json").read_text() == "[]"

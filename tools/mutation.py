@@ -35,6 +35,7 @@ interrupted run).
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import json
 import os
@@ -1058,6 +1059,27 @@ EQUIVALENT: list[tuple[str, str, str]] = [
 ]
 
 
+def function_mutant_names(name: str) -> list[str]:
+    """A mutant name of each function and method of the module's files, as mutmut
+    names them (``<module>.x_<function>__mutmut_1``,
+    ``<module>.xǁ<Class>ǁ<method>__mutmut_1``), read from the source: to check an
+    ``--only`` glob before a run replaces the last results."""
+    names = []
+    for path in MODULES[name].files:
+        dotted = path.removesuffix(".py").replace("/", ".")
+        tree = ast.parse((ROOT / path).read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.append(f"{dotted}.x_{node.name}__mutmut_1")
+            elif isinstance(node, ast.ClassDef):
+                names += [
+                    f"{dotted}.x{_SEP}{node.name}{_SEP}{item.name}__mutmut_1"
+                    for item in node.body
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                ]
+    return names
+
+
 def workspace(name: str) -> Path:
     return ROOT / "mutants" / name
 
@@ -1366,10 +1388,12 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
         notes.append(f"{len(result.timeouts)} of the killed timed out")
     if result.too_broad:
         notes.append(f"{len(result.too_broad)} killed though listed equivalent")
-    line = (
-        f"{name:{width}s}  {result.killed:4d} / {result.total:4d} killed"
-        f" = {100 * rate:5.1f} %  ({', '.join(notes)})"
+    judged = (
+        f"{result.killed:4d} / {result.total:4d} killed = {100 * rate:5.1f} %"
+        if result.total
+        else "nothing judged (see run.log)"
     )
+    line = f"{name:{width}s}  {judged}  ({', '.join(notes)})"
     return line, rate < 0.95 or bool(result.too_broad), result
 
 
@@ -1381,7 +1405,13 @@ def main() -> int:
         "only when the module's run has ended. See docs/development.md.",
     )
     parser.add_argument("modules", nargs="*", help=f"some of {', '.join(MODULES)}")
-    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument(
+        "--max-children",
+        type=int,
+        default=2,
+        help="mutants run at once (default 2); each process gets "
+        "cores // max-children math threads",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -1407,6 +1437,17 @@ def main() -> int:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
     if args.only and len(modules) != 1:
         parser.error("--only selects mutants of one module: name exactly one")
+    if args.only and not args.report:
+        # checked before the module's last results are replaced by the new run
+        names = function_mutant_names(modules[0])
+        unmatched = [
+            g for g in args.only if not any(fnmatch.fnmatch(n, g) for n in names)
+        ]
+        if unmatched:
+            parser.error(
+                f"--only {unmatched} matches no function of {modules[0]}; its "
+                f"mutants are named like {names[0]} (see docs/development.md)"
+            )
     if not args.report:
         for name in modules:
             start = time.perf_counter()
