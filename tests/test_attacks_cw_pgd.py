@@ -317,6 +317,27 @@ def test_cw_stops_a_row_whose_loss_stalls_at_the_second_check(n_iter, passes):
     np.testing.assert_array_equal(X_adv, X)  # no success: the inputs come back
 
 
+def test_cw_keeps_a_row_whose_loss_stays_zero_as_the_authors_do():
+    """The authors stop a row when ``loss > 0.9999 * previous``: a loss of exactly
+    0 at two checks (inputs at the box's midpoint, where the start gives x back
+    exactly, and a label the network already gets wrong) keeps the row going, so
+    abort_early then runs every iteration, as without it."""
+    net = ConstantLogits()  # predicts class 0 everywhere
+    X = np.full((4, 1, 8, 8), 0.5, np.float32)
+    y = np.ones(4, dtype=np.int64)
+    passes = {}
+    for abort_early in (True, False):
+        attack = CarliniWagnerL2Attack(
+            net, binary_search_steps=1, n_iter=30, abort_early=abort_early
+        ).fit(X)
+        calls = forward_calls(net)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the zero-gradient warning
+            attack.generate(X, y)
+        passes[abort_early] = len(calls)
+    assert passes[True] == passes[False] >= 30
+
+
 def test_cw_leaves_the_network_parameters_alone():
     net = tiny_cnn()
     X = images(n=4)

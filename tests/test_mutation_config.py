@@ -236,10 +236,11 @@ def test_skipped_equivalents_are_reported_as_equivalent_not_as_unrun(
     work = tool.workspace("conformal")
     (work / "skipped.json").write_text(json.dumps(skipped))
     line, failed, result = tool.summary("conformal", 9)
-    # the skipped equivalent is in neither number; the other unrun one is unrun
+    # the skipped equivalent is in neither number; the one whose entry is gone
+    # has no verdict
     assert line.endswith(
-        "1 /    2 killed =  50.0 %  "
-        "(1 equivalent (1 skipped, not run), 1 not run: interrupted)"
+        "1 /    2 killed =  50.0 %  (1 equivalent (1 skipped, not run), "
+        "1 skipped as equivalent by an entry since removed: run again)"
     )
     assert failed
     assert result.survivors == ["skdknn.conformal.x_f__mutmut_4 (0): return None"]
@@ -350,3 +351,51 @@ def test_an_only_glob_that_names_no_function_leaves_the_last_results(
         in capsys.readouterr().err
     )
     assert (work / "selection.json").read_text() == "[]"
+
+
+def test_a_selection_of_equivalents_only_is_nothing_to_judge(monkeypatch, tmp_path):
+    tool = _tool()
+    codes = {"skdknn.conformal.x_f__mutmut_1": None}
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__mutmut_1"])
+    _fake_equivalents(tool, monkeypatch, {})
+    work = tool.workspace("conformal")
+    skipped = {"skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)"}
+    (work / "skipped.json").write_text(json.dumps(skipped))
+    line, failed, _ = tool.summary("conformal", 9)
+    assert "nothing to judge: every mutant run or skipped is equivalent" in line
+    assert not failed
+
+
+def test_a_skipped_mutant_whose_entry_was_removed_fails_the_report(
+    monkeypatch, tmp_path
+):
+    """Its verdict is unknown: not 'interrupted', and not a pass."""
+    tool = _tool()
+    codes = {
+        "skdknn.conformal.x_f__mutmut_1": 1,
+        "skdknn.conformal.x_f__mutmut_2": None,  # skipped; the entry is gone
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"])
+    _fake_equivalents(tool, monkeypatch, {"skdknn.conformal.x_f__mutmut_1": "x"})
+    monkeypatch.setattr(tool, "EQUIVALENT", [])
+    work = tool.workspace("conformal")
+    skipped = {"skdknn.conformal.x_f__mutmut_2": "addmm(a, b, beta=1)"}
+    (work / "skipped.json").write_text(json.dumps(skipped))
+    line, failed, _ = tool.summary("conformal", 9)
+    assert line.endswith(
+        "1 /    1 killed = 100.0 %  "
+        "(0 equivalent, 1 skipped as equivalent by an entry since removed: run again)"
+    )
+    assert failed
+
+
+def test_a_run_that_made_no_mutant_is_a_failure(monkeypatch, tmp_path, capsys):
+    tool = _tool()
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "prepare", lambda name: tool.workspace(name))
+    monkeypatch.setattr(tool, "generate", lambda work, threads: None)
+    monkeypatch.setattr(tool, "mutmut", lambda *args, **kwargs: "")
+    (tmp_path / "mutants" / "calibration").mkdir(parents=True)
+    monkeypatch.setattr(sys, "argv", ["mutation.py", "calibration"])
+    assert tool.main() == 1
+    assert "calibration  no mutants made (see run.log)" in capsys.readouterr().out

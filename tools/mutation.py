@@ -894,13 +894,6 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ),
     (
         "skdknn.attacks._cw.x_carlini_wagner_l2__*",
-        "active &= loss < 0.9999 * previous",
-        "differs only when a float32 loss is exactly 0.9999 times the previous "
-        "one: the authors' `if l > prev * .9999: break` keeps such a row, as "
-        "`<=` does, but no test input can be built to hit that equality",
-    ),
-    (
-        "skdknn.attacks._cw.x_carlini_wagner_l2__*",
         "(other - real >= confidence)",
         "differs only when a float32 logit margin equals the confidence exactly "
         "(a tie of two logits at confidence 0), which no test input can be "
@@ -1328,15 +1321,19 @@ def score(name: str) -> Score:
     return result
 
 
-def unchecked_count(name: str) -> tuple[int, int]:
-    """(not selected, not run) of the module's mutants left unchecked by the last
-    run, apart from those skipped as equivalent: outside the ``--only`` globs it
-    recorded, and the others (an interrupted run). Without a record of the globs
-    (a run by an older tool), every unchecked mutant counts as not run."""
+def unchecked_count(name: str) -> tuple[int, int, int]:
+    """(not selected, not run, unlisted) of the module's mutants left unchecked by
+    the last run, apart from those skipped as equivalent: outside the ``--only``
+    globs it recorded, the others (an interrupted run), and among those the ones
+    the run skipped as equivalent that no ``EQUIVALENT`` entry names any more (an
+    entry removed or narrowed since: their verdict is unknown until a new run).
+    Without a record of the globs (a run by an older tool), every unchecked mutant
+    counts as not run."""
     work = workspace(name)
     selected = _selection(work)
     skipped = skipped_equivalents(work)
-    outside = unrun = 0
+    was_skipped = _skipped(work)
+    outside = unrun = unlisted = 0
     for mutant, code in results(work).items():
         if (
             code is not None
@@ -1344,13 +1341,15 @@ def unchecked_count(name: str) -> tuple[int, int]:
             or not any(fnmatch.fnmatch(mutant, g) for g in MODULES[name].globs)
         ):
             continue
-        if selected is not None and not any(
+        if mutant in was_skipped:
+            unlisted += 1
+        elif selected is not None and not any(
             fnmatch.fnmatch(mutant, g) for g in selected
         ):
             outside += 1
         else:
             unrun += 1
-    return outside, unrun
+    return outside, unrun, unlisted
 
 
 def _selection(work: Path) -> list[str] | None:
@@ -1368,7 +1367,7 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
     if not results(workspace(name)):
         return f"{name:{width}s}  not run", False, Score(0, 0, [], [], [], [])
     result = score(name)
-    outside, unrun = unchecked_count(name)
+    outside, unrun, unlisted = unchecked_count(name)
     # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
     # failed run, never a perfect score
     rate = result.killed / result.total if result.total else 0.0
@@ -1384,17 +1383,25 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
             if _selection(workspace(name)) is not None
             else f"{unrun} not run (outside --only, or interrupted)"
         )
+    if unlisted:
+        notes.append(
+            f"{unlisted} skipped as equivalent by an entry since removed: run again"
+        )
     if result.timeouts:
         notes.append(f"{len(result.timeouts)} of the killed timed out")
     if result.too_broad:
         notes.append(f"{len(result.too_broad)} killed though listed equivalent")
-    judged = (
-        f"{result.killed:4d} / {result.total:4d} killed = {100 * rate:5.1f} %"
-        if result.total
-        else "nothing judged (see run.log)"
-    )
+    if result.total:
+        judged = f"{result.killed:4d} / {result.total:4d} killed = {100 * rate:5.1f} %"
+    elif result.equivalents:
+        judged = "nothing to judge: every mutant run or skipped is equivalent"
+    else:
+        judged = "nothing judged (see run.log)"
     line = f"{name:{width}s}  {judged}  ({', '.join(notes)})"
-    return line, rate < 0.95 or bool(result.too_broad), result
+    failed = (rate < 0.95 and not (result.equivalents and not result.total)) or bool(
+        result.too_broad or unlisted
+    )
+    return line, failed, result
 
 
 def main() -> int:
@@ -1482,6 +1489,9 @@ def main() -> int:
     failed = False
     for module in modules:
         line, bad, result = summary(module, width)
+        if not args.report and not results(workspace(module)):
+            # this run made no mutant: a failed run, not a module never run
+            line, bad = f"{module:{width}s}  no mutants made (see run.log)", True
         failed |= bad
         print(line)
         for text in result.survivors:
