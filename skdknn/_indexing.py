@@ -205,6 +205,15 @@ def _chunk_rows(source: ActivationSource, widths: list[int], extra: int = 0) -> 
     )
 
 
+def _on_layer(layer: str, call: Any, *args: Any) -> Any:
+    """``call(*args)`` on one layer's activations; a ``ValueError`` about them (a
+    backend refusing rows that overflow float32, say) names the layer."""
+    try:
+        return call(*args)
+    except ValueError as exc:
+        raise ValueError(f"layer {layer!r}: {exc}") from exc
+
+
 def fit_indexes(template: Any, source: ActivationSource) -> list[Any]:
     """One fitted clone of ``template`` per layer, streamed from ``source``.
 
@@ -254,16 +263,18 @@ def fit_indexes(template: Any, source: ActivationSource) -> list[Any]:
     rest = source.chunks(_chunk_rows(source, widths), start=first[1])
     for start, stop, chunk in itertools.chain([first], rest):
         for i, acts in enumerate(chunk):
-            rows[i][start:stop] = backends[i]._reduce(acts) if streamed[i] else acts
+            rows[i][start:stop] = (
+                _on_layer(source.layers[i], backends[i]._reduce, acts)
+                if streamed[i]
+                else acts
+            )
         del chunk
         first = None  # type: ignore[assignment]
     fitted = []
     for i, backend in enumerate(backends):
         layer_rows, rows[i] = rows[i], None  # type: ignore[call-overload]
-        if streamed[i]:
-            fitted.append(backend._finish_stream(layer_rows))
-        else:
-            fitted.append(backend.fit(layer_rows))
+        finish = backend._finish_stream if streamed[i] else backend.fit
+        fitted.append(_on_layer(source.layers[i], finish, layer_rows))
         del layer_rows
     return fitted
 
@@ -294,8 +305,10 @@ def query_indexes(
     parallel = Parallel(n_jobs=n_jobs, backend="threading")
     for start, stop, chunk in source.chunks(chunk_rows):
         results = parallel(
-            delayed(backend.kneighbors)(acts, n_neighbors, return_distance)
-            for backend, acts in zip(backends, chunk, strict=True)
+            delayed(_on_layer)(
+                layer, backend.kneighbors, acts, n_neighbors, return_distance
+            )
+            for layer, backend, acts in zip(source.layers, backends, chunk, strict=True)
         )
         yield start, stop, results
 

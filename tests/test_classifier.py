@@ -579,3 +579,32 @@ def test_outputs_without_neighbors_allocate_no_neighbor_arrays(fitted, tabular):
         finally:
             tracemalloc.stop()
     assert peak < distances_size, (peak, distances_size)
+
+
+class HugeHidden(nn.Module):
+    """A hidden layer ``big`` whose activations are 1e20 times the inputs'."""
+
+    def __init__(self, scale: float = 1e20):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.scale = scale
+
+    def forward(self, x):
+        big = torch.relu(x) * self.scale
+        return self.fc(torch.relu(x)) + 0.0 * big.sum(1, keepdim=True)
+
+
+def test_activations_that_overflow_name_their_layer(tabular):
+    """A layer whose activations overflow float32's squared distances is named in
+    the error, at fit and at query (before: the backend's message only, which
+    told to "Rescale X" without saying which layer's rows were meant)."""
+    X, y = tabular
+    X = X.astype(np.float32)
+    frozen = FrozenEstimator(HugeHidden())
+    with pytest.raises(ValueError, match=r"^layer 'mul': .*squared norm"):
+        tiny(net=frozen, layers=["fc", "mul"]).fit(X[:300], y[:300])
+    small = HugeHidden(scale=1.0)
+    clf = tiny(net=FrozenEstimator(small), layers=["fc", "mul"]).fit(X[:300], y[:300])
+    small.scale = 1e20
+    with pytest.raises(ValueError, match=r"^layer 'mul': .*squared norm"):
+        clf.predict(X[300:])
