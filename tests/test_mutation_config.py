@@ -52,9 +52,10 @@ def test_mutmut_config_and_tool_name_what_exists():
         assert any(fnmatch.fnmatch(name, g) for g in every_glob), pattern
 
 
-def _fake_run(tool, monkeypatch, tmp_path, codes, selection=None):
+def _fake_run(tool, monkeypatch, tmp_path, codes, selection=None, skipped=None):
     """A ``mutants/conformal/`` left by a run whose mutants ended with ``codes``
-    (None: not run), with the globs it selected when given."""
+    (None: not run), with the globs it selected and the mutants it skipped as
+    equivalent (``{name: mutated line}``) when given."""
     monkeypatch.setattr(tool, "ROOT", tmp_path)
     work = tool.workspace("conformal")
     (work / "mutants" / "skdknn").mkdir(parents=True, exist_ok=True)
@@ -62,6 +63,8 @@ def _fake_run(tool, monkeypatch, tmp_path, codes, selection=None):
     (work / "mutants" / "skdknn" / "conformal.py.meta").write_text(json.dumps(meta))
     if selection is not None:
         (work / "selection.json").write_text(json.dumps(selection))
+    if skipped is not None:
+        (work / "skipped.json").write_text(json.dumps(skipped))
 
 
 def test_report_says_not_run_for_a_module_without_results(monkeypatch, tmp_path):
@@ -220,7 +223,11 @@ def test_skipped_equivalents_are_reported_as_equivalent_not_as_unrun(
         "skdknn.conformal.x_f__mutmut_3": 1,  # killed
         "skdknn.conformal.x_f__mutmut_4": 0,  # survived
     }
-    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"])
+    skipped = {
+        "skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)",
+        "skdknn.conformal.x_f__mutmut_2": "addmm(a, b, alpha=1)",
+    }
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"], skipped)
     _fake_equivalents(
         tool,
         monkeypatch,
@@ -229,12 +236,7 @@ def test_skipped_equivalents_are_reported_as_equivalent_not_as_unrun(
             "skdknn.conformal.x_f__mutmut_4": "return None",
         },
     )
-    skipped = {
-        "skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)",
-        "skdknn.conformal.x_f__mutmut_2": "addmm(a, b, alpha=1)",
-    }
     work = tool.workspace("conformal")
-    (work / "skipped.json").write_text(json.dumps(skipped))
     line, failed, result = tool.summary("conformal", 9)
     # the skipped equivalent is in neither number; the one whose entry is gone
     # has no verdict
@@ -356,11 +358,9 @@ def test_an_only_glob_that_names_no_function_leaves_the_last_results(
 def test_a_selection_of_equivalents_only_is_nothing_to_judge(monkeypatch, tmp_path):
     tool = _tool()
     codes = {"skdknn.conformal.x_f__mutmut_1": None}
-    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__mutmut_1"])
-    _fake_equivalents(tool, monkeypatch, {})
-    work = tool.workspace("conformal")
     skipped = {"skdknn.conformal.x_f__mutmut_1": "addmm(a, b, beta=1)"}
-    (work / "skipped.json").write_text(json.dumps(skipped))
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__mutmut_1"], skipped)
+    _fake_equivalents(tool, monkeypatch, {})
     line, failed, _ = tool.summary("conformal", 9)
     assert "nothing to judge: every mutant run or skipped is equivalent" in line
     assert not failed
@@ -375,12 +375,10 @@ def test_a_skipped_mutant_whose_entry_was_removed_fails_the_report(
         "skdknn.conformal.x_f__mutmut_1": 1,
         "skdknn.conformal.x_f__mutmut_2": None,  # skipped; the entry is gone
     }
-    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"])
+    skipped = {"skdknn.conformal.x_f__mutmut_2": "addmm(a, b, beta=1)"}
+    _fake_run(tool, monkeypatch, tmp_path, codes, ["*x_f__*"], skipped)
     _fake_equivalents(tool, monkeypatch, {"skdknn.conformal.x_f__mutmut_1": "x"})
     monkeypatch.setattr(tool, "EQUIVALENT", [])
-    work = tool.workspace("conformal")
-    skipped = {"skdknn.conformal.x_f__mutmut_2": "addmm(a, b, beta=1)"}
-    (work / "skipped.json").write_text(json.dumps(skipped))
     line, failed, _ = tool.summary("conformal", 9)
     assert line.endswith(
         "1 /    1 killed = 100.0 %  "

@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1108,13 +1108,8 @@ def prepare(name: str) -> Path:
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def mutmut(
-    work: Path, *args: str, log: Path | None = None, threads: int | None = None
-) -> str:
-    """Run ``python -m mutmut *args`` in ``work``; with ``log``, its output is
-    streamed to that file as it runs (``tail -f`` it) and ``""`` is returned.
-    ``threads`` caps the math libraries' threads of each process (unless the
-    caller's environment sets them)."""
+def _environment(threads: int | None = None) -> dict[str, str]:
+    """The environment of the processes the script starts in a module's copy."""
     # derandomised hypothesis (tests/conftest.py's ci profile, which otherwise only
     # CI=true selects); Dask clusters of worker threads (tests/test_dask.py)
     env = dict(os.environ, HYPOTHESIS_PROFILE="ci", SKDKNN_TEST_DASK_WORKERS="threads")
@@ -1125,6 +1120,17 @@ def mutmut(
         for variable in _THREAD_VARIABLES:
             env.setdefault(variable, str(threads))
     env.pop("PYTHONPATH", None)  # the mutated copy, never the checkout, is imported
+    return env
+
+
+def mutmut(
+    work: Path, *args: str, log: Path | None = None, threads: int | None = None
+) -> str:
+    """Run ``python -m mutmut *args`` in ``work``; with ``log``, its output is
+    streamed to that file as it runs (``tail -f`` it) and ``""`` is returned.
+    ``threads`` caps the math libraries' threads of each process (unless the
+    caller's environment sets them)."""
+    env = _environment(threads)
     command = [sys.executable, "-m", "mutmut", *args]
     if log is not None:
         with log.open("a") as out:
@@ -1175,12 +1181,10 @@ def mutated_lines(work: Path, names: list[str]) -> dict[str, str]:
     them has moved."""
     if not names:
         return {}
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
     batch = subprocess.run(
         [sys.executable, "-c", _SHOW_MANY, *names],
         cwd=work,
-        env=env,
+        env=_environment(),
         capture_output=True,
         text=True,
         check=False,
@@ -1262,8 +1266,8 @@ def skipped_equivalents(work: Path) -> dict[str, str]:
 
 #: mutmut's exit codes of a killed mutant: a test failed (1, 3) or the tests
 #: exceeded the CPU-time limit (the others, "timeout")
-_KILLED = {1, 3, 36, -24, 24, 152, 255}
 _TIMEOUT = {36, -24, 24, 152, 255}
+_KILLED = {1, 3} | _TIMEOUT
 
 
 @dataclass
@@ -1274,12 +1278,13 @@ class Score:
     a mutant the tests kill) and ``timeouts`` (counted as killed: they exceeded
     mutmut's CPU-time limit) as the report prints them."""
 
-    killed: int
-    total: int
-    survivors: list[str]
-    equivalents: list[str]
-    too_broad: list[str]
-    timeouts: list[str]
+    killed: int = 0
+    total: int = 0
+    skipped: int = 0  # of the equivalents: skipped by the run, not run
+    survivors: list[str] = field(default_factory=list)
+    equivalents: list[str] = field(default_factory=list)
+    too_broad: list[str] = field(default_factory=list)
+    timeouts: list[str] = field(default_factory=list)
 
 
 def score(name: str) -> Score:
@@ -1299,7 +1304,7 @@ def score(name: str) -> Score:
         if c not in _KILLED or c in _TIMEOUT or _listed(m)
     ]
     diffs = mutated_lines(work, shown)
-    result = Score(0, 0, [], [], [], [])
+    result = Score()
     for mutant, code in sorted(run.items()):
         reason = equivalent_reason(mutant, diffs[mutant]) if mutant in diffs else None
         if code in _KILLED:
@@ -1313,11 +1318,13 @@ def score(name: str) -> Score:
         else:
             result.survivors.append(f"{mutant} ({code}): {diffs[mutant].strip()}")
     result.total = len(run) - len(result.equivalents)
-    result.equivalents += [
+    skipped = [
         f"{mutant}: {text}"
         for mutant, text in sorted(skipped_equivalents(work).items())
         if mutant in codes
     ]
+    result.equivalents += skipped
+    result.skipped = len(skipped)
     return result
 
 
@@ -1365,16 +1372,15 @@ def summary(name: str, width: int) -> tuple[str, bool, Score]:
     mutant its tests kill), and its score. A module never run (no results in
     ``mutants/<module>/``) is "not run", not a failure."""
     if not results(workspace(name)):
-        return f"{name:{width}s}  not run", False, Score(0, 0, [], [], [], [])
+        return f"{name:{width}s}  not run", False, Score()
     result = score(name)
     outside, unrun, unlisted = unchecked_count(name)
     # nothing judged (e.g. mutmut's clean test run failed: see run.log) is a
     # failed run, never a perfect score
     rate = result.killed / result.total if result.total else 0.0
-    skipped = sum(e.endswith("; skipped, not run]") for e in result.equivalents)
     notes = [f"{len(result.equivalents)} equivalent"]
-    if skipped:
-        notes[0] += f" ({skipped} skipped, not run)"
+    if result.skipped:
+        notes[0] += f" ({result.skipped} skipped, not run)"
     if outside:
         notes.append(f"{outside} not selected (--only)")
     if unrun:
